@@ -1,0 +1,194 @@
+"""The tiny Phi checkpoint: a real ``Phi3ForCausalLM`` the project makes itself.
+
+No weights can be downloaded where phi-get is developed and tested, so tests
+and the demo use a checkpoint generated here: the Phi-3 architecture at a
+tiny size, random weights from a fixed seed, and a sentencepiece tokenizer
+trained on text that ships with phi-get (``builders/data/corpus.txt``, plus
+sentences generated from it).  Hidden and intermediate sizes are multiples of
+256 so llama.cpp's K-quants (256-value super-blocks) apply to every matrix.
+
+The same command gives the same bytes: the seed fixes the weights, the
+tokenizer is trained single-threaded on a fixed text, and files are written
+in a fixed order.  Needs the ``build`` extra (torch, transformers,
+sentencepiece); imported only by the command that uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["TinySpec", "make_tiny_phi", "corpus_text", "EVAL_TEXT"]
+
+#: Chat and control tokens, as in Phi-3's tokenizer.
+SPECIAL_TOKENS = ("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+
+#: The fixed evaluation text for perplexity and agreement (not in the corpus
+#: verbatim, but in its vocabulary).
+EVAL_TEXT = (
+    "A package manager checks every byte of the model it downloads. "
+    "Four bit weights make the model small enough for a phone, and the memory must also hold the cache. "
+    "The registry stores each file by its digest, and the lockfile records the exact artifact for every device."
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TinySpec:
+    seed: int = 0
+    vocab_size: int = 512
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 4
+    max_context: int = 2048
+    #: Standard deviation of the random weights (Phi-3 uses 0.02; larger
+    #: weights give sharper next-token distributions, so quantization error
+    #: shows in the agreement metrics instead of drowning in a flat one).
+    init_std: float = 0.06
+
+
+def corpus_text(seed: int = 0, sentences: int = 1500) -> str:
+    """The shipped corpus plus sentences recombined from its clauses."""
+    base = resources.files("phi_get.builders").joinpath("data/corpus.txt").read_text("utf-8")
+    lines = [ln.strip() for ln in base.splitlines() if ln.strip()]
+    words = sorted({w.strip(".,:;").lower() for ln in lines for w in ln.split()})
+    rng = random.Random(seed)
+    extra = []
+    for _ in range(sentences):
+        a, b = rng.sample(lines, 2)
+        cut_a = a.split(",")[0].rstrip(".")
+        cut_b = b.split(",")[-1].strip().rstrip(".")
+        tail = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))
+        extra.append(f"{cut_a}, and {cut_b} {tail}.")
+    return "\n".join(lines * 4 + extra) + "\n"
+
+
+def _train_tokenizer(folder: Path, spec: TinySpec) -> None:
+    import sentencepiece as spm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text(corpus_text(spec.seed), encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(Path(tmp) / "tokenizer"),
+            model_type="bpe",
+            vocab_size=spec.vocab_size,
+            character_coverage=1.0,
+            byte_fallback=True,
+            split_digits=True,
+            user_defined_symbols=list(SPECIAL_TOKENS),
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            num_threads=1,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            minloglevel=2,
+        )
+        # The trainer records its input and output paths in the model; blank
+        # them so the bytes do not depend on where the temp folder was.
+        from sentencepiece import sentencepiece_model_pb2
+
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString((Path(tmp) / "tokenizer.model").read_bytes())
+        del proto.trainer_spec.input[:]
+        proto.trainer_spec.model_prefix = ""
+        (folder / "tokenizer.model").write_bytes(proto.SerializeToString(deterministic=True))
+
+
+def _write_tokenizer_files(folder: Path) -> None:
+    from transformers import LlamaTokenizer
+
+    # transformers 5: LlamaTokenizer(vocab_file=...) silently builds a 3-token
+    # vocabulary; from_pretrained on the folder reads tokenizer.model properly.
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<unk>",
+        "pad_token": "<|endoftext|>",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "legacy": False,
+        "model_max_length": 2048,
+        "chat_template": (
+            "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
+            "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+        ),
+    }, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tok = LlamaTokenizer.from_pretrained(str(folder))
+    if len(tok) < 300:
+        raise RuntimeError(f"tokenizer has only {len(tok)} tokens: tokenizer.model was not read")
+    tok.save_pretrained(str(folder))
+
+
+def _make_model(folder: Path, spec: TinySpec, vocab_size: int, eos_id: int) -> None:
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    config = Phi3Config(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=spec.max_context,
+        original_max_position_embeddings=spec.max_context,
+        initializer_range=spec.init_std,
+        bos_token_id=1,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=False,
+        rope_scaling=None,
+        sliding_window=None,
+    )
+    torch.manual_seed(spec.seed)
+    model = Phi3ForCausalLM(config).to(torch.float32).eval()
+    # Norm weights start at 1 and biases at 0; give every weight matrix a
+    # seeded random value of the chosen spread, in a fixed order.
+    gen = torch.Generator().manual_seed(spec.seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=gen) * spec.init_std)
+    model.generation_config.do_sample = False
+    model.save_pretrained(str(folder), safe_serialization=True)
+
+
+def make_tiny_phi(out: Path, spec: TinySpec = TinySpec(), *, force: bool = False) -> Path:
+    """Write the tiny checkpoint to ``out`` (atomically) and return it."""
+    out = Path(out)
+    if out.exists():
+        if not force and any(out.iterdir()):
+            from .errors import BuildError
+
+            raise BuildError(f"{out} exists and is not empty; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-phi-", dir=out.parent))
+    try:
+        _train_tokenizer(tmp, spec)
+        _write_tokenizer_files(tmp)
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tmp))
+        eos_id = tok.convert_tokens_to_ids("<|endoftext|>")
+        _make_model(tmp, spec, vocab_size=len(tok), eos_id=eos_id)
+        (tmp / "phi-get-tiny.json").write_text(
+            json.dumps({"generator": "phi-get tiny-phi", **{k: getattr(spec, k) for k in spec.__slots__}},
+                       indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for path in (tmp, *tmp.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

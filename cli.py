@@ -1,0 +1,96 @@
+"""The ``phi-get`` command: wires the parts' commands into one typer app.
+
+Each part contributes its commands through ``register(app)`` in its own
+``cli`` module (``phi_get.resolver.cli``, ``phi_get.builders.cli``,
+``phi_get.registry.cli``).  Those modules import only typer and the standard
+library at import time; torch, transformers, onnx and sqlmodel are imported
+inside the commands that need them, so ``phi-get --help`` stays fast.
+
+Errors: every :class:`PhiGetError` is rendered here, once, as
+``error: <message>`` plus its hint, and exits with the error's ``exit_code``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import typer
+
+from phi_get import __version__
+from phi_get.manifests.errors import PhiGetError
+
+__all__ = ["app", "main"]
+
+#: Parts that add commands; a part missing from this install is skipped.
+PARTS = ("phi_get.resolver.cli", "phi_get.builders.cli", "phi_get.registry.cli")
+
+app = typer.Typer(
+    name="phi-get",
+    help="A package manager for quantized Phi models: build, publish, resolve, install, lock, run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"phi-get {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(  # noqa: UP007 - typer needs Optional here
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """phi-get: the right quantized Phi model for each device, verified."""
+
+
+def _register_parts() -> None:
+    for module_name in PARTS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_parts()
+
+
+def render_error(exc: PhiGetError) -> int:
+    """Print an error for people and return its exit code."""
+    typer.echo(f"error: {exc}", err=True)
+    if exc.hint:
+        typer.echo(f"hint: {exc.hint}", err=True)
+    return exc.exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rc = app(args=argv, prog_name="phi-get", standalone_mode=False)
+    except PhiGetError as exc:
+        sys.exit(render_error(exc))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)

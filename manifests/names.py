@@ -1,0 +1,140 @@
+"""Names, versions, variant ids, digests and file paths: the small value rules.
+
+Model names are canonicalized like Python distribution names (PEP 503):
+``Phi-3.5_Mini`` and ``phi-3.5-mini`` are the same model.  Versions are PEP 440
+(:class:`packaging.version.Version`).  File paths inside an artifact are
+relative POSIX paths that cannot escape the artifact folder on any OS.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from .errors import ManifestError
+
+__all__ = [
+    "MAX_FILE_SIZE",
+    "check_digest",
+    "check_model_name",
+    "check_relative_path",
+    "check_specifier",
+    "check_variant_id",
+    "check_version",
+    "hex_of",
+    "normalize_model_name",
+]
+
+#: Largest size accepted for one file of an artifact: 1 TiB.  The largest Phi
+#: checkpoint in fp32 is under 20 GB; anything near this is a corrupt document.
+MAX_FILE_SIZE: Final = 1 << 40
+
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$", re.IGNORECASE)
+_VARIANT = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,94}[a-z0-9])?$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Windows device names are refused as path components on every OS, so an
+# artifact installs the same everywhere.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def normalize_model_name(name: str) -> str:
+    """PEP 503 normalization: lower case, runs of ``-_.`` become ``-``."""
+    return canonicalize_name(name)
+
+
+def check_model_name(name: object, field: str = "name", document: str = "document") -> str:
+    """Validate a model name and return its canonical form."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ManifestError(
+            "a model name is 1-128 letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
+            field=field, value=name, document=document,
+        )
+    return normalize_model_name(name)
+
+
+def check_variant_id(variant: object, field: str = "variant", document: str = "document") -> str:
+    if not isinstance(variant, str) or not _VARIANT.match(variant):
+        raise ManifestError(
+            "a variant id is 1-96 lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
+            field=field, value=variant, document=document,
+        )
+    return variant
+
+
+def check_version(version: object, field: str = "version", document: str = "document") -> Version:
+    if not isinstance(version, str):
+        raise ManifestError("expected a PEP 440 version string", field=field, value=version, document=document)
+    try:
+        return Version(version)
+    except InvalidVersion:
+        raise ManifestError("not a valid PEP 440 version", field=field, value=version, document=document) from None
+
+
+def check_specifier(spec: object, field: str = "specifier", document: str = "document") -> SpecifierSet:
+    if not isinstance(spec, str):
+        raise ManifestError("expected a PEP 440 version specifier string", field=field, value=spec, document=document)
+    try:
+        return SpecifierSet(spec)
+    except InvalidSpecifier:
+        raise ManifestError("not a valid PEP 440 version specifier", field=field, value=spec, document=document) from None
+
+
+def check_digest(digest: object, field: str = "digest", document: str = "document") -> str:
+    """A content digest, always written ``sha256:<64 lower-case hex>``."""
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise ManifestError(
+            "expected 'sha256:' followed by 64 lower-case hex digits", field=field, value=digest, document=document
+        )
+    return digest
+
+
+def hex_of(value: object, field: str = "sha256", document: str = "document") -> str:
+    """A bare sha256 hex digest (64 lower-case hex digits)."""
+    if not isinstance(value, str) or not _HEX.match(value):
+        raise ManifestError("expected 64 lower-case hex digits", field=field, value=value, document=document)
+    return value
+
+
+def check_relative_path(path: object, field: str = "path", document: str = "document") -> str:
+    """A file path inside an artifact: relative, POSIX separators, no escape.
+
+    Refused, whatever the OS the artifact is later installed on: absolute paths
+    (``/x``), Windows drive paths (``C:\\x``, ``C:x``), UNC paths
+    (``\\\\host\\share``), backslashes at all, ``.`` or ``..`` components, empty
+    components (``a//b``), NUL and control characters, Windows device names,
+    names ending in a dot or space, and paths over 512 characters.
+    """
+    def bad(reason: str) -> ManifestError:
+        return ManifestError(reason, field=field, value=path, document=document)
+
+    if not isinstance(path, str) or not path:
+        raise bad("expected a non-empty relative path")
+    if len(path) > 512:
+        raise bad("path is longer than 512 characters")
+    if any(ord(c) < 32 or c == "\x7f" for c in path):
+        raise bad("path contains a control character")
+    if path.startswith("\\\\") or path.startswith("//"):
+        raise bad("UNC and network paths are not allowed")
+    if "\\" in path:
+        raise bad("backslashes are not allowed; use '/' as the separator")
+    if path.startswith("/"):
+        raise bad("absolute paths are not allowed")
+    if re.match(r"^[A-Za-z]:", path):
+        raise bad("Windows drive paths are not allowed")
+    if ":" in path:
+        raise bad("':' is not allowed in a path (Windows streams and drives)")
+    for part in path.split("/"):
+        if part == "":
+            raise bad("empty path component ('//' or a trailing '/')")
+        if part in (".", ".."):
+            raise bad("'.' and '..' components are not allowed")
+        if part.endswith((".", " ")):
+            raise bad("a path component may not end with '.' or a space")
+        if part.split(".")[0].lower() in _RESERVED:
+            raise bad("Windows device names are not allowed as path components")
+    return path
