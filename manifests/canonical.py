@@ -79,7 +79,7 @@ def load_json_document(data: bytes | str, *, limit: int, document: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except ManifestError as exc:
-        raise ManifestError(exc.reason, field=exc.field, value=exc.value, document=document) from None
+        raise exc.in_document(document) from None
     except json.JSONDecodeError as exc:
         raise ManifestError(
             f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", document=document

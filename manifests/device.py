@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from .canonical import canonical_bytes, load_json_document
 from .fields import Reader
-from .names import normalize_model_name
+from .names import normalize_distribution_name
 
 __all__ = [
     "DEVICE_SCHEMA",
@@ -95,8 +95,8 @@ class Accelerator:
             out["compute_capability"] = self.compute_capability
         if self.driver is not None:
             out["driver"] = self.driver
-        if self.unified_memory:
-            out["unified_memory"] = True
+        if self.unified_memory != (self.vendor is Vendor.APPLE):  # written when not the vendor's default
+            out["unified_memory"] = self.unified_memory
         return out
 
 
@@ -114,7 +114,7 @@ class DeviceProfile:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def has_runtime(self, distribution: str) -> str | None:
-        return self.runtimes.get(normalize_model_name(distribution))
+        return self.runtimes.get(normalize_distribution_name(distribution))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
@@ -161,7 +161,7 @@ def device_profile_from_json(data: object, *, document: str = "device profile") 
     cpu_r = cpu if isinstance(cpu, Reader) else Reader(cpu, "cpu", document)
     flags = cpu_r.texts("flags", [], max_items=1024, max_len=64)
     runtimes_raw = r.text_map("runtimes", {})
-    runtimes = {normalize_model_name(k): v for k, v in runtimes_raw.items()}
+    runtimes = {normalize_distribution_name(k): v for k, v in runtimes_raw.items()}
     return DeviceProfile(
         os=r.choice("os", OS),
         arch=r.choice("arch", Arch),

@@ -68,10 +68,16 @@ class ManifestError(PhiGetError, ValueError):
         self.reason = reason
         self.field = field
         self.value = None if value is _UNSET else value
+        self._value = value
         self.document = document
         where = f" at {field}" if field else ""
         got = "" if value is _UNSET else f" (got {_show(value)})"
         super().__init__(f"invalid {document}{where}: {reason}{got}")
+
+
+    def in_document(self, document: str) -> ManifestError:
+        """The same error, naming the document it was found in."""
+        return type(self)(self.reason, field=self.field, value=self._value, document=document)
 
 
 class SchemaVersionError(ManifestError):

@@ -34,6 +34,7 @@ from .errors import ManifestError
 from .fields import Reader
 from .names import (
     MAX_FILE_SIZE,
+    check_distribution_name,
     check_model_name,
     check_relative_path,
     check_specifier,
@@ -119,7 +120,7 @@ class RuntimeRequirement:
         if not _PROVIDER.match(provider):
             raise r.error("provider", "expected a lower-case execution provider name", provider)
         return cls(
-            distribution=check_model_name(r.text("distribution", max_len=128), r.where("distribution"), r.document),
+            distribution=check_distribution_name(r.text("distribution", max_len=128), r.where("distribution"), r.document),
             specifier=check_specifier(r.text("specifier", "", allow_empty=True), r.where("specifier"), r.document),
             provider=provider,
         )

@@ -20,12 +20,14 @@ from .errors import ManifestError
 __all__ = [
     "MAX_FILE_SIZE",
     "check_digest",
+    "check_distribution_name",
     "check_model_name",
     "check_relative_path",
     "check_specifier",
     "check_variant_id",
     "check_version",
     "hex_of",
+    "normalize_distribution_name",
     "normalize_model_name",
 ]
 
@@ -43,7 +45,16 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f
 
 
 def normalize_model_name(name: str) -> str:
-    """PEP 503 normalization: lower case, runs of ``-_.`` become ``-``."""
+    """Lower case, runs of ``-`` and ``_`` become one ``-``; dots are kept.
+
+    Unlike PEP 503 (which folds ``.`` too), ``phi-3.5-mini`` stays
+    ``phi-3.5-mini``: the dot is part of how people name these models.
+    """
+    return re.sub(r"[-_]+", "-", name).lower()
+
+
+def normalize_distribution_name(name: str) -> str:
+    """PEP 503 normalization, for Python distribution names (runtimes)."""
     return canonicalize_name(name)
 
 
@@ -55,6 +66,16 @@ def check_model_name(name: object, field: str = "name", document: str = "documen
             field=field, value=name, document=document,
         )
     return normalize_model_name(name)
+
+
+def check_distribution_name(name: object, field: str = "distribution", document: str = "document") -> str:
+    """Validate a Python distribution name and return its PEP 503 form."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ManifestError(
+            "expected a Python distribution name (letters, digits, '.', '_', '-')",
+            field=field, value=name, document=document,
+        )
+    return normalize_distribution_name(name)
 
 
 def check_variant_id(variant: object, field: str = "variant", document: str = "document") -> str:
