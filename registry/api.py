@@ -1,0 +1,202 @@
+"""The registry's HTTP API (FastAPI): the wire layout plus publishing routes.
+
+Reading (public; the wire layout of :data:`phi_get.manifests.index.LAYOUT`)::
+
+    GET  /v1/models.json                       catalog
+    GET  /v1/models/{name}/index.json          model index; ETag + If-None-Match -> 304
+    GET  /v1/manifests/sha256/{hex}.json       canonical manifest bytes (counts a download)
+    GET|HEAD /v1/blobs/sha256/{hex}            blob bytes; Range -> 206/416
+    GET  /v1/search?q=                         models whose name contains q
+    GET  /v1/models/{name}/stats.json          download counts
+    GET  /v1/health                            liveness
+
+Publishing (``Authorization: Bearer <token>``; see tokens.py)::
+
+    PUT  /v1/uploads/sha256/{hex}              one blob; Content-Length required,
+                                               capped, verified before it is visible
+    POST /v1/publish                           the manifest's canonical bytes; 201
+                                               created, 200 identical, 409 different
+    POST   /v1/models/{name}/versions/{version}/yank   {"reason": "...", "variant": null}
+    DELETE /v1/models/{name}/versions/{version}/yank   un-yank
+
+Errors are JSON ``{"error": <code>, "message": <text>}`` with the status of
+the :mod:`.errors` class.  Imports fastapi/starlette and the registry only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
+
+from phi_get import __version__
+from phi_get.manifests.manifest import MAX_MANIFEST_BYTES
+from phi_get.manifests.names import hex_of
+
+from .blobresponse import BlobResponse
+from .errors import BadRequestError, NotFoundError, RegistryError, TooLargeError
+from .service import Registry
+from .tokens import Principal, authenticate
+
+__all__ = ["create_app"]
+
+_JSON: Final = "application/json"
+_HEX_PATTERN: Final = "^[0-9a-f]{64}$"
+
+
+class YankRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=1024)
+    variant: str | None = Field(default=None, max_length=96)
+
+
+def _error_body(exc: RegistryError) -> JSONResponse:
+    return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
+
+
+def _hex(value: str) -> str:
+    try:
+        return hex_of(value, "digest", "request path")
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
+def _raw_body(media: str, description: str) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {media: {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def create_app(registry: Registry) -> FastAPI:
+    """A FastAPI app serving ``registry``; no module-level state."""
+    app = FastAPI(title="phi-get registry", version=__version__,
+                  description="Publish, catalog and serve quantized Phi model artifacts.")
+    app.state.registry = registry
+
+    @app.exception_handler(RegistryError)
+    async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
+        return _error_body(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error_body(BadRequestError(f"invalid request at {where}: {first.get('msg', 'invalid')}"))
+
+    async def principal_of(request: Request) -> Principal:
+        return await run_in_threadpool(authenticate, registry.engine, request.headers.get("authorization"))
+
+    @app.get("/v1/health", tags=["read"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models.json", tags=["read"], response_class=Response)
+    def catalog() -> Response:
+        return Response(registry.catalog_bytes(), media_type=_JSON, headers={"cache-control": "no-cache"})
+
+    @app.get("/v1/models/{name}/index.json", tags=["read"], response_class=Response,
+             responses={304: {"description": "unchanged since the ETag given in If-None-Match"}})
+    def model_index(name: str, request: Request) -> Response:
+        body, etag = registry.index(name)
+        headers = {"etag": etag, "cache-control": "no-cache"}
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=_JSON, headers=headers)
+
+    @app.get("/v1/manifests/sha256/{hex}.json", tags=["read"], response_class=Response)
+    def manifest(hex: str) -> Response:
+        body = registry.manifest_bytes("sha256:" + _hex(hex), count=True)
+        return Response(body, media_type=_JSON, headers={
+            "etag": f'"sha256:{hex}"', "cache-control": "public, max-age=31536000, immutable"})
+
+    @app.api_route("/v1/blobs/sha256/{hex}", methods=["GET", "HEAD"], tags=["read"], response_class=Response,
+                   responses={206: {"description": "the requested byte range"},
+                              416: {"description": "range not satisfiable"}})
+    async def blob(hex: str) -> Any:
+        h = _hex(hex)
+        if registry.store.size(h) is None:
+            raise NotFoundError(f"no blob sha256:{h} in this registry")
+        path = registry.store.blob_file(h)  # type: ignore[attr-defined]
+        return BlobResponse(path, etag=f'"sha256:{h}"')
+
+    @app.get("/v1/search", tags=["read"])
+    def search(q: str = "", limit: int = 100) -> list[dict[str, object]]:
+        if not 1 <= limit <= 1000:
+            raise BadRequestError(f"limit must be 1 to 1000 (got {limit})")
+        return registry.search(q, limit)
+
+    @app.get("/v1/models/{name}/stats.json", tags=["read"])
+    def stats(name: str) -> dict[str, object]:
+        return registry.stats(name)
+
+    @app.put("/v1/uploads/sha256/{hex}", tags=["publish"], status_code=201,
+             openapi_extra=_raw_body("application/octet-stream", "the blob's bytes"))
+    async def upload(hex: str, request: Request) -> JSONResponse:
+        h = _hex(hex)
+        principal = await principal_of(request)
+        principal.require_publish()
+        size = _content_length(request, registry.max_blob_size)
+        if registry.store.size(h) == size:
+            async for _chunk in request.stream():  # already stored: drain, write nothing
+                pass
+            return JSONResponse({"digest": f"sha256:{h}", "size": size, "created": False}, status_code=200)
+        pending = registry.store.begin_upload(h, size)
+        try:
+            async for chunk in request.stream():
+                pending.write(chunk)
+            pending.commit()
+        except ClientDisconnect:
+            pending.abort()
+            raise BadRequestError(f"upload of sha256:{h} interrupted after {pending.received} bytes") from None
+        finally:
+            pending.abort()  # no-op after commit
+        return JSONResponse({"digest": f"sha256:{h}", "size": size, "created": True}, status_code=201)
+
+    @app.post("/v1/publish", tags=["publish"], status_code=201,
+              openapi_extra=_raw_body(_JSON, "the manifest's canonical bytes"))
+    async def publish(request: Request) -> JSONResponse:
+        principal = await principal_of(request)
+        principal.require_publish()
+        _content_length(request, MAX_MANIFEST_BYTES, required=False)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise TooLargeError(f"manifest body is over the limit of {MAX_MANIFEST_BYTES} bytes")
+        result = await run_in_threadpool(registry.publish, principal, bytes(body))
+        doc = {"digest": result.digest, "name": result.name, "version": result.version,
+               "variant": result.variant, "created": result.created}
+        return JSONResponse(doc, status_code=201 if result.created else 200)
+
+    @app.post("/v1/models/{name}/versions/{version}/yank", tags=["publish"])
+    async def yank(name: str, version: str, body: YankRequest, request: Request) -> dict[str, object]:
+        principal = await principal_of(request)
+        n = await run_in_threadpool(registry.yank, principal, name, version, body.reason, body.variant)
+        return {"yanked": n}
+
+    @app.delete("/v1/models/{name}/versions/{version}/yank", tags=["publish"])
+    async def unyank(name: str, version: str, request: Request, variant: str | None = None) -> dict[str, object]:
+        principal = await principal_of(request)
+        n = await run_in_threadpool(registry.yank, principal, name, version, None, variant)
+        return {"unyanked": n}
+
+    return app
+
+
+def _content_length(request: Request, limit: int, *, required: bool = True) -> int:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        if required:
+            raise BadRequestError("Content-Length is required: blobs are uploaded with their exact size")
+        return -1
+    if not raw.isdigit():
+        raise BadRequestError(f"invalid Content-Length {raw[:40]!r}")
+    size = int(raw)
+    if size > limit:
+        raise TooLargeError(f"body of {size} bytes is over the limit of {limit} bytes")
+    return size
+

@@ -1,0 +1,124 @@
+"""Errors of the registry service and of publishing.
+
+Each error carries the HTTP status the service answers it with (``status``)
+and the CLI exit code (``exit_code``, the table in
+:mod:`phi_get.manifests.errors`).  The service renders them as a JSON body
+``{"error": <code>, "message": <text>}``; the publish client turns such a body
+back into the same class, so a refusal reads the same on both sides.
+
+Imports only :mod:`phi_get.manifests`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from phi_get.manifests.errors import PhiGetError
+
+__all__ = [
+    "RegistryError",
+    "BadRequestError",
+    "AuthError",
+    "ForbiddenError",
+    "NotFoundError",
+    "ConflictError",
+    "IntegrityError",
+    "TooLargeError",
+    "RangeError",
+    "ServiceError",
+    "error_for_code",
+]
+
+
+class RegistryError(PhiGetError):
+    """Root of the registry's errors."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+
+class BadRequestError(RegistryError, ValueError):
+    """The request is malformed: a bad name, digest, manifest or parameter."""
+
+    status = 400
+    code = "bad-request"
+    exit_code = 2
+
+
+class AuthError(RegistryError, PermissionError):
+    """No token, an unknown token, or an expired or revoked one."""
+
+    status = 401
+    code = "unauthorized"
+    exit_code = 2
+    hint = "pass a publish token with --token or the PHI_GET_TOKEN environment variable"
+
+
+class ForbiddenError(RegistryError, PermissionError):
+    """A valid token whose scopes do not cover the request."""
+
+    status = 403
+    code = "forbidden"
+    exit_code = 2
+
+
+class NotFoundError(RegistryError, LookupError):
+    status = 404
+    code = "not-found"
+    exit_code = 3
+
+
+class ConflictError(RegistryError):
+    """Published versions are immutable: different content under a taken key."""
+
+    status = 409
+    code = "conflict"
+    exit_code = 6
+
+
+class IntegrityError(RegistryError, ValueError):
+    """Uploaded bytes do not match their digest or declared size."""
+
+    status = 400
+    code = "integrity"
+    exit_code = 4
+
+
+class TooLargeError(RegistryError, ValueError):
+    status = 413
+    code = "too-large"
+    exit_code = 2
+
+
+class RangeError(RegistryError, ValueError):
+    """A Range header that no byte of the blob satisfies."""
+
+    status = 416
+    code = "range-not-satisfiable"
+    exit_code = 2
+
+
+class ServiceError(RegistryError, ConnectionError):
+    """The registry is unreachable or answered something unexpected."""
+
+    status = 502
+    code = "service"
+    exit_code = 5
+
+
+_BY_CODE: dict[str, type[RegistryError]] = {
+    cls.code: cls
+    for cls in (BadRequestError, AuthError, ForbiddenError, NotFoundError, ConflictError,
+                IntegrityError, TooLargeError, RangeError, ServiceError, RegistryError)
+}
+
+
+def error_for_code(code: str) -> type[RegistryError]:
+    """The error class a service's ``{"error": code}`` body stands for."""
+    return _BY_CODE.get(code, ServiceError)
