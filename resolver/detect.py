@@ -1,0 +1,291 @@
+"""Device probing: what this machine is, as a device profile v1.
+
+One small function per fact.  Each runs with a timeout (in a worker thread,
+and native tools in a subprocess with their own timeout); a probe that fails
+or times out degrades to "not detected" and its reason is recorded in the
+profile under ``probes`` (an extra key the format keeps).  Runtimes come from
+package metadata (:mod:`importlib.metadata`), never by importing them.
+Nothing is read at import time.
+
+:func:`load_device` applies the overrides: ``--device FILE`` or a shipped
+sample profile name (``gpu-server``), else the environment variable
+``PHI_GET_DEVICE``, else the probe.  A document without ``schema`` is a
+partial override merged over the probe (``{"memory_bytes": 4000000000}``),
+so any field can be overridden on its own.
+
+Imports only the standard library and :mod:`phi_get.manifests`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any, Final
+
+from phi_get.manifests.device import DeviceProfile, device_profile_from_json, parse_device_profile
+
+from .errors import DeviceProfileError
+
+__all__ = [
+    "DEVICE_ENV",
+    "PROBE_TIMEOUT_S",
+    "RUNTIME_DISTRIBUTIONS",
+    "Probe",
+    "load_device",
+    "probe_device",
+    "run_probes",
+    "sample_profiles",
+]
+
+DEVICE_ENV: Final = "PHI_GET_DEVICE"
+PROBE_TIMEOUT_S: Final = 5.0
+#: Distributions that load artifacts, looked up in package metadata.
+RUNTIME_DISTRIBUTIONS: Final = (
+    "llama-cpp-python", "onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml",
+    "onnxruntime", "onnxruntime-gpu", "openvino", "openvino-genai", "mlx", "mlx-lm", "transformers", "torch",
+)
+_NVIDIA_QUERY: Final = ("nvidia-smi", "--query-gpu=name,memory.total,compute_cap,driver_version",
+                        "--format=csv,noheader,nounits")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Probe:
+    """One probe's outcome: a value, or None and the reason it was not detected."""
+
+    name: str
+    value: Any
+    reason: str = ""
+
+
+def _run(cmd: tuple[str, ...], timeout: float = PROBE_TIMEOUT_S) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    return out.stdout
+
+
+def _os() -> str:
+    system = platform.system().lower()
+    if system == "linux" and ("ANDROID_ROOT" in os.environ or Path("/system/build.prop").exists()):
+        return "android"
+    return {"darwin": "macos"}.get(system, system)
+
+
+def _arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "armv8l": "arm64"}.get(machine, machine)
+
+
+def _cpu_flags() -> list[str]:
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                return sorted(set(value.split()))
+        return []
+    if platform.system() == "Darwin":
+        if _arch() == "arm64":
+            names = _run(("sysctl", "hw.optional")).splitlines()
+            flags = {"asimd"}
+            for line in names:
+                key, _, val = line.partition(":")
+                if val.strip() == "1":
+                    feat = key.rsplit(".", 1)[-1].lower().removeprefix("feat_")
+                    flags.add({"dotprod": "asimddp"}.get(feat, feat))
+            return sorted(flags)
+        return sorted(f.lower().replace(".", "_") for f in _run(("sysctl", "-n", "machdep.cpu.features")).split())
+    raise OSError("no /proc/cpuinfo and not macOS")
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _memory() -> int:
+    if Path("/proc/meminfo").exists():
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+        raise OSError("no MemTotal in /proc/meminfo")
+    if platform.system() == "Darwin":
+        return int(_run(("sysctl", "-n", "hw.memsize")).strip())
+    if platform.system() == "Windows":
+        import ctypes
+
+        class _Status(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ulong), ("load", ctypes.c_ulong), ("total", ctypes.c_ulonglong),
+                        ("avail", ctypes.c_ulonglong), ("pt", ctypes.c_ulonglong), ("pa", ctypes.c_ulonglong),
+                        ("vt", ctypes.c_ulonglong), ("va", ctypes.c_ulonglong), ("ve", ctypes.c_ulonglong)]
+        status = _Status()
+        status.len = ctypes.sizeof(_Status)
+        ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status))  # type: ignore[attr-defined]
+        return int(status.total)
+    raise OSError("cannot read total memory on this OS")
+
+
+def _nvidia() -> list[dict[str, Any]]:
+    """NVIDIA GPUs through nvidia-smi (which reads NVML), with a timeout."""
+    gpus = []
+    for line in _run(_NVIDIA_QUERY).splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 4:
+            continue
+        name, mem_mib, cc, driver = parts
+        gpu: dict[str, Any] = {"type": "gpu", "vendor": "nvidia", "name": name}
+        if mem_mib.isdigit():
+            gpu["memory_bytes"] = int(mem_mib) << 20
+        if re.match(r"^\d{1,2}\.\d{1,2}$", cc):
+            gpu["compute_capability"] = cc
+        if driver:
+            gpu["driver"] = driver
+        gpus.append(gpu)
+    return gpus
+
+
+def _apple() -> list[dict[str, Any]]:
+    if platform.system() != "Darwin" or _arch() != "arm64":
+        raise OSError("not macOS on Apple silicon")
+    brand = _run(("sysctl", "-n", "machdep.cpu.brand_string")).strip() or "Apple silicon"
+    return [{"type": "gpu", "vendor": "apple", "name": brand, "unified_memory": True}]
+
+
+def _pci_devices(cls_dir: str) -> list[tuple[str, Path]]:
+    root = Path(cls_dir)
+    found = []
+    for dev in sorted(root.glob("*")) if root.exists() else []:
+        vendor = dev / "device" / "vendor"
+        if vendor.exists():
+            found.append((vendor.read_text().strip().lower(), dev / "device"))
+    return found
+
+
+def _sysfs_accelerators() -> list[dict[str, Any]]:
+    """Intel and AMD GPUs (DRM), Intel NPUs (accel class), Qualcomm NPUs (fastrpc) on Linux."""
+    if platform.system() != "Linux":
+        raise OSError("sysfs probing is Linux only")
+    accs: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    for vendor, dev in _pci_devices("/sys/class/drm"):
+        if dev.resolve() in seen:
+            continue
+        seen.add(dev.resolve())
+        if vendor == "0x8086":
+            accs.append({"type": "gpu", "vendor": "intel", "name": "Intel GPU"})
+        elif vendor == "0x1002":
+            gpu: dict[str, Any] = {"type": "gpu", "vendor": "amd", "name": "AMD GPU"}
+            vram = dev / "mem_info_vram_total"
+            if vram.exists():
+                gpu["memory_bytes"] = int(vram.read_text().strip())
+            accs.append(gpu)
+    for vendor, _dev in _pci_devices("/sys/class/accel"):
+        if vendor == "0x8086":
+            accs.append({"type": "npu", "vendor": "intel", "name": "Intel NPU"})
+    if any(Path("/dev").glob("fastrpc-cdsp*")):
+        accs.append({"type": "npu", "vendor": "qualcomm", "name": "Qualcomm Hexagon NPU"})
+    return accs
+
+
+def _runtimes() -> dict[str, str]:
+    found = {}
+    for dist in RUNTIME_DISTRIBUTIONS:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+_PROBES: Final[dict[str, Callable[[], Any]]] = {
+    "os": _os, "arch": _arch, "cpu_flags": _cpu_flags, "cores": _cores, "memory": _memory,
+    "nvidia": _nvidia, "apple": _apple, "sysfs": _sysfs_accelerators, "runtimes": _runtimes,
+}
+
+
+def run_probes(probes: dict[str, Callable[[], Any]], timeout: float = PROBE_TIMEOUT_S) -> dict[str, Probe]:
+    """Run every probe concurrently, each bounded by ``timeout`` seconds."""
+    pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="phi-get-probe")
+    futures = {name: pool.submit(fn) for name, fn in probes.items()}
+    results: dict[str, Probe] = {}
+    for name, fut in futures.items():
+        try:
+            results[name] = Probe(name=name, value=fut.result(timeout=timeout))
+        except FutureTimeout:
+            results[name] = Probe(name=name, value=None, reason=f"timed out after {timeout:g} s")
+        except FileNotFoundError as exc:
+            results[name] = Probe(name=name, value=None, reason=f"not found: {exc.filename or exc}")
+        except subprocess.TimeoutExpired as exc:
+            results[name] = Probe(name=name, value=None, reason=f"{exc.cmd[0]} timed out after {exc.timeout:g} s")
+        except subprocess.CalledProcessError as exc:
+            results[name] = Probe(name=name, value=None, reason=f"{exc.cmd[0]} exited with {exc.returncode}")
+        except Exception as exc:  # a probe must never break the command: it degrades
+            results[name] = Probe(name=name, value=None, reason=f"{type(exc).__name__}: {exc}")
+    pool.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
+def probe_device(timeout: float = PROBE_TIMEOUT_S) -> DeviceProfile:
+    """Probe this machine.  Undetected facts are recorded with their reason."""
+    res = run_probes(_PROBES, timeout)
+    accelerators = [*(res["nvidia"].value or []), *(res["apple"].value or []), *(res["sysfs"].value or [])]
+    doc: dict[str, Any] = {
+        "schema": "phi-get.device/v1",
+        "os": res["os"].value or "linux",
+        "arch": res["arch"].value or "x86_64",
+        "cpu": {"flags": res["cpu_flags"].value or [], "cores": res["cores"].value or 1},
+        "memory_bytes": res["memory"].value or 1,
+        "accelerators": accelerators,
+        "runtimes": res["runtimes"].value or {},
+        "probes": {name: (p.reason if p.value is None else "ok") for name, p in sorted(res.items())},
+    }
+    return device_profile_from_json(doc, document="probed device profile")
+
+
+def sample_profiles() -> dict[str, Path]:
+    """The device profiles shipped with phi-get, by name (``gpu-server`` ...)."""
+    folder = Path(str(resources.files("phi_get.resolver") / "profiles"))
+    return {p.stem: p for p in sorted(folder.glob("*.json"))}
+
+
+def _read_override(spec: str) -> tuple[bytes, str]:
+    path = Path(spec)
+    if path.is_file():
+        return path.read_bytes(), str(path)
+    samples = sample_profiles()
+    if spec in samples:
+        return samples[spec].read_bytes(), f"sample profile {spec!r}"
+    raise DeviceProfileError(
+        f"device profile {spec!r} is neither a file nor a sample profile name",
+        hint="sample profiles: " + ", ".join(samples),
+    )
+
+
+def load_device(spec: str | None = None, *, environ: dict[str, str] | None = None) -> DeviceProfile:
+    """The device to resolve for: ``spec`` (file or sample name), else ``PHI_GET_DEVICE``, else the probe.
+
+    A document without a ``schema`` key is a partial override: its keys
+    replace the probed ones (``cpu`` is merged key by key).
+    """
+    env = os.environ if environ is None else environ
+    spec = spec or env.get(DEVICE_ENV) or None
+    if spec is None:
+        return probe_device()
+    data, where = _read_override(spec)
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None  # let the parser name the problem
+    if isinstance(doc, dict) and "schema" not in doc:
+        base = probe_device().to_json()
+        cpu = {**base.get("cpu", {}), **doc.get("cpu", {})}
+        merged = {**base, **doc, "cpu": cpu}
+        return device_profile_from_json(merged, document=f"device override {where}")
+    return parse_device_profile(data, document=f"device profile {where}")
