@@ -1,0 +1,98 @@
+"""Static mirrors: ``phi-get registry export DIR``.
+
+Writes the wire layout (manifests/index.py ``LAYOUT``) as plain files, so any
+static file server, object store or a ``file://`` URL serves exactly what the
+live registry serves::
+
+    DIR/v1/models.json
+    DIR/v1/models/<name>/index.json
+    DIR/v1/manifests/sha256/<hex>.json
+    DIR/v1/blobs/sha256/<hex>
+
+Every file is written to a temporary name beside its target and renamed into
+place; the order is blobs, then manifests, then index documents, then the
+catalog, so a mirror that is being served while it is updated never lists a
+manifest whose blobs are not there yet.  Exporting into an existing mirror is
+incremental: a blob already there with the right size is kept (blobs are
+hard-linked from the store when both sit on one filesystem, else copied).
+
+Imports :mod:`phi_get.manifests` and the registry's own modules only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from phi_get.manifests.index import LAYOUT, blob_path, index_path, manifest_path
+
+from .errors import IntegrityError
+from .service import Registry
+
+__all__ = ["ExportReport", "export_mirror"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExportReport:
+    models: int
+    manifests: int
+    blobs_written: int
+    blobs_kept: int
+    bytes_written: int
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _place_blob(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem, or links not supported
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_mirror(registry: Registry, out: str | os.PathLike[str]) -> ExportReport:
+    """Write (or bring up to date) a static mirror of ``registry`` in ``out``."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    written = kept = nbytes = 0
+    for sha, size in sorted(registry.referenced_blobs().items()):
+        target = root / blob_path(sha)
+        if target.is_file() and target.stat().st_size == size:
+            kept += 1
+            continue
+        if registry.store.size(sha) != size:
+            raise IntegrityError(f"blob sha256:{sha} referenced by a manifest is missing from the store "
+                                 f"or has the wrong size; the store is damaged")
+        _place_blob(registry.store.blob_file(sha), target)  # type: ignore[attr-defined]
+        written += 1
+        nbytes += size
+    manifests = registry.manifests()
+    for digest, content in manifests:
+        _write_atomic(root / manifest_path(digest), content)
+    names = registry.model_names()
+    for name in names:
+        body, _etag = registry.index(name)
+        _write_atomic(root / index_path(name), body)
+    _write_atomic(root / LAYOUT["catalog"], registry.catalog_bytes())
+    return ExportReport(models=len(names), manifests=len(manifests), blobs_written=written, blobs_kept=kept,
+                        bytes_written=nbytes)

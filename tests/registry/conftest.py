@@ -1,0 +1,124 @@
+"""Fixtures of the registry tests: catalogs on SQLite and on a real PostgreSQL.
+
+``catalog_url`` is parametrized over both backends, so every test that uses
+it (the conformance suite) runs against each.  PostgreSQL is Debian's
+``postgresql`` package, started here on 127.0.0.1 with an ephemeral port in
+a temporary data folder (as the ``postgres`` user when running as root:
+initdb refuses root) and stopped at the end of the session.  Locally the
+PostgreSQL cases skip when the binaries are absent; in CI (``CI=true``) they
+fail instead, so they cannot silently stop running.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlmodel")
+pytest.importorskip("fastapi")
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if found:
+        return Path(found[-1]).parent
+    exe = shutil.which("postgres")
+    return Path(exe).parent if exe else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for the session; yields its admin URL."""
+    bindir = _pg_bin()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL binaries not found; CI must install the Debian package postgresql")
+        pytest.skip("PostgreSQL binaries not found (apt-get install postgresql) - PostgreSQL cases skipped")
+    pytest.importorskip("psycopg")
+    data = Path(tempfile.mkdtemp(prefix="phi-get-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres",
+                                 "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
+    port = _free_port()
+    proc = subprocess.Popen(
+        _as_postgres([str(bindir / "postgres"), "-D", str(data / "db"), "-p", str(port), "-k", str(data),
+                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        _wait_for_postgres(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _wait_for_postgres(url: str, proc: subprocess.Popen[bytes]) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"postgres exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            with psycopg.connect(url, connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture()
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's server."""
+    import psycopg
+
+    name = "t_" + secrets.token_hex(6)
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/catalog.sqlite3"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture()
+def server(tmp_path: Path, catalog_url: str) -> Iterator[object]:
+    """The real registry server on loopback over the parametrized catalog."""
+    from phi_get.registry.testing import registry_server
+
+    with registry_server(tmp_path / "registry", catalog_url) as running:
+        yield running
