@@ -36,13 +36,14 @@ from enum import StrEnum
 from typing import Final
 
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from phi_get.manifests.device import DeviceProfile
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import IndexEntry
 from phi_get.manifests.manifest import Format, Precision
-from phi_get.manifests.names import check_model_name, check_specifier, normalize_model_name
+from phi_get.manifests.names import check_model_name, check_specifier
 from phi_get.manifests.targets import MemoryPool, SupportedTarget, supported_targets
 
 __all__ = [
@@ -210,7 +211,7 @@ def budget_of(target: SupportedTarget, headroom: float | None = None) -> int:
 
 
 def _runtime_version(device_runtimes: Mapping[str, str], distribution: str) -> str | None:
-    dist = normalize_model_name(distribution)
+    dist = canonicalize_name(distribution)
     if dist in device_runtimes:
         return device_runtimes[dist]
     for provider, provides in RUNTIME_PROVIDES.items():
