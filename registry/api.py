@@ -12,8 +12,9 @@ Reading (public; the wire layout of :data:`phi_get.manifests.index.LAYOUT`)::
 
 Publishing (``Authorization: Bearer <token>``; see tokens.py)::
 
-    PUT  /v1/uploads/sha256/{hex}              one blob; Content-Length required,
-                                               capped, verified before it is visible
+    PUT  /v1/uploads/sha256/{hex}?model=NAME   one blob for a model the token may publish
+                                               to; Content-Length required, capped,
+                                               verified before it is visible
     POST /v1/publish                           the manifest's canonical bytes; 201
                                                created, 200 identical, 409 different
     POST   /v1/models/{name}/versions/{version}/yank   {"reason": "...", "variant": null}
@@ -32,6 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from phi_get import __version__
@@ -79,6 +81,13 @@ def create_app(registry: Registry) -> FastAPI:
     @app.exception_handler(RegistryError)
     async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
         return _error_body(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return JSONResponse({"error": code, "message": message}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -135,10 +144,10 @@ def create_app(registry: Registry) -> FastAPI:
 
     @app.put("/v1/uploads/sha256/{hex}", tags=["publish"], status_code=201,
              openapi_extra=_raw_body("application/octet-stream", "the blob's bytes"))
-    async def upload(hex: str, request: Request) -> JSONResponse:
+    async def upload(hex: str, model: str, request: Request) -> JSONResponse:
         h = _hex(hex)
         principal = await principal_of(request)
-        principal.require_publish()
+        principal.require_publish(registry.model_name(model))
         size = _content_length(request, registry.max_blob_size)
         if registry.store.size(h) == size:
             async for _chunk in request.stream():  # already stored: drain, write nothing

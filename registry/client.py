@@ -5,7 +5,7 @@ against its manifest first:
 
 1. ask the registry which blobs it already has (``HEAD /v1/blobs/sha256/{hex}``);
 2. upload only the missing ones, in parallel, streamed from disk
-   (``PUT /v1/uploads/sha256/{hex}`` with the exact Content-Length);
+   (``PUT /v1/uploads/sha256/{hex}?model=NAME`` with the exact Content-Length);
 3. commit the manifest (``POST /v1/publish``), which the registry accepts
    only when every blob is there.
 
@@ -98,12 +98,13 @@ class _Publisher:
         raise_for_error(r, f"checking blob sha256:{entry.sha256}")
         return int(r.headers.get("content-length", "-1")) == entry.size
 
-    def upload(self, folder: Path, entry: FileEntry) -> int:
+    def upload(self, folder: Path, model: str, entry: FileEntry) -> int:
         def sent(n: int) -> None:
             self.progress("upload", entry.path, n)
 
         r = self.client.put(
             f"/v1/uploads/sha256/{entry.sha256}",
+            params={"model": model},
             content=_file_chunks(folder / entry.path, sent),
             headers={"content-length": str(entry.size), "content-type": "application/octet-stream"},
         )
@@ -119,7 +120,7 @@ class _Publisher:
             for f, ok in zip(unique, present, strict=True):
                 if ok:
                     self.progress("skip", f.path, f.size)
-            sizes = list(pool.map(lambda f: self.upload(folder, f), missing))
+            sizes = list(pool.map(lambda f: self.upload(folder, manifest.name, f), missing))
         body = manifest.to_bytes()
         r = self.client.post("/v1/publish", content=body, headers={"content-type": "application/json"})
         raise_for_error(r, f"committing {manifest.name} {manifest.version} {manifest.variant}")

@@ -111,7 +111,7 @@ class Registry:
 
     def index(self, name: str) -> tuple[bytes, str]:
         """The model's index document and its strong ETag (cached per revision)."""
-        name = self._model_name(name)
+        name = self.model_name(name)
         with Session(self.engine) as session:
             revision = session.exec(select(ModelRow.revision).where(ModelRow.name == name)).first()
             if revision is None:
@@ -142,7 +142,7 @@ class Registry:
         return content
 
     def stats(self, name: str) -> dict[str, object]:
-        name = self._model_name(name)
+        name = self.model_name(name)
         with Session(self.engine) as session:
             if session.get(ModelRow, name) is None:
                 raise NotFoundError(f"no model named {name!r} in this registry")
@@ -256,7 +256,7 @@ class Registry:
     def yank(self, principal: Principal, name: str, version: str, reason: str | None,
              variant: str | None = None) -> int:
         """Yank (reason) or un-yank (None) a version or one variant; returns rows changed."""
-        name = self._model_name(name)
+        name = self.model_name(name)
         principal.require_publish(name)
         version = str(check_version(version, "version", "yank request"))
         if reason is not None and not (0 < len(reason) <= 1024):
@@ -298,7 +298,7 @@ class Registry:
     # ---- helpers -------------------------------------------------------------------
 
     @staticmethod
-    def _model_name(name: str) -> str:
+    def model_name(name: str) -> str:
         try:
             return check_model_name(name, "name", "request")
         except ManifestError as exc:

@@ -8,8 +8,8 @@ needs no slow hash), compared in constant time.  Scopes, space-separated:
 * ``publish:<model>``: publish and yank that model (canonical name);
 * ``publish:*``: publish and yank any model.
 
-Uploading a blob needs some publish scope; the scope is checked against the
-model when the manifest is committed, before anything is written.
+A blob upload names the model it is for (``?model=``) and needs a scope that
+covers it, like the manifest commit: a foreign-scope token writes nothing.
 
 Imports sqlmodel and :mod:`phi_get.manifests` only.
 """

@@ -114,7 +114,7 @@ def test_concurrent_publishes_of_one_variant_exactly_one_wins(server: RunningReg
         for folder in folders:
             data = (folder / "model.gguf").read_bytes()
             m = parse_manifest((folder / "manifest.json").read_bytes())
-            assert c.put(f"/v1/uploads/sha256/{m.files[0].sha256}", content=data).status_code == 201
+            assert c.put(f"/v1/uploads/sha256/{m.files[0].sha256}", params={"model": "tiny-phi"}, content=data).status_code == 201
             bodies.append(m.to_bytes())
     statuses: list[int] = []
     barrier = threading.Barrier(len(bodies))
@@ -197,7 +197,7 @@ def test_gc_keeps_referenced_and_deletes_unreferenced(server: RunningRegistry, t
     import hashlib
 
     orphan_hex = hashlib.sha256(orphan).hexdigest()
-    r = httpx.put(f"{server.url}/v1/uploads/sha256/{orphan_hex}", content=orphan,
+    r = httpx.put(f"{server.url}/v1/uploads/sha256/{orphan_hex}?model=tiny-phi", content=orphan,
                   headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 201
     (server.storage / "uploads" / "abandoned.part").write_bytes(b"half")
