@@ -1,11 +1,16 @@
-"""Builder commands: ``phi-get tiny-phi`` (and, with the builders, ``build``).
+"""Builder commands: ``phi-get tiny-phi`` and ``phi-get build``.
 
-Imports only typer and the standard library at import time.
+Imports only typer and the standard library at import time; the builders
+(and through them torch, transformers, onnx, llama_cpp ...) are imported
+inside the commands.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -25,5 +30,57 @@ def tiny_phi(
     typer.echo(f"wrote tiny Phi-3 checkpoint to {path} ({size / 1e6:.1f} MB)")
 
 
+def build(
+    recipe: str = typer.Argument(..., help="A shipped recipe name (tiny-phi, phi-3.5-mini ...) or a .toml path."),
+    source: Optional[str] = typer.Option(  # noqa: UP007 - typer needs Optional
+        None, "--source", help="Checkpoint folder, or HF_REPO@REVISION (default: the recipe's repo and revision)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; artifacts go to OUT/<name>/<version>/<variant>/."),  # noqa: UP007
+    only: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--only", help="Comma-separated variant ids or globs (gguf-*,onnx-cpu-int4)."),
+    plan: bool = typer.Option(False, "--plan", help="Print the plan (one entry per variant) and build nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one JSON object per line."),
+    force: bool = typer.Option(False, "--force", help="Rebuild variants that are up to date."),
+) -> None:
+    """Plan and build a recipe's variant matrix into artifact folders with manifests."""
+    from phi_get.manifests.recipe import load_recipe
+
+    from .build import build_recipe
+    from .errors import BuildError
+    from .plan import plan_recipe
+
+    loaded = load_recipe(recipe)
+    if plan:
+        for entry in plan_recipe(loaded, recipe, only):
+            if as_json:
+                typer.echo(json.dumps(entry.to_json(), sort_keys=True))
+            else:
+                state = "ok" if entry.buildable else f"cannot build here: {entry.reason}"
+                typer.echo(f"{entry.spec.id:20} {entry.toolchain:18} check={entry.check:10} {state}")
+        return
+    if out is None:
+        raise BuildError("--out is required to build (or pass --plan)")
+    if source is None:
+        if loaded.repo is None or loaded.revision is None:
+            raise BuildError(f"recipe {loaded.name!r} has no hub source: pass --source DIR")
+        source = f"{loaded.repo}@{loaded.revision}"
+
+    def report(variant: str, message: str) -> None:
+        typer.echo(f"[{variant}] {message}", err=True)
+
+    results = build_recipe(loaded, source, out, only=only, reporter=report, force=force,
+                           command=tuple(["phi-get", *sys.argv[1:]]))
+    for r in results:
+        if as_json:
+            typer.echo(json.dumps(r.to_json(), sort_keys=True))
+        else:
+            where = f" -> {r.folder}" if r.folder else ""
+            why = f": {r.reason}" if r.reason else ""
+            typer.echo(f"{r.variant:20} {r.outcome}{where}{why}")
+    bad = [r.variant for r in results if r.outcome == "failed"]
+    if bad:
+        raise BuildError(f"{len(bad)} variant(s) failed: {', '.join(bad)} (nothing was left in their place)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("tiny-phi")(tiny_phi)
+    app.command("build")(build)

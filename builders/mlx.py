@@ -1,0 +1,105 @@
+"""MLX for mlx-lm: ``mlx_lm convert`` in the MLX environment, checked by mlx-lm itself.
+
+mlx-lm's pins conflict with the main environment's, so both the conversion
+(``python -m mlx_lm convert``) and the check (``drivers/mlx_check.py``) run
+in the pinned environment ``.envs/mlx`` (``builders/envs.py``).  On Linux it
+runs through ``mlx[cpu]``: the artifacts target Apple's Metal, but they are
+the same files, loaded, scored and made to generate here on the CPU.
+
+Standard library at import time; numpy inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from phi_get.manifests.recipe import VariantSpec
+
+from .base import BuildContext, Produced
+from .envs import ENVS
+from .errors import BuildError
+from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits
+
+__all__ = ["MlxBackend", "convert_command", "run_in_env", "DTYPE_BYTES"]
+
+DTYPE_BYTES: Final = {"float32": 4, "float16": 2, "bfloat16": 2, "f32": 4, "f16": 2, "bf16": 2, "u8": 1, "i8": 1}
+_BITS: Final = {"int4": 4, "int8": 8}
+
+
+def run_in_env(cmd: list[str], what: str, timeout: int = 3600) -> str:
+    """Run a command of a backend env; its stdout, or a BuildError with its stderr's tail."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise BuildError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
+    return proc.stdout
+
+
+def driver_path(name: str) -> str:
+    return str(resources.files("phi_get.builders").joinpath(f"drivers/{name}"))
+
+
+def convert_command(python: Path, src: Path, dest: Path, spec: VariantSpec) -> list[str]:
+    cmd = [str(python), "-m", "mlx_lm", "convert", "--hf-path", str(src), "--mlx-path", str(dest)]
+    if str(spec.precision) in _BITS:
+        group = spec.quantization.rsplit("-g", 1)[-1] if "-g" in spec.quantization else "64"
+        cmd += ["-q", "--q-bits", str(_BITS[str(spec.precision)]), "--q-group-size", group]
+    else:
+        cmd += ["--dtype", "float16"]
+    return cmd
+
+
+def check_in_env(python: Path, driver: str, dest: Path, ctx: BuildContext, what: str) -> tuple[Any, dict[str, Any]]:
+    """Run a check driver in its env: the artifact's logits and the driver's report."""
+    import numpy as np
+
+    logits_path = ctx.work / f".{dest.name}-logits.npy"
+    try:
+        out = run_in_env([str(python), driver_path(driver), str(dest), json.dumps(list(ctx.reference.ids)),
+                          json.dumps(list(ctx.reference.prompt_ids)), str(GENERATE_TOKENS), str(logits_path)], what)
+        report = json.loads(out.strip().splitlines()[-1])
+        logits = np.load(logits_path)
+    finally:
+        logits_path.unlink(missing_ok=True)
+    if report.get("tokens", 0) < 1:
+        raise BuildError(f"{what}: the runtime generated no token from {dest}")
+    return logits, report
+
+
+class MlxBackend:
+    toolchain = "mlx-lm"
+    env = ENVS["mlx"]
+
+    def unavailable(self, spec: VariantSpec) -> str | None:
+        if str(spec.precision) not in (*_BITS, "fp16"):
+            return f"the MLX builder makes 4-bit, 8-bit and fp16 variants, not {spec.precision}"
+        if not sys.platform.startswith(("linux", "darwin")):
+            return f"mlx runs on macOS and Linux (mlx[cpu]), not {sys.platform}"
+        return None
+
+    def tools(self, spec: VariantSpec) -> dict[str, str]:
+        v = self.env.versions()
+        return {d: v.get(d, "absent") for d in ("mlx", "mlx-lm", "transformers", "safetensors")}
+
+    def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
+        ctx.reporter(spec.id, "preparing the pinned mlx environment (first use takes minutes)")
+        python = self.env.ensure()
+        staging = dest.parent / f"{dest.name}-staging"  # mlx_lm refuses an existing output folder
+        try:
+            run_in_env(convert_command(python, ctx.checkpoint.folder, staging, spec), "mlx_lm convert")
+            for item in sorted(staging.iterdir()):
+                item.rename(dest / item.name)
+        finally:
+            if staging.exists():
+                import shutil
+
+                shutil.rmtree(staging, ignore_errors=True)
+        logits, report = check_in_env(python, "mlx_check.py", dest, ctx, "mlx-lm check")
+        metrics = score_logits(logits, ctx.reference)
+        weights = sum(p.stat().st_size for p in dest.glob("*.safetensors"))
+        quality = runtime_quality(metrics, ctx.reference, f"mlx-lm {report['mlx_lm']} cpu", report["text"])
+        return Produced(weights_bytes=weights, kv_element_bytes=DTYPE_BYTES[report["kv_dtype"]], quality=quality)

@@ -1,0 +1,147 @@
+"""ONNX for onnxruntime-genai: its model builder, then its runtime (or a structural check).
+
+``python -m onnxruntime_genai.models.builder -i SRC -o DEST -p PRECISION -e EP``
+writes the graph, its external weights, ``genai_config.json`` and the
+tokenizer.  CPU variants are then loaded by onnxruntime-genai here, scored
+against the PyTorch logits and made to generate.  CUDA and DirectML variants
+cannot run on this machine: they pass onnx's checker, their genai_config
+must name the right execution provider, and their manifest says they were
+not run (quality.check = structural).
+
+Imports onnx and onnxruntime_genai inside functions only; the builder runs
+in a subprocess (it is a script with global state and heavy imports).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+from phi_get.manifests.recipe import VariantSpec
+
+from .backends import runs_here
+from .base import BuildContext, Produced
+from .errors import BuildError
+from .evaluate import GENERATE_TOKENS, PROMPT, runtime_quality, score_logits, structural_quality
+
+__all__ = ["OnnxBackend", "builder_command", "EXECUTION_PROVIDERS"]
+
+#: Recipe provider -> the builder's -e value and genai_config's provider name.
+EXECUTION_PROVIDERS: Final = {"cpu": ("cpu", None), "cuda": ("cuda", "cuda"), "dml": ("dml", "dml")}
+_PRECISIONS: Final = {"int4": "int4", "fp32": "fp32", "fp16": "fp16"}
+_ONNX_TO_BYTES: Final = {1: 4, 10: 2, 16: 2, 11: 8}  # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
+_TOOL_DISTS: Final = ("onnxruntime-genai", "onnxruntime", "onnx", "onnx-ir", "transformers", "torch")
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def builder_command(src: Path, dest: Path, cache: Path, spec: VariantSpec) -> list[str]:
+    ep, _ = EXECUTION_PROVIDERS[spec.runtime.provider]
+    return [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(dest),
+            "-p", _PRECISIONS[str(spec.precision)], "-e", ep, "-c", str(cache)]
+
+
+def _run_builder(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout)[-2000:]
+        raise BuildError(f"onnxruntime-genai's model builder failed (exit {proc.returncode}): {tail}")
+
+
+def _kv_element_bytes(model_path: Path) -> int:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    for value in graph.input:
+        if value.name.startswith("past_key_values"):
+            return _ONNX_TO_BYTES[value.type.tensor_type.elem_type]
+    raise BuildError(f"{model_path} has no past_key_values input: not a genai decoder")
+
+
+def check_structure(dest: Path, provider: str) -> None:
+    """onnx's checker on the graph, and genai_config naming the execution provider."""
+    import onnx
+
+    onnx.checker.check_model(str(dest / "model.onnx"), full_check=False)
+    config = json.loads((dest / "genai_config.json").read_text("utf-8"))
+    options = config["model"]["decoder"]["session_options"].get("provider_options", [])
+    named = {key for entry in options for key in entry}
+    _, expected = EXECUTION_PROVIDERS[provider]
+    if expected is not None and expected not in named:
+        raise BuildError(f"genai_config.json names providers {sorted(named)}, expected {expected!r}")
+    if expected is None and named:
+        raise BuildError(f"genai_config.json of a CPU model names providers {sorted(named)}")
+
+
+def run_genai(dest: Path, ctx: BuildContext) -> tuple[Any, str]:
+    """Load with onnxruntime-genai: logits of the evaluation ids, and a greedy generation."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    model = og.Model(str(dest))
+    ids = list(ctx.reference.ids)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 1, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    logits = np.asarray(gen.get_output("logits"), dtype=np.float32)[0]
+    del gen
+    prompt = list(ctx.reference.prompt_ids)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + GENERATE_TOKENS, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(prompt)
+    new: list[int] = []
+    while not gen.is_done() and len(new) < GENERATE_TOKENS:
+        gen.generate_next_token()
+        new.append(int(gen.get_next_tokens()[0]))
+    if not new:
+        raise BuildError(f"onnxruntime-genai generated no token from {dest}")
+    return logits, og.Tokenizer(model).decode(np.asarray(new, dtype=np.int32))
+
+
+class OnnxBackend:
+    toolchain = "onnxruntime-genai"
+
+    def unavailable(self, spec: VariantSpec) -> str | None:
+        if spec.runtime.provider not in EXECUTION_PROVIDERS:
+            return f"onnxruntime-genai's builder has no execution provider {spec.runtime.provider!r}"
+        if str(spec.precision) not in _PRECISIONS:
+            return f"onnxruntime-genai's builder has no precision {spec.precision}"
+        for dist in ("onnxruntime-genai", "onnx", "onnx-ir"):
+            if _version(dist) == "absent":
+                return f"{dist} is not installed (pip install 'phi-get[build]')"
+        return None
+
+    def tools(self, spec: VariantSpec) -> dict[str, str]:
+        return {d: _version(d) for d in _TOOL_DISTS}
+
+    def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
+        with tempfile.TemporaryDirectory(prefix="genai-cache-", dir=ctx.work.parent) as cache:
+            staging = Path(cache) / "out"
+            _run_builder(builder_command(ctx.checkpoint.folder, staging, Path(cache) / "hf", spec))
+            for item in sorted(staging.iterdir()):
+                shutil.move(str(item), dest / item.name)
+        check_structure(dest, spec.runtime.provider)
+        weights = sum(p.stat().st_size for p in dest.iterdir() if p.name.startswith("model.onnx"))
+        kv_bytes = _kv_element_bytes(dest / "model.onnx")
+        runtime = f"onnxruntime-genai {_version('onnxruntime-genai')} {spec.runtime.provider}"
+        if not runs_here(spec):
+            note = (f"built for the {spec.runtime.provider} execution provider, which this machine lacks: "
+                    "validated structurally (onnx.checker passed, genai_config names the provider), never run")
+            return Produced(weights_bytes=weights, kv_element_bytes=kv_bytes, quality=structural_quality(runtime, note))
+        logits, text = run_genai(dest, ctx)
+        metrics = score_logits(logits, ctx.reference)
+        return Produced(weights_bytes=weights, kv_element_bytes=kv_bytes,
+                        quality=runtime_quality(metrics, ctx.reference, runtime, text))
