@@ -39,6 +39,7 @@ __all__ = [
     "DEVICE_ENV",
     "PROBE_TIMEOUT_S",
     "RUNTIME_DISTRIBUTIONS",
+    "NotPresent",
     "Probe",
     "load_device",
     "probe_device",
@@ -55,6 +56,10 @@ RUNTIME_DISTRIBUTIONS: Final = (
 )
 _NVIDIA_QUERY: Final = ("nvidia-smi", "--query-gpu=name,memory.total,compute_cap,driver_version",
                         "--format=csv,noheader,nounits")
+
+
+class NotPresent(Exception):
+    """A probe's hardware or OS is not there: 'not detected', not a failure."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -153,7 +158,7 @@ def _nvidia() -> list[dict[str, Any]]:
 
 def _apple() -> list[dict[str, Any]]:
     if platform.system() != "Darwin" or _arch() != "arm64":
-        raise OSError("not macOS on Apple silicon")
+        raise NotPresent("not macOS on Apple silicon")
     brand = _run(("sysctl", "-n", "machdep.cpu.brand_string")).strip() or "Apple silicon"
     return [{"type": "gpu", "vendor": "apple", "name": brand, "unified_memory": True}]
 
@@ -171,7 +176,7 @@ def _pci_devices(cls_dir: str) -> list[tuple[str, Path]]:
 def _sysfs_accelerators() -> list[dict[str, Any]]:
     """Intel and AMD GPUs (DRM), Intel NPUs (accel class), Qualcomm NPUs (fastrpc) on Linux."""
     if platform.system() != "Linux":
-        raise OSError("sysfs probing is Linux only")
+        raise NotPresent("sysfs probing is Linux only")
     accs: list[dict[str, Any]] = []
     seen: set[Path] = set()
     for vendor, dev in _pci_devices("/sys/class/drm"):
@@ -218,6 +223,8 @@ def run_probes(probes: dict[str, Callable[[], Any]], timeout: float = PROBE_TIME
     for name, fut in futures.items():
         try:
             results[name] = Probe(name=name, value=fut.result(timeout=timeout))
+        except NotPresent as exc:
+            results[name] = Probe(name=name, value=None, reason=str(exc))
         except FutureTimeout:
             results[name] = Probe(name=name, value=None, reason=f"timed out after {timeout:g} s")
         except FileNotFoundError as exc:

@@ -1,0 +1,170 @@
+"""Locking and locked syncs: ``phi.toml`` -> ``phi.lock`` -> exactly those bytes.
+
+:func:`lock_project` resolves every model of ``phi.toml`` for every device
+class (each class is a device profile, so a CI machine locks for devices it
+is not) and writes ``phi.lock`` (:mod:`phi_get.manifests.lockfile`)
+atomically; the same inputs give byte-identical output.
+
+:func:`sync_locked` installs what the lock pins for one device class:
+nothing is resolved again, the manifest is fetched by its pinned digest and
+verified against it, and the files it lists must be the locked ones.  It
+refuses a lock whose recorded inputs no longer match ``phi.toml`` and the
+device profiles.  Sources may be overridden (``--registry file:///mirror``):
+the bytes are content-addressed, so any mirror serves the same ones.
+
+Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from phi_get.manifests.canonical import canonical_bytes, digest_of
+from phi_get.manifests.device import DeviceProfile, parse_device_profile
+from phi_get.manifests.errors import ManifestError
+from phi_get.manifests.index import blob_path
+from phi_get.manifests.lockfile import Lock, LockedArtifact, LockedDeviceClass, LockedFile, lock_bytes, parse_lock
+from phi_get.manifests.project import DeviceClass, ModelSpec, Project, parse_project
+from phi_get.manifests.targets import supported_targets
+
+from .api import make_policy
+from .detect import load_device, sample_profiles
+from .errors import DeviceProfileError, IntegrityError, LockMismatchError
+from .explain import no_match_error
+from .fetch import Reporter
+from .install import InstallResult, install_digest, resolve_from
+from .resolve import parse_requirement
+from .sources import Sources, sources_from
+from .store import Store
+
+__all__ = ["LOCK_NAME", "PROJECT_NAME", "LoadedProject", "load_project", "lock_project", "sync_locked"]
+
+PROJECT_NAME: Final = "phi.toml"
+LOCK_NAME: Final = "phi.lock"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoadedProject:
+    folder: Path
+    project: Project
+    #: device class name -> (profile bytes' sha256, parsed profile)
+    profiles: dict[str, tuple[str, DeviceProfile]]
+
+    @property
+    def inputs_digest(self) -> str:
+        inputs = {**self.project.inputs(), "profiles": {k: v[0] for k, v in sorted(self.profiles.items())}}
+        return digest_of(canonical_bytes(inputs))
+
+
+def _profile_bytes(folder: Path, dc: DeviceClass) -> tuple[bytes, str]:
+    path = folder / dc.profile
+    if path.is_file():
+        return path.read_bytes(), str(path)
+    samples = sample_profiles()
+    if dc.profile in samples:
+        return samples[dc.profile].read_bytes(), f"sample profile {dc.profile!r}"
+    raise DeviceProfileError(f"device class {dc.name!r}: profile {dc.profile!r} is neither a file next to "
+                             f"{PROJECT_NAME} nor a sample profile", hint="samples: " + ", ".join(samples))
+
+
+def load_project(folder: Path) -> LoadedProject:
+    path = folder / PROJECT_NAME
+    try:
+        project = parse_project(path.read_bytes(), document=str(path))
+    except FileNotFoundError:
+        raise ManifestError(f"no {PROJECT_NAME} here", value=str(folder), document=PROJECT_NAME) from None
+    profiles = {}
+    for dc in project.device_classes:
+        data, where = _profile_bytes(folder, dc)
+        profiles[dc.name] = (hashlib.sha256(data).hexdigest(), parse_device_profile(data, document=where))
+    return LoadedProject(folder=folder, project=project, profiles=profiles)
+
+
+def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DeviceProfile) -> LockedArtifact:
+    policy = make_policy(prefer=spec.prefer, format=spec.format or None, precision=spec.precision or None,
+                         context=spec.context or None)
+    src, res = resolve_from(sources, parse_requirement(spec.requirement), device, policy)
+    chosen = res.chosen
+    if chosen is None or chosen.target is None:
+        err = no_match_error(res)
+        raise type(err)(f"device class {dc_name!r}: {err}", hint=err.hint)
+    manifest, _ = sources.manifest(chosen.entry.manifest, first=src)
+    files = tuple(LockedFile(path=f.path, size=f.size, sha256=f.sha256, url=src.url(blob_path(f.sha256)))
+                  for f in manifest.files)
+    return LockedArtifact(
+        model=spec.name, device_class=dc_name, requirement=spec.requirement, version=str(manifest.version),
+        variant=manifest.variant, manifest=chosen.entry.manifest, format=str(manifest.format),
+        precision=str(manifest.precision), target=chosen.target.tag, size=manifest.size,
+        sources=tuple(s.base for s in sources.sources),
+        policy={"prefer": spec.prefer, "format": spec.format, "precision": spec.precision,
+                "context": chosen.context},
+        files=files,
+    )
+
+
+def lock_project(folder: Path, home: Path, *, registries: Sequence[str] | None = None,
+                 created_by: str = "phi-get") -> tuple[Path, Lock]:
+    """Resolve every model for every device class and write ``phi.lock`` next to ``phi.toml``."""
+    loaded = load_project(folder)
+    sources = sources_from(list(registries or loaded.project.registries) or None, home)
+    classes, artifacts = [], []
+    for dc in loaded.project.device_classes:
+        sha, device = loaded.profiles[dc.name]
+        classes.append(LockedDeviceClass(name=dc.name, profile=dc.profile, profile_sha256=sha,
+                                         targets=tuple(t.tag for t in supported_targets(device))))
+        artifacts += [_lock_one(sources, spec, dc.name, device) for spec in loaded.project.models]
+    lock = Lock(created_by=created_by, inputs=loaded.inputs_digest, device_classes=tuple(classes),
+                artifacts=tuple(artifacts))
+    path = folder / LOCK_NAME
+    Store(home).write_atomic(path, lock_bytes(lock))
+    return path, lock
+
+
+def _pick_class(lock: Lock, wanted: str | None, device: str | None) -> str:
+    names = [c.name for c in lock.device_classes]
+    if wanted is not None:
+        if wanted not in names:
+            raise LockMismatchError(f"phi.lock has no device class {wanted!r}", hint="classes: " + ", ".join(names))
+        return wanted
+    if len(names) == 1:
+        return names[0]
+    here = {t.tag for t in supported_targets(load_device(device))}
+    for name in names:
+        if all(a.target in here for a in lock.for_class(name)):
+            return name
+    raise LockMismatchError("no device class of phi.lock runs on this device",
+                            hint="pass --device-class NAME; classes: " + ", ".join(names))
+
+
+def sync_locked(folder: Path, home: Path, *, device_class: str | None = None,
+                registries: Sequence[str] | None = None, device: str | None = None,
+                offline: bool | None = None, reporter: Reporter | None = None) -> list[InstallResult]:
+    """Install exactly what ``phi.lock`` pins for one device class."""
+    loaded = load_project(folder)
+    lock_path = folder / LOCK_NAME
+    try:
+        lock = parse_lock(lock_path.read_bytes(), document=str(lock_path))
+    except FileNotFoundError:
+        raise LockMismatchError(f"no {LOCK_NAME} in {folder}", hint="run phi-get lock first") from None
+    if lock.inputs != loaded.inputs_digest:
+        raise LockMismatchError(f"{lock_path} no longer matches {PROJECT_NAME} and its device profiles "
+                                f"(locked inputs {lock.inputs}, now {loaded.inputs_digest})",
+                                hint="run phi-get lock, review the diff, commit it")
+    name = _pick_class(lock, device_class, device)
+    store = Store(home)
+    results = []
+    for art in lock.for_class(name):
+        bases = list(registries or art.sources)
+        sources = sources_from(bases, home, offline=offline)
+        result = install_digest(store, sources, art.manifest, reporter=reporter)
+        got = tuple((f.path, f.size, f.sha256) for f in result.manifest.files)
+        want = tuple((f.path, f.size, f.sha256) for f in art.files)
+        if got != want:
+            raise IntegrityError(f"files of {art.model} {art.version} {art.variant}", expected=str(want)[:200],
+                                 actual=str(got)[:200], where=str(lock_path))
+        results.append(result)
+    return results
