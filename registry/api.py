@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from phi_get import __version__
+from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import MAX_MANIFEST_BYTES
 from phi_get.manifests.names import hex_of
 
@@ -82,6 +83,10 @@ def create_app(registry: Registry) -> FastAPI:
     async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
         return _error_body(exc)
 
+    @app.exception_handler(ManifestError)
+    async def _document_error(_request: Request, exc: ManifestError) -> JSONResponse:
+        return _error_body(BadRequestError(str(exc)))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
@@ -122,15 +127,18 @@ def create_app(registry: Registry) -> FastAPI:
         return Response(body, media_type=_JSON, headers={
             "etag": f'"sha256:{hex}"', "cache-control": "public, max-age=31536000, immutable"})
 
-    @app.api_route("/v1/blobs/sha256/{hex}", methods=["GET", "HEAD"], tags=["read"], response_class=Response,
-                   responses={206: {"description": "the requested byte range"},
-                              416: {"description": "range not satisfiable"}})
     async def blob(hex: str) -> Any:
         h = _hex(hex)
         if registry.store.size(h) is None:
             raise NotFoundError(f"no blob sha256:{h} in this registry")
         path = registry.store.blob_file(h)  # type: ignore[attr-defined]
         return BlobResponse(path, etag=f'"sha256:{h}"')
+
+    blob_responses: dict[int | str, dict[str, Any]] = {
+        206: {"description": "the requested byte range"}, 416: {"description": "range not satisfiable"}}
+    for method in ("GET", "HEAD"):
+        app.add_api_route("/v1/blobs/sha256/{hex}", blob, methods=[method], tags=["read"], response_class=Response,
+                          responses=blob_responses, operation_id=f"blob_{method.lower()}")
 
     @app.get("/v1/search", tags=["read"])
     def search(q: str = "", limit: int = 100) -> list[dict[str, object]]:
