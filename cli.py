@@ -51,6 +51,19 @@ def _root(
     """phi-get: the right quantized Phi model for each device, verified."""
 
 
+@app.command("demo")
+def demo(
+    work: str = typer.Option(".demo", help="Work folder (wiped first)."),
+    only: Optional[str] = typer.Option(None, help="Build only these variants (comma-separated ids or globs)."),  # noqa: UP007
+) -> None:
+    """Run the whole product end to end: checkpoint, registry, build, publish, resolve, lock, sync, run."""
+    from pathlib import Path
+
+    from phi_get.demo import run_demo
+
+    raise typer.Exit(run_demo(Path(work), only=only))
+
+
 def _register_parts() -> None:
     for module_name in PARTS:
         try:
