@@ -4,7 +4,7 @@ A blob (one file's bytes, named by its sha256) is downloaded into
 ``partial/<hex>/data``, preallocated to its size (a full disk fails at once,
 before any transfer).  The gaps still missing are cut into parts that
 worker threads fetch with HTTP ``Range`` requests and write in place with
-``pwrite``; every few MiB each worker appends the span it wrote to
+``pwrite``; after every MiB each worker appends the span it wrote to
 ``partial/<hex>/journal``, so after a kill only the bytes written since a
 worker's last journal line are fetched again.  Meanwhile the calling thread
 hashes the file in order, following the frontier of contiguous written
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 _BUF: Final = 1 << 20
-_JOURNAL_EVERY: Final = 4 << 20
+_JOURNAL_EVERY: Final = _BUF  # after a kill, each worker re-fetches at most this much
 _RETRIES: Final = 4
 LEASE_STALE_S: Final = 10.0
 _LEASE_BEAT_S: Final = 1.0
@@ -299,7 +299,7 @@ class _Lease:
             return True
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        except (FileExistsError, FileNotFoundError):  # held, or its folder was just removed
             return False
         os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
         os.close(fd)
@@ -350,15 +350,17 @@ def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Rep
     if blob.exists() and blob.stat().st_size == entry.size:
         return FetchStats(reused=True)
     pdir = store.partial(entry.sha256)
-    pdir.mkdir(parents=True, exist_ok=True)
     lease = _Lease(pdir / "lease")
     waited = False
-    while not lease.acquire():
+    while True:
+        if blob.exists() and blob.stat().st_size == entry.size:
+            return FetchStats(reused=True, waited=waited)
+        pdir.mkdir(parents=True, exist_ok=True)  # the last holder removes it when done
+        if lease.acquire():
+            break
         if not waited:
             rep.note(f"{label}: another phi-get process is downloading it; waiting")
             waited = True
-        if blob.exists():
-            return FetchStats(reused=True, waited=True)
         if lease.stale():
             lease.path.unlink(missing_ok=True)
         time.sleep(0.05)

@@ -237,6 +237,9 @@ class _Server(http.server.ThreadingHTTPServer):
     faults: Faults
     stats: _Stats
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up (killed installs, cancelled parts) are part of the tests
+
 
 class LoopbackServer:
     """Serve ``root`` on 127.0.0.1 on an ephemeral port, in a background thread."""
