@@ -42,7 +42,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
         return None
     if not first:  # suffix: the last n bytes
         n = int(last)
-        if n == 0:
+        if n == 0 or size == 0:
             return "unsatisfiable"
         return (max(0, size - n), size)
     start = int(first)

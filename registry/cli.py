@@ -35,6 +35,18 @@ def _open(db: Optional[str], storage: Path):  # noqa: ANN202 - the type is impor
     return open_registry(db or default_db_url(storage), storage)
 
 
+def _engine(db: Optional[str], storage: Path):  # noqa: ANN202
+    """The catalog alone (token commands): no blob store is opened or created."""
+    from .db import create_schema, make_engine
+    from .server import default_db_url
+
+    if db is None:
+        storage.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(db or default_db_url(storage))
+    create_schema(engine)
+    return engine
+
+
 @registry_app.command("serve")
 def serve(
     db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),  # noqa: UP007
@@ -94,7 +106,7 @@ def token_create(
     """Mint a token and print it (only it) to stdout; it is shown once and stored hashed."""
     from .tokens import mint_token
 
-    token = mint_token(_open(db, storage).engine, scope, expires_in_s=expires_in, note=note)
+    token = mint_token(_engine(db, storage), scope, expires_in_s=expires_in, note=note)
     sys.stdout.write(token + "\n")
 
 
@@ -106,7 +118,7 @@ def token_list(
     """List tokens (id, scopes, note, times); secrets are never stored or shown."""
     from .tokens import list_tokens
 
-    for row in list_tokens(_open(db, storage).engine):
+    for row in list_tokens(_engine(db, storage)):
         typer.echo(json.dumps(row, sort_keys=True))
 
 
@@ -119,7 +131,7 @@ def token_revoke(
     """Revoke a token: requests with it get 401 from now on."""
     from .tokens import revoke_token
 
-    revoke_token(_open(db, storage).engine, token_id)
+    revoke_token(_engine(db, storage), token_id)
     typer.echo(f"revoked token {token_id}")
 
 

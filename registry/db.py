@@ -14,15 +14,16 @@ Imports sqlmodel/sqlalchemy and :mod:`phi_get.manifests` only.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import SQLModel, create_engine
 
 from . import tables  # noqa: F401 - registers the tables on SQLModel.metadata
-from .errors import BadRequestError
+from .errors import BadRequestError, ServiceError
 
 __all__ = ["make_engine", "create_schema", "normalize_db_url", "redact_url"]
 
@@ -61,6 +62,8 @@ def make_engine(url: str) -> Engine:
         raise BadRequestError(f"not a database URL: {url!r} (expected sqlite:///PATH or postgresql://...)") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -71,4 +74,8 @@ def make_engine(url: str) -> Engine:
 
 def create_schema(engine: Engine) -> None:
     """Create the tables that do not exist yet (idempotent)."""
-    SQLModel.metadata.create_all(engine)
+    try:
+        SQLModel.metadata.create_all(engine)
+    except OperationalError as exc:
+        first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+        raise ServiceError(f"cannot open the catalog database {redact_url(str(engine.url))}: {first}") from None
