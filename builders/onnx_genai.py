@@ -59,6 +59,50 @@ def _run_builder(cmd: list[str]) -> None:
         raise BuildError(f"onnxruntime-genai's model builder failed (exit {proc.returncode}): {tail}")
 
 
+def fix_lm_head_input(model_path: Path) -> bool:
+    """Feed the LM head from the final norm; True when the builder had wired it elsewhere.
+
+    onnxruntime-genai 0.18's builder, run beside transformers 5, wires
+    ``/lm_head/MatMul`` to the first layer's post-attention norm instead of the
+    final norm (found by the fp32 logits check: max error 5 vs 0.00001 per
+    layer).  The graph is otherwise right, so phi-get rewires that one input
+    and records the fix in provenance.  The weights (external data) are untouched.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    heads = [n for n in model.graph.node if n.name.startswith("/lm_head/MatMul")]
+    finals = [n for n in model.graph.node if "final_norm_layernorm" in n.name]
+    if len(heads) != 1 or len(finals) != 1:
+        raise BuildError(f"{model_path}: expected one /lm_head/MatMul* and one final norm node, found "
+                         f"{len(heads)} and {len(finals)}")
+    head, final_out = heads[0], finals[0].output[0]
+    if head.input[0] == final_out:
+        return False
+    head.input[0] = final_out
+    _topological_sort(model.graph)
+    tmp = model_path.with_name(model_path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(model_path)
+    return True
+
+
+def _topological_sort(graph: Any) -> None:
+    """Reorder nodes so each comes after the producers of its inputs (stable)."""
+    produced = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in produced for i in n.input)]
+        if not ready:
+            raise BuildError("the ONNX graph has a cycle or an input no node produces")
+        for node in ready:
+            produced.update(node.output)
+        ordered += ready
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def _kv_element_bytes(model_path: Path) -> int:
     import onnx
 
@@ -69,10 +113,41 @@ def _kv_element_bytes(model_path: Path) -> int:
     raise BuildError(f"{model_path} has no past_key_values input: not a genai decoder")
 
 
+def _register_ort_schemas() -> None:
+    """Teach onnx's checker onnxruntime's one contrib op in the default domain.
+
+    The genai builder emits ``SimplifiedLayerNormalization`` (RMSNorm) in the
+    default ONNX domain; onnxruntime defines it, the ONNX standard does not.
+    Its real signature is registered so the checker validates those nodes
+    instead of rejecting them; every other op must be a standard or a
+    ``com.microsoft`` op.
+    """
+    from onnx import defs
+
+    if defs.has("SimplifiedLayerNormalization"):
+        return
+    param = defs.OpSchema.FormalParameter
+    optional = defs.OpSchema.FormalParameterOption.Optional
+    attr, kind = defs.OpSchema.Attribute, defs.OpSchema.AttrType
+    schema = defs.OpSchema(
+        "SimplifiedLayerNormalization", "", 1,
+        "onnxruntime's RMSNorm (onnxruntime/core/graph/contrib_ops)",
+        inputs=[param("X", "T"), param("scale", "V")],
+        outputs=[param("Y", "V"), param("inv_std_var", "U", param_option=optional)],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"], ""),
+                          ("U", ["tensor(float)", "tensor(double)"], ""),
+                          ("V", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"], "")],
+        attributes=[attr("axis", kind.INT, "", required=False), attr("epsilon", kind.FLOAT, "", required=False),
+                    attr("stash_type", kind.INT, "", required=False)],
+    )
+    defs.register_schema(schema)
+
+
 def check_structure(dest: Path, provider: str) -> None:
     """onnx's checker on the graph, and genai_config naming the execution provider."""
     import onnx
 
+    _register_ort_schemas()
     onnx.checker.check_model(str(dest / "model.onnx"), full_check=False)
     config = json.loads((dest / "genai_config.json").read_text("utf-8"))
     options = config["model"]["decoder"]["session_options"].get("provider_options", [])
@@ -125,7 +200,8 @@ class OnnxBackend:
         return None
 
     def tools(self, spec: VariantSpec) -> dict[str, str]:
-        return {d: _version(d) for d in _TOOL_DISTS}
+        # The backend's own revision: bumped when phi-get changes what it does to the bytes.
+        return {**{d: _version(d) for d in _TOOL_DISTS}, "phi-get-onnx-backend": "2"}
 
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
         with tempfile.TemporaryDirectory(prefix="genai-cache-", dir=ctx.work.parent) as cache:
@@ -133,6 +209,8 @@ class OnnxBackend:
             _run_builder(builder_command(ctx.checkpoint.folder, staging, Path(cache) / "hf", spec))
             for item in sorted(staging.iterdir()):
                 shutil.move(str(item), dest / item.name)
+        fixed = fix_lm_head_input(dest / "model.onnx")
+        tools = {"phi-get-onnx-fixup": "lm-head-input"} if fixed else {}
         check_structure(dest, spec.runtime.provider)
         weights = sum(p.stat().st_size for p in dest.iterdir() if p.name.startswith("model.onnx"))
         kv_bytes = _kv_element_bytes(dest / "model.onnx")
@@ -140,8 +218,9 @@ class OnnxBackend:
         if not runs_here(spec):
             note = (f"built for the {spec.runtime.provider} execution provider, which this machine lacks: "
                     "validated structurally (onnx.checker passed, genai_config names the provider), never run")
-            return Produced(weights_bytes=weights, kv_element_bytes=kv_bytes, quality=structural_quality(runtime, note))
+            return Produced(weights_bytes=weights, kv_element_bytes=kv_bytes, quality=structural_quality(runtime, note),
+                            tools=tools)
         logits, text = run_genai(dest, ctx)
         metrics = score_logits(logits, ctx.reference)
         return Produced(weights_bytes=weights, kv_element_bytes=kv_bytes,
-                        quality=runtime_quality(metrics, ctx.reference, runtime, text))
+                        quality=runtime_quality(metrics, ctx.reference, runtime, text), tools=tools)
