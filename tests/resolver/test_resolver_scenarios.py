@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phi_get.manifests.device import device_profile_from_json
 from phi_get.manifests.index import model_index_from_json
@@ -63,4 +65,41 @@ def test_scenario(path: Path, kit: Any) -> None:
         assert fragment in by_label[label].reason, (label, by_label[label].reason)
     for fragment in expect.get("notes", []):
         assert any(fragment in n for n in res.notes), res.notes
+    assert res.candidates[0] == chosen  # the newest-first shortcut agrees with the full ranking
     assert all(c.verdict is not Verdict.CHOSEN for c in res.candidates[1:])
+
+
+_VARIANT = st.fixed_dictionaries({
+    "version": st.sampled_from(["0.9.0", "1.0.0", "1.1.0", "2.0.0rc1"]),
+    "format": st.sampled_from(["gguf", "onnx", "mlx", "openvino"]),
+    "precision": st.sampled_from(["int4", "int8", "fp16", "fp32"]),
+    "weights_gb": st.floats(0.5, 20),
+    "targets": st.lists(st.sampled_from(["cuda", "cuda-sm80", "metal", "qnn-npu", "intel-gpu", "cpu-x86_64",
+                                         "cpu-x86_64-v3", "cpu-arm64"]), min_size=1, max_size=3, unique=True),
+    "runtime": st.sampled_from(["llama-cpp-python>=0.3", "onnxruntime-genai>=0.5", "mlx-lm>=0.2"]),
+    "yanked": st.sampled_from([None, None, None, "bad"]),
+})
+
+
+@settings(max_examples=150, deadline=None)
+@given(variants=st.lists(_VARIANT, min_size=1, max_size=12),
+       device=st.sampled_from(["gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop"]),
+       prefer=st.sampled_from(list(Prefer)), context=st.sampled_from([None, 512, 8192]))
+def test_shortcut_matches_full_ranking(variants: list[dict[str, Any]], device: str, prefer: Prefer,
+                                       context: int | None) -> None:
+    import wirekit
+
+    docs = []
+    for i, v in enumerate(variants):
+        d = {k: val for k, val in v.items() if val is not None}
+        docs.append(wirekit.compact_entry({**d, "variant": f"v{i}"}))
+    index = model_index_from_json({"schema": "phi-get.index/v1", "name": "m", "variants": docs})
+    res = resolve(parse_requirement("m"), load_device(device, environ={}), index.entries,
+                  Policy(prefer=prefer, context=context))
+    full = res.candidates
+    assert len(full) == len(variants)
+    if res.chosen is None:
+        assert all(c.verdict is Verdict.REJECTED for c in full)
+    else:
+        assert full[0] == res.chosen
+        assert sum(c.verdict is Verdict.CHOSEN for c in full) == 1
