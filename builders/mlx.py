@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -33,7 +34,9 @@ _BITS: Final = {"int4": 4, "int8": 8}
 
 def run_in_env(cmd: list[str], what: str, timeout: int = 3600) -> str:
     """Run a command of a backend env; its stdout, or a BuildError with its stderr's tail."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    # Run away from phi-get's source tree, whose root folders (builders/ ...)
+    # would shadow a tool's own top-level modules through sys.path[0].
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
     if proc.returncode != 0:
         raise BuildError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
     return proc.stdout

@@ -52,8 +52,11 @@ def builder_command(src: Path, dest: Path, cache: Path, spec: VariantSpec) -> li
             "-p", _PRECISIONS[str(spec.precision)], "-e", ep, "-c", str(cache)]
 
 
-def _run_builder(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+def _run_builder(cmd: list[str], cwd: Path) -> None:
+    # ``python -m`` puts the working directory first on sys.path, and the
+    # genai builder imports its own top-level ``builders`` package: run it
+    # away from phi-get's source tree (whose root has a ``builders`` folder).
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-2000:]
         raise BuildError(f"onnxruntime-genai's model builder failed (exit {proc.returncode}): {tail}")
@@ -206,7 +209,7 @@ class OnnxBackend:
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
         with tempfile.TemporaryDirectory(prefix="genai-cache-", dir=ctx.work.parent) as cache:
             staging = Path(cache) / "out"
-            _run_builder(builder_command(ctx.checkpoint.folder, staging, Path(cache) / "hf", spec))
+            _run_builder(builder_command(ctx.checkpoint.folder, staging, Path(cache) / "hf", spec), Path(cache))
             for item in sorted(staging.iterdir()):
                 shutil.move(str(item), dest / item.name)
         fixed = fix_lm_head_input(dest / "model.onnx")
