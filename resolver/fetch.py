@@ -53,6 +53,7 @@ __all__ = [
 _BUF: Final = 1 << 20
 _JOURNAL_EVERY: Final = _BUF  # after a kill, each worker re-fetches at most this much
 _RETRIES: Final = 4
+_FLUSH_EVERY_S: Final = 0.25
 LEASE_STALE_S: Final = 10.0
 _LEASE_BEAT_S: Final = 1.0
 _NO_LEASE_ENV: Final = "PHI_GET_NO_LEASE"  # tests: behave as if O_EXCL did not exclude
@@ -182,8 +183,8 @@ def _worker(job: _Job, seg: _Segment) -> None:
 
 
 def _write(job: _Job, seg: _Segment, data: memoryview, since_journal: list[int]) -> None:
-    pos = seg.start + seg.filled
-    os.pwrite(job.fd, data, pos)
+    """Write ``data`` at the end of ``seg``; journal it, wake the hasher, report."""
+    os.pwrite(job.fd, data, seg.start + seg.filled)
     n = len(data)
     seg.filled += n
     since_journal[0] += n
@@ -231,14 +232,13 @@ def _download(job: _Job, seg: _Segment, url: str) -> None:
                                   url=url)
         elif resp.status != 200:
             raise SourceError(f"the source answered HTTP {resp.status}", url=url)
-        buf = bytearray(_BUF)
-        view = memoryview(buf)
+        buf = memoryview(bytearray(_BUF))
         since = [0]
         while not seg.done and not job.stop.is_set():
-            n = resp.readinto(view[: min(_BUF, seg.end - (seg.start + seg.filled))])
+            n = resp.readinto(buf[: min(_BUF, seg.end - (seg.start + seg.filled))])
             if not n:
                 break
-            _write(job, seg, view[:n], since)
+            _write(job, seg, buf[:n], since)
             job.stats.downloaded += n
         if since[0]:
             os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())
@@ -261,6 +261,8 @@ def _run(job: _Job, workers: int) -> str:
     size = job.entry.size
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="phi-get-fetch")
     futures: list[Future[None]] = [pool.submit(_worker, job, s) for s in job.segments if not s.done]
+    flusher = threading.Thread(target=_flush_while, args=(job,), daemon=True)
+    flusher.start()
     pos, idx = 0, 0
     try:
         while pos < size:
@@ -275,7 +277,7 @@ def _run(job: _Job, workers: int) -> str:
                     job.cond.wait(0.05)
                     front, idx = _frontier(job.segments, idx)
             while pos < front:
-                chunk = os.pread(job.fd, min(4 * _BUF, front - pos), pos)
+                chunk = os.pread(job.fd, min(4 * _BUF, front - pos), pos)  # from the page cache
                 h.update(chunk)
                 pos += len(chunk)
         for f in futures:
@@ -283,7 +285,21 @@ def _run(job: _Job, workers: int) -> str:
     finally:
         job.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        flusher.join()
     return h.hexdigest()
+
+
+def _flush_while(job: _Job) -> None:
+    """Write dirty pages back while the download runs, so the final fsync has little left.
+
+    Without it the kernel holds the whole file dirty until the end, and the
+    disk write would be a third pass after transfer and hashing.
+    """
+    while not job.stop.wait(_FLUSH_EVERY_S):
+        try:
+            os.fdatasync(job.fd)
+        except OSError:
+            return
 
 
 class _Lease:
@@ -378,18 +394,13 @@ def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Rep
 def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep: Reporter, workers: int,
                 label: str) -> FetchStats:
     data, journal = pdir / "data", pdir / "journal"
+    fd = jfd = -1
     try:
         fd = os.open(data, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(str(pdir), entry.size) from None
-        raise
-    jfd = -1
-    try:
         if os.fstat(fd).st_size != entry.size:
             os.ftruncate(fd, 0)
             journal.unlink(missing_ok=True)
-            _preallocate(fd, entry.size, str(store.home))
+        _preallocate(fd, entry.size, str(store.home))
         covered = _read_journal(journal, entry.size)
         jfd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         job = _Job(entry=entry, urls=urls, fd=fd, jfd=jfd, reporter=rep, label=label,
@@ -409,18 +420,10 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             actual = _run(job, 1)
         job.stats.resumed, job.stats.ranged = resumed, job.ranged
         if actual != entry.sha256:
-            os.close(fd)
-            fd = -1
             shutil.rmtree(pdir, ignore_errors=True)
             raise IntegrityError(f"{label} ({entry.size} bytes)", expected=f"sha256:{entry.sha256}",
                                  actual=f"sha256:{actual}", where=urls[0])
-        os.fsync(fd)
-        os.fchmod(fd, 0o444)
-        try:
-            os.replace(data, store.blob(entry.sha256))
-        except FileNotFoundError:
-            if not store.blob(entry.sha256).exists():  # not placed by a concurrent holder either
-                raise
+        _place(store, entry, fd, data)
         rep.finish(label)
         shutil.rmtree(pdir, ignore_errors=True)
         return job.stats
@@ -429,13 +432,24 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             raise DiskFullError(str(pdir), entry.size) from None
         raise
     finally:
-        if fd >= 0:
-            os.close(fd)
-        if jfd >= 0:
-            os.close(jfd)
+        for handle in (fd, jfd):
+            if handle >= 0:
+                os.close(handle)
+
+
+def _place(store: Store, entry: FileEntry, fd: int, data: Path) -> None:
+    """fsync, make read-only, and move the verified file into blobs/."""
+    os.fsync(fd)
+    os.fchmod(fd, 0o444)
+    try:
+        os.replace(data, store.blob(entry.sha256))
+    except FileNotFoundError:
+        if not store.blob(entry.sha256).exists():  # not placed by a concurrent holder either
+            raise
 
 
 def _preallocate(fd: int, size: int, where: str) -> None:
+    """Reserve ``size`` bytes on disk: a full disk fails here, before any transfer."""
     if size == 0:
         return
     try:
@@ -444,4 +458,4 @@ def _preallocate(fd: int, size: int, where: str) -> None:
         if is_disk_full(exc):
             os.ftruncate(fd, 0)
             raise DiskFullError(where, size) from None
-        os.ftruncate(fd, size)  # file systems without fallocate
+        os.ftruncate(fd, size)  # file systems without fallocate: extend sparsely
