@@ -76,7 +76,8 @@ class Registry:
         self.engine = engine
         self.store = store
         self.max_blob_size = max_blob_size
-        self._index_cache: dict[str, tuple[int, bytes, str]] = {}
+        #: name -> (revision, index bytes, etag, monotonic time last checked)
+        self._index_cache: dict[str, tuple[int, bytes, str, float]] = {}
         self._lock = threading.Lock()
 
     # ---- reading -----------------------------------------------------------------
@@ -109,22 +110,40 @@ class Registry:
             })
         return hits[:limit]
 
-    def index(self, name: str) -> tuple[bytes, str]:
-        """The model's index document and its strong ETag (cached per revision)."""
+    def index(self, name: str, *, max_age_s: float = 0.0) -> tuple[bytes, str]:
+        """The model's index document and its strong ETag.
+
+        Built once per catalog revision of the model and cached; the revision
+        is re-read from the database when the cached copy was checked more
+        than ``max_age_s`` ago.  Publishing or yanking through this process
+        drops the model's entry at once; another process sharing the catalog
+        is seen within ``max_age_s``.
+        """
         name = self.model_name(name)
+        cached = self._index_cache.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[3] <= max_age_s:
+            return cached[1], cached[2]
         with Session(self.engine) as session:
             revision = session.exec(select(ModelRow.revision).where(ModelRow.name == name)).first()
             if revision is None:
                 raise NotFoundError(f"no model named {name!r} in this registry")
-            cached = self._index_cache.get(name)
             if cached is not None and cached[0] == revision:
+                self._index_cache[name] = (revision, cached[1], cached[2], now)
                 return cached[1], cached[2]
             rows = session.exec(select(VariantRow).where(VariantRow.model == name)).all()
         body = model_index_of(name, rows).to_bytes()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         with self._lock:
-            self._index_cache[name] = (revision, body, etag)
+            self._index_cache[name] = (revision, body, etag, now)
         return body, etag
+
+    def cached_index(self, name: str) -> tuple[bytes, str, float] | None:
+        """The cached index of ``name`` (canonical) and its age in seconds; no I/O."""
+        cached = self._index_cache.get(name)
+        if cached is None:
+            return None
+        return cached[1], cached[2], time.monotonic() - cached[3]
 
     def manifest_bytes(self, digest: str, *, count: bool = False) -> bytes:
         digest = self._digest(digest)
@@ -252,6 +271,7 @@ class Registry:
             session.execute(update(ModelRow).where(col(ModelRow.name) == name)
                             .values(revision=ModelRow.revision + 1))
             session.commit()
+        self._index_cache.pop(name, None)
 
     def yank(self, principal: Principal, name: str, version: str, reason: str | None,
              variant: str | None = None) -> int:
@@ -275,7 +295,8 @@ class Registry:
             session.execute(update(ModelRow).where(col(ModelRow.name) == name)
                             .values(revision=ModelRow.revision + 1))
             session.commit()
-            return len(rows)
+        self._index_cache.pop(name, None)
+        return len(rows)
 
     # ---- garbage collection -----------------------------------------------------
 

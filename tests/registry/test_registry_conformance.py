@@ -209,3 +209,31 @@ def test_gc_keeps_referenced_and_deletes_unreferenced(server: RunningRegistry, t
     assert server.registry.store.size(orphan_hex) is None
     assert httpx.get(f"{server.url}/v1/blobs/sha256/{m.files[0].sha256}").content == b"keep" * 100
     assert json.loads(httpx.get(f"{server.url}/v1/models.json").content)["models"][0]["name"] == "tiny-phi"
+
+
+def test_index_sees_a_publish_by_another_process_within_its_max_age(server: RunningRegistry, tmp_path: Path) -> None:
+    import time
+
+    from phi_get.registry.api import INDEX_MAX_AGE_S
+    from phi_get.registry.server import open_registry
+    from phi_get.registry.tokens import Principal
+
+    write_artifact(tmp_path / "a", {"model.gguf": b"one" * 10})
+    _publish(server, tmp_path / "a")
+    url = f"{server.url}/v1/models/tiny-phi/index.json"
+    etag = httpx.get(url).headers["etag"]
+    assert httpx.get(url).headers["etag"] == etag  # served from the cache now
+    other = open_registry(server.db_url, server.storage)  # a second server process on the same catalog
+    try:
+        m = write_artifact(tmp_path / "b", {"model.gguf": b"two" * 10}, version="0.2.0")
+        up = other.store.begin_upload(m.files[0].sha256, m.files[0].size)
+        up.write(b"two" * 10)
+        up.commit()
+        other.publish(Principal(token_id="other", scopes=frozenset({"admin"})), m.to_bytes())
+        published_at = time.monotonic()
+        while httpx.get(url).headers["etag"] == etag:
+            assert time.monotonic() - published_at < INDEX_MAX_AGE_S + 2, "stale index served too long"
+            time.sleep(0.05)
+        assert [str(e.version) for e in parse_model_index(httpx.get(url).content).entries] == ["0.1.0", "0.2.0"]
+    finally:
+        other.engine.dispose()
