@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,13 +48,13 @@ def _pins_text(name: str) -> str:
 
 
 def pinned_versions(name: str) -> dict[str, str]:
-    """distribution -> exact version, from the backend's pin file."""
+    """distribution (PEP 503 normalized) -> exact version, from the backend's pin file."""
     pins: dict[str, str] = {}
     for line in _pins_text(name).splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             dist, version = line.split("==", 1)
-            pins[dist.strip().lower()] = version.strip()
+            pins[re.sub(r"[-_.]+", "-", dist.strip()).lower()] = version.strip()  # PEP 503 names
     return pins
 
 

@@ -1,0 +1,81 @@
+"""Shared conversion, incremental rebuilds, bit-reproducibility, and failures that leave nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from phi_get.builders import gguf
+from phi_get.builders.base import Outcome
+from phi_get.builders.build import build_recipe
+from phi_get.manifests.artifact import load_artifact_folder
+
+pytestmark = pytest.mark.slow
+GGUF = "gguf-f32,gguf-f16,gguf-q8_0,gguf-q4_0"
+
+
+@pytest.fixture()
+def conversions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Records every HF-to-GGUF conversion the builder does."""
+    pytest.importorskip("llama_cpp")
+    calls: list[Path] = []
+    real = gguf.convert_to_gguf
+
+    def counting(ckpt: object, dest: Path) -> Path:
+        calls.append(dest)
+        return real(ckpt, dest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gguf, "convert_to_gguf", counting)
+    return calls
+
+
+def test_one_conversion_feeds_every_gguf_variant(tiny_phi: Path, tmp_path: Path, conversions: list[Path]) -> None:
+    results = build_recipe("tiny-phi", tiny_phi, tmp_path, only=GGUF)
+    assert [r.outcome for r in results] == [Outcome.BUILT] * 4
+    assert len(conversions) == 1 and conversions[0].parent.parent.parent.name == ".work"
+
+
+def test_unchanged_inputs_are_not_rebuilt(tiny_phi: Path, tmp_path: Path, conversions: list[Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    first = build_recipe("tiny-phi", tiny_phi, tmp_path, only=GGUF)
+    before = {r.variant: load_artifact_folder(r.folder).to_bytes() for r in first}
+    again = build_recipe("tiny-phi", tiny_phi, tmp_path, only=GGUF)
+    assert [r.outcome for r in again] == [Outcome.UP_TO_DATE] * 4
+    assert {r.variant: load_artifact_folder(r.folder).to_bytes() for r in again} == before  # not even re-stamped
+    # A different tool version is a different input: everything is rebuilt.
+    real_tools = gguf.GgufBackend.tools
+    monkeypatch.setattr(gguf.GgufBackend, "tools", lambda self, spec=None: {**real_tools(self), "gguf": "999"})
+    assert [r.outcome for r in build_recipe("tiny-phi", tiny_phi, tmp_path, only=GGUF)] == [Outcome.BUILT] * 4
+
+
+def test_damaged_artifact_is_rebuilt(tiny_phi: Path, tmp_path: Path, conversions: list[Path]) -> None:
+    (result,) = build_recipe("tiny-phi", tiny_phi, tmp_path, only="gguf-q8_0")
+    assert result.folder is not None
+    with open(result.folder / "model.gguf", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\xff\xff")
+    (again,) = build_recipe("tiny-phi", tiny_phi, tmp_path, only="gguf-q8_0")
+    assert again.outcome is Outcome.BUILT
+    load_artifact_folder(again.folder)
+
+
+def test_gguf_rebuilds_are_bit_reproducible(tiny_phi: Path, tmp_path: Path) -> None:
+    a = build_recipe("tiny-phi", tiny_phi, tmp_path / "a", only=GGUF)
+    b = build_recipe("tiny-phi", tiny_phi, tmp_path / "b", only=GGUF)
+    assert {r.variant: r.digests for r in a} == {r.variant: r.digests for r in b}
+
+
+def test_a_failed_variant_leaves_nothing_that_looks_finished(tiny_phi: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("llama_cpp")
+
+    def broken_runtime(path: Path, ctx: object) -> None:
+        raise RuntimeError("llama.cpp refused the file")
+
+    monkeypatch.setattr(gguf, "run_gguf", broken_runtime)
+    results = build_recipe("tiny-phi", tiny_phi, tmp_path, only="gguf-q4_0,gguf-f16")
+    assert [(r.variant, r.outcome, r.reason) for r in results] == [
+        ("gguf-f16", Outcome.FAILED, "RuntimeError: llama.cpp refused the file"),
+        ("gguf-q4_0", Outcome.FAILED, "RuntimeError: llama.cpp refused the file")]
+    assert list((tmp_path / "tiny-phi" / "0.1.0").iterdir()) == []
