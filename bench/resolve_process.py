@@ -1,0 +1,72 @@
+"""Bench: ``phi-get resolve`` as a whole process with a warm cache (target <= 0.3 s).
+
+A loopback registry serves a model index of 30 variants; one resolve fills
+the index cache (ETag), then each timed run revalidates it (HTTP 304) and
+resolves.  Timed in the same run as peers: the bare interpreter
+(``python -c pass``) and the CLI's start (``phi-get --version``).  Reported
+for a given device profile (``--device pi-board``) and for the probe.
+
+    .venv/bin/python bench/resolve_process.py [--repeat 11]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
+
+import wirekit  # noqa: E402
+
+TARGET_S = 0.3
+
+
+def timed(cmd: list[str], env: dict[str, str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = subprocess.run(cmd, env=env, capture_output=True)
+        times.append(time.perf_counter() - t)
+        assert out.returncode == 0, out.stderr
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=11)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "mirror"
+        arts = []
+        for i in range(30):
+            files: dict[str, bytes | Path] = {"model.bin": f"weights {i}".encode()}
+            arts.append((wirekit.make_manifest("bench-model", f"1.{i // 6}.0", f"variant-{i % 6}", files), files))
+        wirekit.write_mirror(root, arts)
+        with wirekit.LoopbackServer(root) as srv:
+            env = {**os.environ, "PHI_GET_HOME": str(Path(tmp) / "home")}
+            py = [sys.executable]
+            resolve = [*py, "-m", "phi_get", "resolve", "bench-model", "--registry", srv.url]
+            subprocess.run([*resolve, "--device", "pi-board"], env=env, check=True, capture_output=True)  # warm
+            results = {
+                "python -c pass": timed([*py, "-c", "pass"], env, args.repeat),
+                "phi-get --version": timed([*py, "-m", "phi_get", "--version"], env, args.repeat),
+                "resolve --device pi-board": timed([*resolve, "--device", "pi-board"], env, args.repeat),
+                "resolve (probed device)": timed(resolve, env, args.repeat),
+            }
+    for label, secs in results.items():
+        print(f"{label:<28} p50 {secs * 1000:6.0f} ms")
+    worst = max(results["resolve --device pi-board"], results["resolve (probed device)"])
+    print(json.dumps({"p50_ms": {k: round(v * 1000) for k, v in results.items()}, "target_s": TARGET_S,
+                      "ratio_target_over_resolve": round(TARGET_S / worst, 2),
+                      "resolve_minus_cli_start_ms": round((worst - results["phi-get --version"]) * 1000)}))
+
+
+if __name__ == "__main__":
+    main()
