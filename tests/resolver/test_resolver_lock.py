@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,26 @@ def test_sync_detects_a_tampered_manifest_in_the_mirror(project: Path, home: Pat
     with pytest.raises(IntegrityError, match="manifest from .* does not match"):
         sync_locked(project, home, device_class="edge", registries=[mirror[0].as_uri()])
     assert not list(Store(home).installed())
+
+
+def test_lock_and_sync_commands(project: Path, home: Path, mirror: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PHI_GET_HOME": str(home)}
+
+    def phi(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "phi_get", *args], capture_output=True, text=True, env=env,
+                              cwd=project, timeout=120)
+
+    out = phi("lock")
+    assert out.returncode == 0, out.stderr
+    assert "edge: tiny-model 0.2.0 safetensors-fp32 on cpu-arm64" in out.stdout
+    first = (project / "phi.lock").read_bytes()
+    assert phi("lock").returncode == 0 and (project / "phi.lock").read_bytes() == first
+    out = phi("sync", "--locked", "--device-class", "server", "--registry", mirror[0].as_uri(), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["manifest"] == mirror[1][1].digest
+    out = phi("sync", "--locked", "--device-class", "nope")
+    assert out.returncode == 6 and "error: phi.lock has no device class 'nope'" in out.stderr

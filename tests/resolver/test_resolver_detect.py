@@ -1,0 +1,56 @@
+"""Device probes: real subprocesses and timeouts; a failing probe degrades to 'not detected' with its reason."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from phi_get.resolver.detect import load_device, probe_device, run_probes, sample_profiles
+
+
+def test_a_hanging_probe_times_out_and_the_others_still_answer() -> None:
+    started = time.perf_counter()
+    res = run_probes({"slow": lambda: time.sleep(1), "fast": lambda: 42, "broken": lambda: 1 / 0}, timeout=0.2)
+    assert time.perf_counter() - started < 2
+    assert res["slow"].value is None and res["slow"].reason == "timed out after 0.2 s"
+    assert res["fast"].value == 42
+    assert res["broken"].reason == "ZeroDivisionError: division by zero"
+
+
+def test_nvidia_smi_is_read_through_a_subprocess(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 81559, 9.0, 580.159.04'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    profile = probe_device()
+    gpu = next(a for a in profile.accelerators if a.vendor == "nvidia")
+    assert (gpu.name, gpu.memory_bytes, gpu.compute_capability, gpu.driver) == (
+        "NVIDIA H100 80GB HBM3", 81559 << 20, "9.0", "580.159.04")
+    assert profile.extra["probes"]["nvidia"] == "ok"
+
+
+def test_a_failing_nvidia_smi_degrades_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    profile = probe_device()
+    assert not [a for a in profile.accelerators if a.vendor == "nvidia"]
+    assert profile.extra["probes"]["nvidia"] == "nvidia-smi exited with 9"
+
+
+def test_probe_reads_this_machine() -> None:
+    profile = probe_device()
+    assert profile.memory_bytes > 1 << 28
+    assert profile.cpu_flags  # /proc/cpuinfo flags (x86) or Features (arm)
+    assert profile.has_runtime("packaging") is None  # only model runtimes are listed
+
+
+def test_sample_profiles_all_parse() -> None:
+    names = set(sample_profiles())
+    assert names == {"gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop"}
+    for name in names:
+        assert load_device(name, environ={}).memory_bytes > 0
