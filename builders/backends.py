@@ -11,7 +11,7 @@ from phi_get.manifests.recipe import VariantSpec
 
 from .base import Backend
 
-__all__ = ["backend_for", "runs_here", "RUNNABLE_PROVIDERS"]
+__all__ = ["RUNNABLE_PROVIDERS", "backend_for", "runs_here"]
 
 #: Execution providers this (CPU-only) machine can run.  MLX runs on Linux
 #: through mlx[cpu], so its "metal" variants are run here on the CPU.

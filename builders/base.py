@@ -23,7 +23,7 @@ from phi_get.manifests.recipe import VariantSpec
 from .evaluate import Reference
 from .source import Checkpoint
 
-__all__ = ["Backend", "BuildContext", "Produced", "Outcome", "BuildResult", "Reporter"]
+__all__ = ["Backend", "BuildContext", "BuildResult", "Outcome", "Produced", "Reporter"]
 
 #: A progress hook: ``reporter(variant_id, message)``.
 Reporter = Callable[[str, str], None]
@@ -48,6 +48,8 @@ class Produced:
     quality: Quality
     #: Tools that touched these bytes (distribution -> version), beyond tools().
     tools: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds spent in the toolchain itself (conversion, quantization, export).
+    toolchain_seconds: float = 0.0
 
 
 class Outcome(StrEnum):
@@ -66,11 +68,14 @@ class BuildResult:
     seconds: float = 0.0
     #: sha256 of each file, for determinism checks.
     digests: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds per phase: toolchain, check (runtime + quality), package (manifest, verify, rename).
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {"variant": self.variant, "outcome": str(self.outcome),
                 "folder": str(self.folder) if self.folder else None, "reason": self.reason,
-                "seconds": round(self.seconds, 3), "digests": dict(self.digests)}
+                "seconds": round(self.seconds, 3), "digests": dict(self.digests),
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 class Backend(Protocol):

@@ -30,12 +30,11 @@ from phi_get.manifests.recipe import Recipe, VariantSpec, load_recipe
 
 from .backends import backend_for
 from .base import BuildContext, BuildResult, Outcome, Reporter
-from .errors import BuildError
 from .evaluate import Reference, load_reference
 from .plan import plan_recipe
 from .source import Checkpoint, open_source
 
-__all__ = ["build_recipe", "BUILDER", "artifact_folder"]
+__all__ = ["BUILDER", "artifact_folder", "build_recipe"]
 
 BUILDER = f"phi-get {__version__}"
 
@@ -100,18 +99,22 @@ def _build_one(recipe: Recipe, spec: VariantSpec, ctx: BuildContext, final: Path
     start = time.perf_counter()
     try:
         produced = backend_for(spec).build(spec, ctx, tmp)
+        built_at = time.perf_counter()
         manifest = _manifest(recipe, spec, ctx.checkpoint, tmp, tools, produced, command)
         (tmp / MANIFEST_FILENAME).write_bytes(manifest.to_bytes())
         load_artifact_folder(tmp, verify=True)
         tmp.chmod(0o755)
         _install(tmp, final)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of one variant is reported, its folder removed
         shutil.rmtree(tmp, ignore_errors=True)
         reason = str(exc) if isinstance(exc, PhiGetError) else f"{type(exc).__name__}: {exc}"
         return BuildResult(variant=spec.id, outcome=Outcome.FAILED, reason=reason,
                            seconds=time.perf_counter() - start)
-    return BuildResult(variant=spec.id, outcome=Outcome.BUILT, folder=final, seconds=time.perf_counter() - start,
-                       digests={f.path: f.sha256 for f in manifest.files})
+    end = time.perf_counter()
+    timings = {"toolchain": produced.toolchain_seconds,
+               "check": built_at - start - produced.toolchain_seconds, "package": end - built_at}
+    return BuildResult(variant=spec.id, outcome=Outcome.BUILT, folder=final, seconds=end - start,
+                       digests={f.path: f.sha256 for f in manifest.files}, timings=timings)
 
 
 def build_recipe(recipe: Recipe | str, source: str | Path, out: str | Path, *, only: str | None = None,
@@ -150,7 +153,7 @@ def build_recipe(recipe: Recipe | str, source: str | Path, out: str | Path, *, o
                                        digests={f.path: f.sha256 for f in done.files}))
             continue
         if reference is None:
-            report(spec.id, "computing the PyTorch reference logits")
+            report(spec.id, "loading (or computing) the PyTorch reference logits")
             reference = load_reference(ckpt.folder, work / "reference")
         ctx = BuildContext(checkpoint=ckpt, reference=reference, work=work, reporter=report)
         report(spec.id, f"building with {entry.toolchain}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +18,9 @@ __all__ = ["register"]
 
 
 def tiny_phi(
-    out: Path = typer.Argument(..., help="Folder to write the checkpoint to (Hugging Face layout)."),
-    seed: int = typer.Option(0, help="Seed of the random weights."),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT."),
+    out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to (Hugging Face layout).")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Generate the tiny random-weight Phi-3 checkpoint used by tests and the demo."""
     from .tiny import TinySpec, make_tiny_phi
@@ -31,15 +31,16 @@ def tiny_phi(
 
 
 def build(
-    recipe: str = typer.Argument(..., help="A shipped recipe name (tiny-phi, phi-3.5-mini ...) or a .toml path."),
-    source: Optional[str] = typer.Option(  # noqa: UP007 - typer needs Optional
-        None, "--source", help="Checkpoint folder, or HF_REPO@REVISION (default: the recipe's repo and revision)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; artifacts go to OUT/<name>/<version>/<variant>/."),  # noqa: UP007
-    only: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--only", help="Comma-separated variant ids or globs (gguf-*,onnx-cpu-int4)."),
-    plan: bool = typer.Option(False, "--plan", help="Print the plan (one entry per variant) and build nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one JSON object per line."),
-    force: bool = typer.Option(False, "--force", help="Rebuild variants that are up to date."),
+    recipe: Annotated[str, typer.Argument(help="A shipped recipe name (tiny-phi, phi-3.5-mini ...) or a .toml path.")],
+    source: Annotated[str | None, typer.Option(
+        "--source", help="Checkpoint folder, or HF_REPO@REVISION (default: the recipe's repo and revision).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder; artifacts go to OUT/<name>/<version>/<variant>/.")] = None,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Comma-separated variant ids or globs (gguf-*,onnx-cpu-int4).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print the plan (one entry per variant); build nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON object a line.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild variants that are up to date.")] = False,
 ) -> None:
     """Plan and build a recipe's variant matrix into artifact folders with manifests."""
     from phi_get.manifests.recipe import load_recipe
@@ -68,7 +69,7 @@ def build(
         typer.echo(f"[{variant}] {message}", err=True)
 
     results = build_recipe(loaded, source, out, only=only, reporter=report, force=force,
-                           command=tuple(["phi-get", *sys.argv[1:]]))
+                           command=("phi-get", *sys.argv[1:]))
     for r in results:
         if as_json:
             typer.echo(json.dumps(r.to_json(), sort_keys=True))

@@ -31,7 +31,7 @@ from typing import Final
 
 from .errors import BuildError
 
-__all__ = ["BackendEnv", "ENVS", "envs_root", "pinned_versions"]
+__all__ = ["ENVS", "BackendEnv", "envs_root", "pinned_versions"]
 
 _MARKER: Final = "phi-get-env.json"
 
@@ -105,7 +105,7 @@ class BackendEnv:
 
     def _pip(self, args: list[str], log_fh: object) -> None:
         cmd = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args]
-        proc = subprocess.run(cmd, stdout=log_fh, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
+        proc = subprocess.run(cmd, stdout=log_fh, stderr=subprocess.STDOUT, check=False)  # type: ignore[arg-type]
         if proc.returncode != 0:
             raise BuildError(f"creating the {self.name} environment failed: {' '.join(cmd)} exited {proc.returncode}"
                              f" (log: {getattr(log_fh, 'name', '?')})")

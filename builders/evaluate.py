@@ -23,12 +23,12 @@ from phi_get.manifests.manifest import Quality, QualityCheck
 from .tiny import EVAL_TEXT
 
 __all__ = [
-    "PROMPT",
     "GENERATE_TOKENS",
+    "PROMPT",
     "Reference",
     "load_reference",
-    "score_logits",
     "runtime_quality",
+    "score_logits",
     "structural_quality",
 ]
 

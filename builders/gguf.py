@@ -30,7 +30,7 @@ from .errors import BuildError, SourceError
 from .evaluate import GENERATE_TOKENS, PROMPT, runtime_quality, score_logits
 from .source import Checkpoint
 
-__all__ = ["GgufBackend", "convert_to_gguf", "quantize_gguf", "FILE_TYPES", "MODEL_FILE"]
+__all__ = ["FILE_TYPES", "MODEL_FILE", "GgufBackend", "convert_to_gguf", "quantize_gguf"]
 
 MODEL_FILE: Final = "model.gguf"
 #: Recipe quantization -> llama.cpp file type (gguf.LlamaFileType values).
@@ -227,17 +227,20 @@ class GgufBackend:
         return path
 
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
+        start = time.perf_counter()
         f32 = self.shared_f32(ctx)
         out = dest / MODEL_FILE
         if spec.quantization == "f32":
             shutil.copyfile(f32, out)
         else:
             quantize_gguf(f32, out, spec.quantization)
+        toolchain = time.perf_counter() - start
         logits, text = run_gguf(out, ctx)
         metrics = score_logits(logits, ctx.reference)
         quality = runtime_quality(metrics, ctx.reference, f"llama-cpp-python {_version('llama-cpp-python')} cpu", text)
         # llama.cpp's KV cache is f16 by default.
-        return Produced(weights_bytes=out.stat().st_size, kv_element_bytes=2, quality=quality)
+        return Produced(weights_bytes=out.stat().st_size, kv_element_bytes=2, quality=quality,
+                        toolchain_seconds=toolchain)
 
 
 def _short(text: str) -> str:

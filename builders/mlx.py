@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -26,7 +27,7 @@ from .envs import ENVS
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits
 
-__all__ = ["MlxBackend", "convert_command", "run_in_env", "DTYPE_BYTES"]
+__all__ = ["DTYPE_BYTES", "MlxBackend", "convert_command", "run_in_env"]
 
 DTYPE_BYTES: Final = {"float32": 4, "float16": 2, "bfloat16": 2, "f32": 4, "f16": 2, "bf16": 2, "u8": 1, "i8": 1}
 _BITS: Final = {"int4": 4, "int8": 8}
@@ -36,7 +37,7 @@ def run_in_env(cmd: list[str], what: str, timeout: int = 3600) -> str:
     """Run a command of a backend env; its stdout, or a BuildError with its stderr's tail."""
     # Run away from phi-get's source tree, whose root folders (builders/ ...)
     # would shadow a tool's own top-level modules through sys.path[0].
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir(), check=False)
     if proc.returncode != 0:
         raise BuildError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
     return proc.stdout
@@ -91,6 +92,7 @@ class MlxBackend:
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
         ctx.reporter(spec.id, "preparing the pinned mlx environment (first use takes minutes)")
         python = self.env.ensure()
+        start = time.perf_counter()
         staging = dest.parent / f"{dest.name}-staging"  # mlx_lm refuses an existing output folder
         try:
             run_in_env(convert_command(python, ctx.checkpoint.folder, staging, spec), "mlx_lm convert")
@@ -101,8 +103,10 @@ class MlxBackend:
                 import shutil
 
                 shutil.rmtree(staging, ignore_errors=True)
+        toolchain = time.perf_counter() - start
         logits, report = check_in_env(python, "mlx_check.py", dest, ctx, "mlx-lm check")
         metrics = score_logits(logits, ctx.reference)
         weights = sum(p.stat().st_size for p in dest.glob("*.safetensors"))
         quality = runtime_quality(metrics, ctx.reference, f"mlx-lm {report['mlx_lm']} cpu", report["text"])
-        return Produced(weights_bytes=weights, kv_element_bytes=DTYPE_BYTES[report["kv_dtype"]], quality=quality)
+        return Produced(weights_bytes=weights, kv_element_bytes=DTYPE_BYTES[report["kv_dtype"]], quality=quality,
+                        toolchain_seconds=toolchain)

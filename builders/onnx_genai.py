@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -28,9 +29,9 @@ from phi_get.manifests.recipe import VariantSpec
 from .backends import runs_here
 from .base import BuildContext, Produced
 from .errors import BuildError
-from .evaluate import GENERATE_TOKENS, PROMPT, runtime_quality, score_logits, structural_quality
+from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits, structural_quality
 
-__all__ = ["OnnxBackend", "builder_command", "EXECUTION_PROVIDERS"]
+__all__ = ["EXECUTION_PROVIDERS", "OnnxBackend", "builder_command"]
 
 #: Recipe provider -> the builder's -e value and genai_config's provider name.
 EXECUTION_PROVIDERS: Final = {"cpu": ("cpu", None), "cuda": ("cuda", "cuda"), "dml": ("dml", "dml")}
@@ -56,7 +57,7 @@ def _run_builder(cmd: list[str], cwd: Path) -> None:
     # ``python -m`` puts the working directory first on sys.path, and the
     # genai builder imports its own top-level ``builders`` package: run it
     # away from phi-get's source tree (whose root has a ``builders`` folder).
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-2000:]
         raise BuildError(f"onnxruntime-genai's model builder failed (exit {proc.returncode}): {tail}")
@@ -207,12 +208,14 @@ class OnnxBackend:
         return {**{d: _version(d) for d in _TOOL_DISTS}, "phi-get-onnx-backend": "2"}
 
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
+        start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="genai-cache-", dir=ctx.work.parent) as cache:
             staging = Path(cache) / "out"
             _run_builder(builder_command(ctx.checkpoint.folder, staging, Path(cache) / "hf", spec), Path(cache))
             for item in sorted(staging.iterdir()):
                 shutil.move(str(item), dest / item.name)
         fixed = fix_lm_head_input(dest / "model.onnx")
+        toolchain = time.perf_counter() - start
         tools = {"phi-get-onnx-fixup": "lm-head-input"} if fixed else {}
         check_structure(dest, spec.runtime.provider)
         weights = sum(p.stat().st_size for p in dest.iterdir() if p.name.startswith("model.onnx"))
@@ -222,8 +225,9 @@ class OnnxBackend:
             note = (f"built for the {spec.runtime.provider} execution provider, which this machine lacks: "
                     "validated structurally (onnx.checker passed, genai_config names the provider), never run")
             return Produced(weights_bytes=weights, kv_element_bytes=kv_bytes, quality=structural_quality(runtime, note),
-                            tools=tools)
+                            tools=tools, toolchain_seconds=toolchain)
         logits, text = run_genai(dest, ctx)
         metrics = score_logits(logits, ctx.reference)
         return Produced(weights_bytes=weights, kv_element_bytes=kv_bytes,
-                        quality=runtime_quality(metrics, ctx.reference, runtime, text), tools=tools)
+                        quality=runtime_quality(metrics, ctx.reference, runtime, text), tools=tools,
+                        toolchain_seconds=toolchain)

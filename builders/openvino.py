@@ -12,6 +12,7 @@ Standard library at import time.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Final
 
@@ -56,10 +57,13 @@ class OpenvinoBackend:
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
         ctx.reporter(spec.id, "preparing the pinned openvino environment (first use takes minutes)")
         python = self.env.ensure()
+        start = time.perf_counter()
         run_in_env(export_command(python, ctx.checkpoint.folder, dest, spec), "optimum-cli export openvino")
+        toolchain = time.perf_counter() - start
         logits, report = check_in_env(python, "openvino_check.py", dest, ctx, "openvino check")
         metrics = score_logits(logits, ctx.reference)
         weights = sum(p.stat().st_size for p in dest.glob("openvino_model.*"))
         runtime = f"openvino-genai {report['openvino_genai']} cpu"
         return Produced(weights_bytes=weights, kv_element_bytes=DTYPE_BYTES[report["kv_dtype"]],
-                        quality=runtime_quality(metrics, ctx.reference, runtime, report["text"]))
+                        quality=runtime_quality(metrics, ctx.reference, runtime, report["text"]),
+                        toolchain_seconds=toolchain)

@@ -11,6 +11,7 @@ Imports torch and transformers inside functions only.
 from __future__ import annotations
 
 import shutil
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .base import BuildContext, Produced
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits
 
-__all__ = ["PytorchBackend", "TOKENIZER_FILES"]
+__all__ = ["TOKENIZER_FILES", "PytorchBackend"]
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja")
@@ -60,9 +61,11 @@ class PytorchBackend:
 
         dtype = getattr(torch, _DTYPES[str(spec.precision)])
         src = ctx.checkpoint.folder
+        start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
         model.to(dtype).save_pretrained(str(dest), safe_serialization=True)
         copy_tokenizer(src, dest)
+        toolchain = time.perf_counter() - start
         del model
         # The runtime check: transformers loads the artifact itself, in its dtype.
         loaded = AutoModelForCausalLM.from_pretrained(str(dest), dtype=dtype).eval()
@@ -82,4 +85,4 @@ class PytorchBackend:
         weights = sum(p.stat().st_size for p in dest.glob("*.safetensors"))
         quality = runtime_quality(metrics, ctx.reference, f"transformers {_version('transformers')} cpu {spec.precision}",
                                   text)
-        return Produced(weights_bytes=weights, kv_element_bytes=2, quality=quality)
+        return Produced(weights_bytes=weights, kv_element_bytes=2, quality=quality, toolchain_seconds=toolchain)

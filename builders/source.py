@@ -26,7 +26,7 @@ from phi_get.manifests.manifest import Source
 
 from .errors import SourceError
 
-__all__ = ["Checkpoint", "open_source", "local_digest", "PHI3_ARCHITECTURE"]
+__all__ = ["PHI3_ARCHITECTURE", "Checkpoint", "local_digest", "open_source"]
 
 PHI3_ARCHITECTURE = "Phi3ForCausalLM"
 _HUB = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)@([A-Za-z0-9._/-]+)$")
@@ -93,7 +93,7 @@ def _fetch_hub(repo: str, revision: str) -> tuple[Path, Source]:
         commit = info.sha or revision
         folder = snapshot_download(repo, revision=commit,
                                    allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.py"])
-    except Exception as exc:  # network, auth, missing revision: all end the build here
+    except Exception as exc:  # noqa: BLE001 - network, auth, missing revision: all end the build here
         raise SourceError(f"cannot fetch {repo}@{revision} from the Hugging Face Hub: {exc}") from None
     return Path(folder), Source(repo=repo, revision=commit)
 

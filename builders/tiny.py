@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["TinySpec", "make_tiny_phi", "corpus_text", "EVAL_TEXT"]
+__all__ = ["EVAL_TEXT", "TinySpec", "corpus_text", "make_tiny_phi"]
 
 #: Chat and control tokens, as in Phi-3's tokenizer.
 SPECIAL_TOKENS = ("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from phi_get.builders.base import Outcome
 from phi_get.builders.build import build_recipe
 from phi_get.builders.envs import ENVS, pinned_versions

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from phi_get.builders import gguf
 from phi_get.builders.base import Outcome
 from phi_get.builders.build import build_recipe
