@@ -65,7 +65,7 @@ def make_blob(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def file_stream(path: Path):  # noqa: ANN201
+def file_stream(path: Path):
     with open(path, "rb") as fh:
         while chunk := fh.read(4 << 20):
             yield chunk

@@ -47,7 +47,7 @@ def wrk(url: str, *, connections: int, duration: int, headers: list[str]) -> dic
     out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
     result: dict[str, float] = {}
     for pct in ("50", "75", "90", "99"):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         if m:
             result[f"p{pct}_ms"] = round(float(m.group(1)) * _UNITS[m.group(2)], 3)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)

@@ -33,15 +33,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from phi_get import __version__
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import MAX_MANIFEST_BYTES
 from phi_get.manifests.names import hex_of
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .blobresponse import BlobResponse
 from .errors import BadRequestError, NotFoundError, RegistryError, TooLargeError
@@ -249,7 +248,7 @@ class IndexFastPath:
     async def _revalidate(self, name: str) -> None:
         try:
             await run_in_threadpool(self.registry.index, name)
-        except Exception:  # noqa: BLE001 - a failed re-check keeps the cached copy; the next request retries
+        except Exception:  # noqa: BLE001, S110 - a failed re-check keeps the cached copy; the next request retries
             pass
         finally:
             self._revalidating.discard(name)

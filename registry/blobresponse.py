@@ -66,7 +66,7 @@ class BlobResponse(Response):
         self.status_code = 200
         self.path = path
         self.etag = etag
-        self.media_type = media_type
+        self.content_type = media_type
         self.extra = extra_headers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,7 +76,7 @@ class BlobResponse(Response):
             size = os.fstat(fh.fileno()).st_size
             wanted = parse_range(headers.get("range"), size)
             if_range = headers.get("if-range")
-            if wanted is not None and if_range is not None and if_range != self.etag:
+            if isinstance(wanted, tuple) and if_range is not None and if_range != self.etag:
                 wanted = None
             base = [(b"accept-ranges", b"bytes"), (b"etag", self.etag.encode()),
                     (b"cache-control", b"public, max-age=31536000, immutable")]
@@ -92,7 +92,7 @@ class BlobResponse(Response):
                 base.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
             else:
                 start, end, status = 0, size, 200
-            base += [(b"content-type", self.media_type.encode()), (b"content-length", str(end - start).encode())]
+            base += [(b"content-type", self.content_type.encode()), (b"content-length", str(end - start).encode())]
             await send({"type": "http.response.start", "status": status, "headers": base})
             if scope["method"] == "HEAD":
                 await send({"type": "http.response.body", "body": b""})

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:  # only for annotations: never imported when the CLI starts
+    from sqlalchemy.engine import Engine
+
+    from .service import Registry
 
 __all__ = ["register"]
 
@@ -29,13 +35,13 @@ _DB_HELP = "Catalog database: sqlite:///PATH or postgresql://user@host:port/db (
 _TOKEN_ENV = "PHI_GET_TOKEN"
 
 
-def _open(db: Optional[str], storage: Path):  # noqa: ANN202 - the type is imported lazily
+def _open(db: str | None, storage: Path) -> Registry:
     from .server import default_db_url, open_registry
 
     return open_registry(db or default_db_url(storage), storage)
 
 
-def _engine(db: Optional[str], storage: Path):  # noqa: ANN202
+def _engine(db: str | None, storage: Path) -> Engine:
     """The catalog alone (token commands): no blob store is opened or created."""
     from .db import create_schema, make_engine
     from .server import default_db_url
@@ -49,7 +55,7 @@ def _engine(db: Optional[str], storage: Path):  # noqa: ANN202
 
 @registry_app.command("serve")
 def serve(
-    db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),  # noqa: UP007
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     storage: Path = typer.Option(Path("registry-data"), "--storage", help=_STORAGE_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8470, "--port", help="TCP port to listen on."),
@@ -57,7 +63,8 @@ def serve(
 ) -> None:
     """Serve the registry over HTTP (the wire layout, publishing, OpenAPI at /docs)."""
     from .db import redact_url
-    from .server import default_db_url, open_registry, serve as run
+    from .server import default_db_url, open_registry
+    from .server import serve as run
 
     url = db or default_db_url(storage)
     registry = open_registry(url, storage, max_blob_size=max_blob_size)
@@ -68,7 +75,7 @@ def serve(
 @registry_app.command("export")
 def export(
     out: Path = typer.Argument(..., help="Folder to write the static mirror to (created or updated)."),
-    db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),  # noqa: UP007
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     storage: Path = typer.Option(Path("registry-data"), "--storage", help=_STORAGE_HELP),
 ) -> None:
     """Write a static mirror (catalog, indexes, manifests, blobs) servable as plain files or file://."""
@@ -82,7 +89,7 @@ def export(
 
 @registry_app.command("gc")
 def gc(
-    db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),  # noqa: UP007
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     storage: Path = typer.Option(Path("registry-data"), "--storage", help=_STORAGE_HELP),
     grace: float = typer.Option(3600.0, "--grace-seconds",
                                 help="Spare unreferenced blobs and uploads younger than this (publishes in flight)."),
@@ -98,9 +105,9 @@ def gc(
 @token_app.command("create")
 def token_create(
     scope: list[str] = typer.Option(..., "--scope", help="admin, publish:* or publish:<model>; repeatable."),
-    db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),  # noqa: UP007
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     storage: Path = typer.Option(Path("registry-data"), "--storage", help=_STORAGE_HELP),
-    expires_in: Optional[float] = typer.Option(None, "--expires-in", help="Seconds until it expires."),  # noqa: UP007
+    expires_in: float | None = typer.Option(None, "--expires-in", help="Seconds until it expires."),
     note: str = typer.Option("", "--note", help="What the token is for."),
 ) -> None:
     """Mint a token and print it (only it) to stdout; it is shown once and stored hashed."""
@@ -112,7 +119,7 @@ def token_create(
 
 @token_app.command("list")
 def token_list(
-    db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),  # noqa: UP007
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     storage: Path = typer.Option(Path("registry-data"), "--storage", help=_STORAGE_HELP),
 ) -> None:
     """List tokens (id, scopes, note, times); secrets are never stored or shown."""
@@ -125,7 +132,7 @@ def token_list(
 @token_app.command("revoke")
 def token_revoke(
     token_id: str = typer.Argument(..., help="The token's id (the hex after 'phig_')."),
-    db: Optional[str] = typer.Option(None, "--db", help=_DB_HELP),  # noqa: UP007
+    db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     storage: Path = typer.Option(Path("registry-data"), "--storage", help=_STORAGE_HELP),
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
@@ -139,11 +146,11 @@ def token_revoke(
 def yank(
     name: str = typer.Argument(..., help="Model name."),
     version: str = typer.Argument(..., help="Version to yank."),
-    reason: Optional[str] = typer.Option(None, "--reason", help="Why (shown to resolvers)."),  # noqa: UP007
-    variant: Optional[str] = typer.Option(None, "--variant", help="Only this variant."),  # noqa: UP007
+    reason: str | None = typer.Option(None, "--reason", help="Why (shown to resolvers)."),
+    variant: str | None = typer.Option(None, "--variant", help="Only this variant."),
     undo: bool = typer.Option(False, "--undo", help="Un-yank instead."),
     registry: str = typer.Option(..., "--registry", help="Registry base URL."),
-    token: Optional[str] = typer.Option(None, "--token", envvar=_TOKEN_ENV, show_envvar=True,  # noqa: UP007
+    token: str | None = typer.Option(None, "--token", envvar=_TOKEN_ENV, show_envvar=True,
                                         help="Publish token for the model (or admin)."),
 ) -> None:
     """Yank a version (hidden from new resolutions, still installable by exact pin), or --undo it."""
@@ -168,7 +175,7 @@ def yank(
 def publish(
     folder: Path = typer.Argument(..., help="An artifact folder, or a folder holding several."),
     registry: str = typer.Option(..., "--registry", help="Registry base URL, e.g. http://127.0.0.1:8470."),
-    token: Optional[str] = typer.Option(None, "--token", envvar=_TOKEN_ENV, show_envvar=True,  # noqa: UP007
+    token: str | None = typer.Option(None, "--token", envvar=_TOKEN_ENV, show_envvar=True,
                                         help="Publish token (prefer the environment variable)."),
     parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Concurrent blob uploads."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
@@ -184,7 +191,7 @@ def publish(
                    f"(uploaded {a.blobs_uploaded} blob(s), {a.bytes_uploaded} bytes; {a.blobs_skipped} present)")
 
 
-def _progress_printer():  # noqa: ANN202
+def _progress_printer() -> Callable[[str, str, int], None]:
     """Progress on stderr: one line per blob event, bytes summed per file."""
     import threading
 

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-
 from phi_get.manifests.artifact import find_artifact_folders, load_artifact_folder
 from phi_get.manifests.manifest import FileEntry, Manifest
 
 from .errors import BadRequestError, ServiceError, error_for_code
 
-__all__ = ["PublishReport", "ArtifactReport", "publish_tree", "raise_for_error", "TOKEN_ENV"]
+__all__ = ["TOKEN_ENV", "ArtifactReport", "PublishReport", "publish_tree", "raise_for_error"]
 
 TOKEN_ENV: Final = "PHI_GET_TOKEN"
 _CHUNK: Final = 1 << 20

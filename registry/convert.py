@@ -13,7 +13,6 @@ import json
 from collections.abc import Iterable
 
 from packaging.version import Version
-
 from phi_get.manifests.canonical import canonical_bytes
 from phi_get.manifests.fields import Reader
 from phi_get.manifests.index import Catalog, IndexEntry, ModelIndex
@@ -21,7 +20,7 @@ from phi_get.manifests.manifest import Manifest
 
 from .tables import VariantRow
 
-__all__ = ["entry_json", "entry_of", "model_index_of", "catalog_of", "latest_version"]
+__all__ = ["catalog_of", "entry_json", "entry_of", "latest_version", "model_index_of"]
 
 
 def entry_json(manifest: Manifest, digest: str) -> str:

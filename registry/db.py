@@ -25,7 +25,7 @@ from sqlmodel import SQLModel, create_engine
 from . import tables  # noqa: F401 - registers the tables on SQLModel.metadata
 from .errors import BadRequestError, ServiceError
 
-__all__ = ["make_engine", "create_schema", "normalize_db_url", "redact_url"]
+__all__ = ["create_schema", "make_engine", "normalize_db_url", "redact_url"]
 
 
 def normalize_db_url(url: str) -> str:

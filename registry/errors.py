@@ -16,16 +16,16 @@ from typing import ClassVar
 from phi_get.manifests.errors import PhiGetError
 
 __all__ = [
-    "RegistryError",
-    "BadRequestError",
     "AuthError",
-    "ForbiddenError",
-    "NotFoundError",
+    "BadRequestError",
     "ConflictError",
+    "ForbiddenError",
     "IntegrityError",
-    "TooLargeError",
+    "NotFoundError",
     "RangeError",
+    "RegistryError",
     "ServiceError",
+    "TooLargeError",
     "error_for_code",
 ]
 

@@ -22,7 +22,7 @@ from .db import create_schema, make_engine
 from .service import DEFAULT_MAX_BLOB_SIZE, Registry
 from .storage import FilesystemBlobStore
 
-__all__ = ["open_registry", "serve", "running_server", "default_db_url"]
+__all__ = ["default_db_url", "open_registry", "running_server", "serve"]
 
 
 def default_db_url(storage: str | os.PathLike[str]) -> str:

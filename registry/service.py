@@ -29,15 +29,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from packaging.version import Version
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError as DBIntegrityError
-from sqlmodel import Session, col, select
-
 from phi_get.manifests.canonical import digest_of
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Manifest, parse_manifest
 from phi_get.manifests.names import check_digest, check_model_name, check_version
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlmodel import Session, col, select
 
 from .convert import catalog_of, entry_json, latest_version, model_index_of
 from .errors import BadRequestError, ConflictError, NotFoundError

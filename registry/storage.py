@@ -33,7 +33,7 @@ from phi_get.manifests.names import hex_of
 
 from .errors import BadRequestError, IntegrityError, TooLargeError
 
-__all__ = ["STORE_LAYOUT", "BlobStore", "Upload", "FilesystemBlobStore"]
+__all__ = ["STORE_LAYOUT", "BlobStore", "FilesystemBlobStore", "Upload"]
 
 STORE_LAYOUT: Final = "phi-get.blobstore/v1"
 _HEX: Final = re.compile(r"^[0-9a-f]{64}$")
@@ -81,14 +81,14 @@ class BlobStore(Protocol):
 
 
 class _FileUpload:
-    __slots__ = ("_store", "_hex", "_size", "_path", "_fh", "_hash", "received")
+    __slots__ = ("_fh", "_hash", "_hex", "_path", "_size", "_store", "received")
 
     def __init__(self, store: FilesystemBlobStore, sha256_hex: str, size: int) -> None:
         self._store = store
         self._hex = sha256_hex
         self._size = size
         self._path = store.root / "uploads" / f"{secrets.token_hex(16)}.part"
-        self._fh: BinaryIO | None = open(self._path, "xb")
+        self._fh: BinaryIO | None = open(self._path, "xb")  # noqa: SIM115 - open for the upload's lifetime
         self._hash = hashlib.sha256()
         self.received = 0
 

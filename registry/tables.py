@@ -18,7 +18,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ModelRow", "VariantRow", "ManifestRow", "BlobRefRow", "TokenRow"]
+__all__ = ["BlobRefRow", "ManifestRow", "ModelRow", "TokenRow", "VariantRow"]
 
 
 class ModelRow(SQLModel, table=True):

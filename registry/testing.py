@@ -33,7 +33,7 @@ from phi_get.manifests.names import check_version
 
 from .service import Registry
 
-__all__ = ["RunningRegistry", "registry_server", "write_artifact", "make_manifest"]
+__all__ = ["RunningRegistry", "make_manifest", "registry_server", "write_artifact"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -24,15 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
-
 from phi_get.manifests.names import check_model_name
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from .errors import AuthError, BadRequestError, ForbiddenError, NotFoundError
 from .tables import TokenRow
 
-__all__ = ["Principal", "check_scope", "mint_token", "authenticate", "revoke_token", "list_tokens"]
+__all__ = ["Principal", "authenticate", "check_scope", "list_tokens", "mint_token", "revoke_token"]
 
 _TOKEN: Final = re.compile(r"^phig_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
@@ -131,7 +130,7 @@ def revoke_token(engine: Engine, token_id: str) -> None:
 def list_tokens(engine: Engine) -> list[dict[str, object]]:
     """Every token's id, scopes, note and times; never a secret or its hash."""
     with Session(engine) as session:
-        rows = session.exec(select(TokenRow).order_by(TokenRow.created)).all()
+        rows = session.exec(select(TokenRow).order_by(col(TokenRow.created))).all()
     return [
         {"id": r.id, "scopes": r.scopes, "note": r.note, "created": r.created, "expires": r.expires,
          "revoked": r.revoked}

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
 from phi_get.manifests.canonical import canonical_bytes
 from phi_get.registry.testing import RunningRegistry, registry_server, write_artifact
 from phi_get.registry.tokens import mint_token, revoke_token

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from phi_get.manifests.index import parse_model_index
 from phi_get.registry.testing import write_artifact
 
@@ -23,7 +22,7 @@ PHI_GET = [sys.executable, "-m", "phi_get"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*PHI_GET, *args], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([*PHI_GET, *args], capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, **(env or {})})
     if ok:
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)

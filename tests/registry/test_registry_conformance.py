@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from phi_get.manifests.index import LAYOUT, parse_catalog, parse_model_index
 from phi_get.manifests.manifest import parse_manifest
 from phi_get.registry.client import publish_tree

@@ -10,16 +10,14 @@ stay well under a minute.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-
-from phi_get.registry.client import publish_tree  # noqa: E402
-from phi_get.registry.testing import RunningRegistry, registry_server, write_artifact  # noqa: E402
-from phi_get.registry.tokens import mint_token  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from phi_get.registry.client import publish_tree
+from phi_get.registry.testing import RunningRegistry, registry_server, write_artifact
+from phi_get.registry.tokens import mint_token
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from phi_get.registry.blobresponse import parse_range
 from phi_get.registry.errors import BadRequestError, IntegrityError, TooLargeError
 from phi_get.registry.storage import STORE_LAYOUT, FilesystemBlobStore
