@@ -236,3 +236,41 @@ def test_index_sees_a_publish_by_another_process_within_its_max_age(server: Runn
         assert [str(e.version) for e in parse_model_index(httpx.get(url).content).entries] == ["0.1.0", "0.2.0"]
     finally:
         other.engine.dispose()
+
+
+def test_a_commit_that_fails_midway_leaves_nothing(server: RunningRegistry, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest, its blob references, the variant and the model row are one transaction."""
+    import phi_get.registry.service as service_module
+    from phi_get.registry.tokens import Principal
+
+    m = write_artifact(tmp_path / "a", {"model.gguf": b"atomic" * 100})
+    up = server.registry.store.begin_upload(m.files[0].sha256, m.files[0].size)
+    up.write(b"atomic" * 100)
+    up.commit()
+
+    def crash(*_args: object) -> str:  # runs after the manifest row and blob refs are flushed
+        raise RuntimeError("simulated crash between the manifest and the variant row")
+
+    monkeypatch.setattr(service_module, "entry_json", crash)
+    admin = Principal(token_id="test", scopes=frozenset({"admin"}))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        server.registry.publish(admin, m.to_bytes())
+    assert server.registry.manifests() == [] and server.registry.referenced_blobs() == {}
+    assert server.registry.model_names() == []
+    assert httpx.get(f"{server.url}/v1/models/tiny-phi/index.json").status_code == 404
+    monkeypatch.undo()
+    assert server.registry.publish(admin, m.to_bytes()).created
+
+
+def test_publish_resumes_after_an_interruption(server: RunningRegistry, tmp_path: Path) -> None:
+    """Blobs uploaded before the interruption are not sent again; nothing is visible until the commit."""
+    token = _token(server)
+    m = write_artifact(tmp_path / "a", {"a.bin": b"A" * 3000, "b.bin": b"B" * 5000})
+    first = next(f for f in m.files if f.path == "a.bin")
+    r = httpx.put(f"{server.url}/v1/uploads/sha256/{first.sha256}", params={"model": "tiny-phi"},
+                  content=b"A" * 3000, headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 201  # ...and then the publisher died
+    assert httpx.get(f"{server.url}/v1/models/tiny-phi/index.json").status_code == 404
+    report = _publish(server, tmp_path / "a", token).artifacts[0]  # type: ignore[attr-defined]
+    assert (report.created, report.blobs_skipped, report.blobs_uploaded, report.bytes_uploaded) == (True, 1, 1, 5000)
