@@ -29,10 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
 
-import wirekit  # noqa: E402
-
-from phi_get.manifests.artifact import load_artifact_folder  # noqa: E402
-from phi_get.resolver.fetch import _part_size  # noqa: E402
+import wirekit
+from phi_get.manifests.artifact import load_artifact_folder
+from phi_get.resolver.fetch import _part_size
 
 
 def install(url: str, home: Path) -> subprocess.Popen[bytes]:
@@ -99,8 +98,7 @@ def main() -> None:
     try:
         data = work / "weights.bin"
         with open(data, "wb") as fh:
-            for _ in range(size >> 23):
-                fh.write(os.urandom(8 << 20))
+            fh.writelines(os.urandom(8 << 20) for _ in range(size >> 23))
         files: dict[str, bytes | Path] = {"weights.bin": data}
         m = wirekit.make_manifest("bench-model", "1.0.0", "safetensors-fp32", files, max_context=4096)
         mirror = wirekit.write_mirror(work / "mirror", [(m, files)])

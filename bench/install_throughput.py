@@ -34,16 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
 
-import wirekit  # noqa: E402
-
-import phi_get  # noqa: E402
+import phi_get
+import wirekit
 
 
 def make_file(path: Path, size: int) -> None:
     block = os.urandom(8 << 20)
     with open(path, "wb") as fh:
-        for i in range(0, size, len(block)):
-            fh.write(block[: min(len(block), size - i)] if i else os.urandom(min(len(block), size - i)))
+        fh.writelines(block[: min(len(block), size - i)] if i else os.urandom(min(len(block), size - i)) for i in range(0, size, len(block)))
 
 
 def time_hash(path: Path) -> float:
@@ -81,8 +79,7 @@ def time_disk(folder: Path, size: int) -> float:
     target = folder / "disk-probe.bin"
     t = time.perf_counter()
     with open(target, "wb") as fh:
-        for _ in range(size >> 20):
-            fh.write(block)
+        fh.writelines(block for _ in range(size >> 20))
         fh.flush()
         os.fsync(fh.fileno())
     elapsed = time.perf_counter() - t

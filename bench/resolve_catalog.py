@@ -24,12 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
 
-from wirekit import compact_entry  # noqa: E402
-
-from phi_get.manifests.canonical import canonical_bytes  # noqa: E402
-from phi_get.manifests.index import parse_model_index  # noqa: E402
-from phi_get.resolver.detect import load_device  # noqa: E402
-from phi_get.resolver.resolve import IndexView, Policy, Prefer, parse_requirement, resolve  # noqa: E402
+from phi_get.manifests.canonical import canonical_bytes
+from phi_get.manifests.index import parse_model_index
+from phi_get.resolver.detect import load_device
+from phi_get.resolver.resolve import IndexView, Policy, Prefer, parse_requirement, resolve
+from wirekit import compact_entry
 
 TARGET_MS = 50.0
 FORMATS = [("gguf", "llama-cpp-python>=0.3", ["cuda", "metal", "cpu-x86_64", "cpu-arm64"]),

@@ -56,10 +56,10 @@ from .targets import check_target_tag
 
 __all__ = [
     "LOCK_VERSION",
-    "LockedFile",
+    "Lock",
     "LockedArtifact",
     "LockedDeviceClass",
-    "Lock",
+    "LockedFile",
     "lock_bytes",
     "parse_lock",
 ]

@@ -36,8 +36,8 @@ from .names import check_model_name, check_specifier
 
 __all__ = [
     "PREFER_VALUES",
-    "ModelSpec",
     "DeviceClass",
+    "ModelSpec",
     "Project",
     "parse_project",
 ]

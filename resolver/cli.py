@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -34,6 +34,7 @@ _PRECISION = typer.Option(None, "--precision", help="Pin a precision: int4, int8
 _CONTEXT = typer.Option(None, "--context", min=1, help="Context length for the memory check "
                                                        "(default min(model maximum, 4096)).")
 _JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+_PROJECT = typer.Option(Path(), "--project", help="Folder holding phi.toml (and phi.lock).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
 
 
@@ -41,13 +42,13 @@ def _emit(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
-def _home(home: Optional[Path]) -> Path:
+def _home(home: Path | None) -> Path:
     from .store import default_home
 
     return home if home is not None else default_home()
 
 
-def _policy(prefer: str, fmt: Optional[str], precision: Optional[str], context: Optional[int],
+def _policy(prefer: str, fmt: str | None, precision: str | None, context: int | None,
             require_runtime: bool = False) -> Any:
     from phi_get.manifests.errors import ManifestError
 
@@ -68,7 +69,7 @@ def _reporter(json_out: bool, quiet: bool) -> Any:
     return RichReporter()
 
 
-def device(json_out: bool = _JSON, device: Optional[str] = _DEVICE) -> None:
+def device(json_out: bool = _JSON, device: str | None = _DEVICE) -> None:
     """Show this device's profile (probed, or --device / PHI_GET_DEVICE) and its ranked targets."""
     from phi_get.manifests.targets import supported_targets
 
@@ -95,10 +96,10 @@ def device(json_out: bool = _JSON, device: Optional[str] = _DEVICE) -> None:
 
 def resolve_cmd(
     requirement: str = typer.Argument(..., help="NAME or NAME with a version specifier: 'phi-3.5-mini>=1.0'."),
-    registry: Optional[list[str]] = _REGISTRY, device: Optional[str] = _DEVICE, json_out: bool = _JSON,
+    registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE, json_out: bool = _JSON,
     explain: bool = typer.Option(False, "--explain", help="List every candidate with its verdict and reason."),
-    prefer: str = _PREFER, fmt: Optional[str] = _FORMAT, precision: Optional[str] = _PRECISION,
-    context: Optional[int] = _CONTEXT, offline: Optional[bool] = _OFFLINE, home: Optional[Path] = _HOME,
+    prefer: str = _PREFER, fmt: str | None = _FORMAT, precision: str | None = _PRECISION,
+    context: int | None = _CONTEXT, offline: bool | None = _OFFLINE, home: Path | None = _HOME,
     require_runtime: bool = typer.Option(False, "--require-runtime", help="Reject artifacts whose runtime is "
                                                                           "not installed."),
 ) -> None:
@@ -122,9 +123,9 @@ def resolve_cmd(
 
 def install_cmd(
     requirement: str = typer.Argument(..., help="NAME or NAME with a version specifier."),
-    registry: Optional[list[str]] = _REGISTRY, device: Optional[str] = _DEVICE, home: Optional[Path] = _HOME,
-    prefer: str = _PREFER, fmt: Optional[str] = _FORMAT, precision: Optional[str] = _PRECISION,
-    context: Optional[int] = _CONTEXT, offline: Optional[bool] = _OFFLINE,
+    registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE, home: Path | None = _HOME,
+    prefer: str = _PREFER, fmt: str | None = _FORMAT, precision: str | None = _PRECISION,
+    context: int | None = _CONTEXT, offline: bool | None = _OFFLINE,
     json_out: bool = _JSON, quiet: bool = _QUIET,
 ) -> None:
     """Resolve, download (parallel, resumable), verify every byte and install atomically."""
@@ -147,8 +148,8 @@ def install_cmd(
 
 
 def lock_cmd(
-    project: Path = typer.Option(Path("."), "--project", help="Folder holding phi.toml."),
-    registry: Optional[list[str]] = _REGISTRY, home: Optional[Path] = _HOME, json_out: bool = _JSON,
+    project: Path = _PROJECT,
+    registry: list[str] | None = _REGISTRY, home: Path | None = _HOME, json_out: bool = _JSON,
 ) -> None:
     """Resolve phi.toml's models for each device class and write phi.lock (byte-identical for the same inputs)."""
     from phi_get import __version__
@@ -166,10 +167,10 @@ def lock_cmd(
 
 def sync_cmd(
     locked: bool = typer.Option(False, "--locked", help="Install exactly phi.lock; refuse if it is out of date."),
-    device_class: Optional[str] = typer.Option(None, "--device-class", help="Which device class of the lock."),
-    project: Path = typer.Option(Path("."), "--project", help="Folder holding phi.toml and phi.lock."),
-    registry: Optional[list[str]] = _REGISTRY, device: Optional[str] = _DEVICE, home: Optional[Path] = _HOME,
-    offline: Optional[bool] = _OFFLINE, json_out: bool = _JSON, quiet: bool = _QUIET,
+    device_class: str | None = typer.Option(None, "--device-class", help="Which device class of the lock."),
+    project: Path = _PROJECT,
+    registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE, home: Path | None = _HOME,
+    offline: bool | None = _OFFLINE, json_out: bool = _JSON, quiet: bool = _QUIET,
 ) -> None:
     """Install what phi.lock pins for this device class (without --locked: lock first)."""
     from phi_get import __version__
@@ -191,9 +192,9 @@ def run_cmd(
     name: str = typer.Argument(..., help="An installed model."),
     prompt: str = typer.Option(..., "--prompt", help="Text to continue."),
     max_tokens: int = typer.Option(32, "--max-tokens", min=1, max=4096),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Which installed variant (default: the latest "
+    variant: str | None = typer.Option(None, "--variant", help="Which installed variant (default: the latest "
                                                                   "installed)."),
-    home: Optional[Path] = _HOME, json_out: bool = _JSON,
+    home: Path | None = _HOME, json_out: bool = _JSON,
 ) -> None:
     """Load the installed artifact with its runtime and generate text: the smoke test on the device."""
     from phi_get.manifests.names import check_model_name
@@ -211,7 +212,7 @@ def run_cmd(
         typer.echo(prompt + gen.text)
 
 
-def list_cmd(home: Optional[Path] = _HOME, json_out: bool = _JSON) -> None:
+def list_cmd(home: Path | None = _HOME, json_out: bool = _JSON) -> None:
     """List installed artifacts."""
     from .store import Store
 
@@ -225,9 +226,9 @@ def list_cmd(home: Optional[Path] = _HOME, json_out: bool = _JSON) -> None:
 
 
 def verify_cmd(
-    name: Optional[str] = typer.Argument(None, help="Only this model."),
+    name: str | None = typer.Argument(None, help="Only this model."),
     repair: bool = typer.Option(False, "--repair", help="Re-download damaged artifacts."),
-    registry: Optional[list[str]] = _REGISTRY, home: Optional[Path] = _HOME, json_out: bool = _JSON,
+    registry: list[str] | None = _REGISTRY, home: Path | None = _HOME, json_out: bool = _JSON,
 ) -> None:
     """Re-hash installed artifacts against their manifests; report or repair."""
     from phi_get.manifests.names import check_model_name
@@ -255,7 +256,7 @@ def verify_cmd(
                              actual="damaged files", where=str(store.home))
 
 
-def gc_cmd(home: Optional[Path] = _HOME, dry_run: bool = typer.Option(False, "--dry-run"),
+def gc_cmd(home: Path | None = _HOME, dry_run: bool = typer.Option(False, "--dry-run"),
            json_out: bool = _JSON) -> None:
     """Remove blobs, manifests and artifacts no installed ref uses, and old temp files."""
     from .maintenance import gc_store
@@ -271,9 +272,9 @@ def gc_cmd(home: Optional[Path] = _HOME, dry_run: bool = typer.Option(False, "--
 
 def remove_cmd(
     name: str = typer.Argument(...),
-    version: Optional[str] = typer.Option(None, "--version"),
-    variant: Optional[str] = typer.Option(None, "--variant"),
-    home: Optional[Path] = _HOME,
+    version: str | None = typer.Option(None, "--version"),
+    variant: str | None = typer.Option(None, "--variant"),
+    home: Path | None = _HOME,
 ) -> None:
     """Uninstall a model (its refs and folders); blobs go at the next gc."""
     from phi_get.manifests.names import check_model_name

@@ -233,7 +233,7 @@ def run_probes(probes: dict[str, Callable[[], Any]], timeout: float = PROBE_TIME
             results[name] = Probe(name=name, value=None, reason=f"{exc.cmd[0]} timed out after {exc.timeout:g} s")
         except subprocess.CalledProcessError as exc:
             results[name] = Probe(name=name, value=None, reason=f"{exc.cmd[0]} exited with {exc.returncode}")
-        except Exception as exc:  # a probe must never break the command: it degrades
+        except Exception as exc:  # noqa: BLE001 - a probe must never break the command: it degrades
             results[name] = Probe(name=name, value=None, reason=f"{type(exc).__name__}: {exc}")
     pool.shutdown(wait=False, cancel_futures=True)
     return results

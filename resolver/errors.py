@@ -11,15 +11,15 @@ from __future__ import annotations
 from phi_get.manifests.errors import PhiGetError
 
 __all__ = [
-    "ResolverError",
+    "DeviceProfileError",
+    "DiskFullError",
+    "IntegrityError",
+    "LockMismatchError",
     "NoMatchError",
     "NotInstalledError",
-    "IntegrityError",
-    "SourceError",
-    "DiskFullError",
-    "LockMismatchError",
+    "ResolverError",
     "RuntimeMissingError",
-    "DeviceProfileError",
+    "SourceError",
 ]
 
 

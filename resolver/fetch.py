@@ -45,8 +45,8 @@ from .store import Store, is_disk_full
 __all__ = [
     "LEASE_STALE_S",
     "FetchStats",
-    "Reporter",
     "NullReporter",
+    "Reporter",
     "fetch_blob",
 ]
 

@@ -24,12 +24,13 @@ from typing import Any, Final
 from phi_get.manifests.artifact import ArtifactFolderError, load_artifact_folder, sha256_file
 from phi_get.manifests.errors import ManifestError
 
+from .errors import ResolverError
 from .fetch import Reporter
 from .install import install_digest
 from .sources import Sources
 from .store import Installed, Store
 
-__all__ = ["TMP_MAX_AGE_S", "Problem", "GcReport", "verify_store", "repair", "gc_store"]
+__all__ = ["TMP_MAX_AGE_S", "GcReport", "Problem", "gc_store", "repair", "verify_store"]
 
 TMP_MAX_AGE_S: Final = 3600
 
@@ -64,7 +65,7 @@ def verify_store(store: Store, name: str | None = None) -> tuple[list[Installed]
             load_artifact_folder(inst.path, verify=True)
         except (ManifestError, OSError) as exc:
             problems.append(Problem(installed=inst, what=str(exc)))
-        except Exception as exc:  # IntegrityError from store.load
+        except ResolverError as exc:  # IntegrityError from store.load
             problems.append(Problem(installed=inst, what=str(exc)))
     return checked, problems
 

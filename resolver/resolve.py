@@ -38,7 +38,6 @@ from typing import Final
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
 from phi_get.manifests.device import DeviceProfile
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import IndexEntry
@@ -50,21 +49,21 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "HEADROOM",
     "RUNTIME_PROVIDES",
-    "Prefer",
-    "Verdict",
-    "Reject",
-    "Requirement",
-    "Policy",
-    "Skip",
     "Candidate",
     "IndexView",
+    "Policy",
+    "Prefer",
+    "Reject",
+    "Requirement",
     "Resolution",
+    "Skip",
+    "Verdict",
+    "budget_of",
+    "family_ranks",
     "parse_requirement",
     "preference_key",
-    "family_ranks",
-    "target_family",
     "resolve",
-    "budget_of",
+    "target_family",
 ]
 
 DEFAULT_CONTEXT: Final = 4096
@@ -191,7 +190,7 @@ class IndexView:
     milliseconds); :func:`resolve` accepts it in place of the entries.
     """
 
-    __slots__ = ("entries", "versions", "groups")
+    __slots__ = ("entries", "groups", "versions")
 
     def __init__(self, entries: Iterable[IndexEntry]) -> None:
         self.entries = tuple(entries)
@@ -205,7 +204,7 @@ class IndexView:
 class _Verdicts:
     """Every candidate's verdict, computed on first use (explain, JSON, nearest misses)."""
 
-    __slots__ = ("_filter", "_view", "_done")
+    __slots__ = ("_done", "_filter", "_view")
 
     def __init__(self, f: _Filter, view: IndexView) -> None:
         self._filter, self._view = f, view

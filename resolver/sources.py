@@ -33,8 +33,8 @@ from phi_get.manifests.manifest import Manifest, parse_manifest
 from .errors import IntegrityError, SourceError
 
 __all__ = [
-    "REGISTRY_ENV",
     "OFFLINE_ENV",
+    "REGISTRY_ENV",
     "TIMEOUT_S",
     "Source",
     "Sources",

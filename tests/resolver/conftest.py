@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # wirekit: shared with bench/
 
-import wirekit  # noqa: E402
+import wirekit
 
 DATA = Path(__file__).parents[1] / "data" / "resolver"
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from phi_get.resolver.detect import load_device, probe_device, run_probes, sample_profiles
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from phi_get.manifests.artifact import load_artifact_folder
 
 SIZE = 32 << 20  # 4 parts of 8 MiB with the default part size
@@ -32,13 +30,18 @@ def big(tmp_path: Path, kit: Any) -> Iterator[tuple[Any, Any]]:
         yield srv, m
 
 
-def _install(url: str, home: Path, *extra: str, preexec: Any = None,
+def _install(url: str, home: Path, *extra: str, max_file_size: int | None = None,
              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    # With max_file_size, the child limits its own file size (RLIMIT_FSIZE): writes past it fail
+    # with EFBIG, which is how a full disk looks to phi-get without needing a full disk.
+    limit = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({max_file_size}, {max_file_size})); "
+             "sys.argv[0] = 'phi-get'; runpy.run_module('phi_get', run_name='__main__')")
+    start = [sys.executable, "-c", limit] if max_file_size else [sys.executable, "-m", "phi_get"]
     return subprocess.Popen(
-        [sys.executable, "-m", "phi_get", "install", "big-model", "--registry", url, "--device", "pi-board",
-         "--quiet", *extra],
+        [*start, "install", "big-model", "--registry", url, "--device", "pi-board", "--quiet", *extra],
         env={**os.environ, "PHI_GET_HOME": str(home), **(env or {})}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+        stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
@@ -78,7 +81,7 @@ def test_resume_after_kill_at_half_refetches_at_most_one_part(big: Any, home: Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("lease", [True, False], ids=["with-lease", "lease-does-not-exclude"])
 def test_eight_concurrent_installs(big: Any, home: Path, lease: bool) -> None:
-    srv, m = big
+    srv, _m = big
     srv.faults.slow = 0.001
     env = {} if lease else {"PHI_GET_NO_LEASE": "1"}
     procs = [_install(srv.url, home, env=env) for _ in range(8)]
@@ -92,15 +95,10 @@ def test_eight_concurrent_installs(big: Any, home: Path, lease: bool) -> None:
     assert not list((home / "tmp").iterdir())
 
 
-def _limit_file_size() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-
-
 @pytest.mark.slow
 def test_full_disk_is_a_clear_error_and_the_next_run_recovers(big: Any, home: Path) -> None:
-    srv, m = big
-    proc = _install(srv.url, home, preexec=_limit_file_size)
+    srv, _m = big
+    proc = _install(srv.url, home, max_file_size=1 << 20)
     rc, err = _finish(proc)
     assert rc == 1, err
     assert "error: no space left on the device holding" in err and f"for {SIZE} bytes" in err, err

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import phi_get
+import pytest
 from phi_get.manifests.artifact import load_artifact_folder
 from phi_get.resolver.errors import IntegrityError, SourceError
 from phi_get.resolver.store import Store

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from phi_get.manifests.artifact import load_artifact_folder
 from phi_get.manifests.lockfile import parse_lock
 from phi_get.resolver.errors import IntegrityError, LockMismatchError
@@ -110,7 +109,7 @@ def test_lock_and_sync_commands(project: Path, home: Path, mirror: Any) -> None:
 
     def phi(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "phi_get", *args], capture_output=True, text=True, env=env,
-                              cwd=project, timeout=120)
+                              cwd=project, timeout=120, check=False)
 
     out = phi("lock")
     assert out.returncode == 0, out.stderr

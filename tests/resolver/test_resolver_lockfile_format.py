@@ -7,7 +7,6 @@ import tomllib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from phi_get.manifests.errors import ManifestError, SchemaVersionError
 from phi_get.manifests.lockfile import Lock, LockedArtifact, LockedDeviceClass, LockedFile, lock_bytes, parse_lock
 from phi_get.manifests.project import parse_project

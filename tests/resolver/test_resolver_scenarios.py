@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from phi_get.manifests.device import device_profile_from_json
 from phi_get.manifests.index import model_index_from_json
 from phi_get.manifests.manifest import Format, Precision

@@ -18,13 +18,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from phi_get.manifests.canonical import canonical_bytes
 from phi_get.manifests.index import Catalog, IndexEntry, ModelIndex, blob_path, index_path, manifest_path
 from phi_get.manifests.manifest import Manifest, manifest_from_json
 
-__all__ = ["Faults", "LoopbackServer", "compact_entry", "make_manifest", "write_mirror", "PHI35"]
+__all__ = ["PHI35", "Faults", "LoopbackServer", "compact_entry", "make_manifest", "write_mirror"]
 
 #: Phi-3.5-mini facts for realistic scenarios: 32 layers x 32 kv heads x 96 dims x K,V x fp16.
 PHI35 = {"kv_bytes_per_token": 393216, "max_context": 131072}
@@ -267,7 +267,7 @@ class LoopbackServer:
         self.server.faults = Faults()
         self.server.stats = _Stats()
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
