@@ -127,9 +127,9 @@ def _read_journal(path: Path, size: int) -> list[tuple[int, int]]:
     spans = []
     try:
         for line in path.read_text().splitlines():
-            a, _, b = line.partition(" ")
-            if a.isdigit() and b.isdigit() and int(a) < int(b) <= size:
-                spans.append((int(a), int(b)))
+            first, _, last = line.partition(" ")
+            if first.isdigit() and last.isdigit() and int(first) < int(last) <= size:
+                spans.append((int(first), int(last)))
     except FileNotFoundError:
         return []
     spans.sort()

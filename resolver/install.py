@@ -101,11 +101,11 @@ def install_digest(store: Store, sources: Sources, digest: str, *, first: Source
         futures = {e.path: pool.submit(fetch_blob, store, e, sources.blob_urls(e.sha256, first=first),
                                        reporter=rep, workers=workers, label=f"{manifest.name} {e.path}")
                    for e in unique.values()}
-        for path, fut in futures.items():
-            stats[path] = fut.result()
-    path = store.place_artifact(manifest, data)
+        for file_path, fut in futures.items():
+            stats[file_path] = fut.result()
+    folder = store.place_artifact(manifest, data)
     store.set_ref(manifest)
-    return InstallResult(path=path, manifest=manifest, already_installed=False, files=stats)
+    return InstallResult(path=folder, manifest=manifest, already_installed=False, files=stats)
 
 
 def install_requirement(store: Store, sources: Sources, req: Requirement, device: DeviceProfile,

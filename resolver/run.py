@@ -17,7 +17,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from phi_get.manifests.manifest import Format, Manifest
 
@@ -47,9 +47,9 @@ def _gguf(folder: Path, m: Manifest, prompt: str, max_tokens: int) -> Generation
 
     model_file = next(folder / f.path for f in m.files if f.path.endswith(".gguf"))
     llm = Llama(model_path=str(model_file), n_ctx=min(m.memory.max_context, 2048), verbose=False, seed=0)
-    out = llm(prompt, max_tokens=max_tokens, temperature=0.0)
-    return Generation(text=out["choices"][0]["text"], runtime="llama-cpp-python",
-                      new_tokens=out["usage"]["completion_tokens"])
+    out: Any = llm(prompt, max_tokens=max_tokens, temperature=0.0)
+    return Generation(text=str(out["choices"][0]["text"]), runtime="llama-cpp-python",
+                      new_tokens=int(out["usage"]["completion_tokens"]))
 
 
 def _onnx(folder: Path, m: Manifest, prompt: str, max_tokens: int) -> Generation:
@@ -74,14 +74,15 @@ def _safetensors(folder: Path, m: Manifest, prompt: str, max_tokens: int) -> Gen
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder))
     model.eval()
     inputs = tok(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     new = out[0][inputs["input_ids"].shape[1]:]
-    return Generation(text=tok.decode(new, skip_special_tokens=True), runtime="transformers", new_tokens=len(new))
+    return Generation(text=str(tok.decode(new, skip_special_tokens=True)), runtime="transformers",
+                      new_tokens=len(new))
 
 
 def _openvino(folder: Path, m: Manifest, prompt: str, max_tokens: int) -> Generation:
