@@ -27,12 +27,13 @@ the :mod:`.errors` class.  Imports fastapi/starlette and the registry only.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Final
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from phi_get import __version__
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import MAX_MANIFEST_BYTES
@@ -121,8 +122,7 @@ def create_app(registry: Registry) -> FastAPI:
     def model_index(name: str, request: Request) -> Response:
         body, etag = registry.index(name, max_age_s=INDEX_MAX_AGE_S)
         headers = {"etag": etag, "cache-control": "no-cache"}
-        if_none_match = request.headers.get("if-none-match")
-        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        if _etag_matches(etag.encode(), request.headers.get("if-none-match", "").encode("latin-1")):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type=_JSON, headers=headers)
 
@@ -136,7 +136,11 @@ def create_app(registry: Registry) -> FastAPI:
         h = _hex(hex)
         if registry.store.size(h) is None:
             raise NotFoundError(f"no blob sha256:{h} in this registry")
-        path = registry.store.blob_file(h)  # type: ignore[attr-defined]
+        path = registry.store.local_path(h)
+        if path is None:  # a backend without local files: stream it, whole
+            size = registry.store.size(h)
+            return StreamingResponse(_chunks(registry.store.open(h)), media_type="application/octet-stream",
+                                     headers={"content-length": str(size), "etag": f'"sha256:{h}"'})
         return BlobResponse(path, etag=f'"sha256:{h}"')
 
     blob_responses: dict[int | str, dict[str, Any]] = {
@@ -259,13 +263,28 @@ class IndexFastPath:
         headers = [(b"etag", tag), (b"cache-control", b"no-cache")]
         status = 200
         for key, value in scope["headers"]:
-            if key == b"if-none-match" and tag in [t.strip() for t in value.split(b",")]:
+            if key == b"if-none-match" and _etag_matches(tag, value):
                 status = 304
         if status == 200:
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         send_body = status == 200 and scope["method"] == "GET"
         await send({"type": "http.response.body", "body": body if send_body else b""})
+
+
+def _chunks(fh: BinaryIO) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(1 << 20):
+            yield chunk
+
+
+def _etag_matches(etag: bytes, if_none_match: bytes) -> bool:
+    """If-None-Match comparison (RFC 9110 13.1.2: weak, so W/"x" matches "x"; * matches)."""
+    for candidate in if_none_match.split(b","):
+        candidate = candidate.strip().removeprefix(b"W/")
+        if candidate == etag or candidate == b"*":
+            return True
+    return False
 
 
 def _content_length(request: Request, limit: int, *, required: bool = True) -> int:

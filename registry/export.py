@@ -57,14 +57,18 @@ def _write_atomic(target: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _place_blob(source: Path, target: Path) -> None:
+def _place_blob(registry: Registry, sha: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    source = registry.store.local_path(sha)
     try:
         try:
+            if source is None:
+                raise OSError("no local file")
             os.link(source, tmp)
-        except OSError:  # another filesystem, or links not supported
-            shutil.copyfile(source, tmp)
+        except OSError:  # another filesystem, links not supported, or a remote store
+            with registry.store.open(sha) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -83,7 +87,7 @@ def export_mirror(registry: Registry, out: str | os.PathLike[str]) -> ExportRepo
         if registry.store.size(sha) != size:
             raise IntegrityError(f"blob sha256:{sha} referenced by a manifest is missing from the store "
                                  f"or has the wrong size; the store is damaged")
-        _place_blob(registry.store.blob_file(sha), target)  # type: ignore[attr-defined]
+        _place_blob(registry, sha, target)
         written += 1
         nbytes += size
     manifests = registry.manifests()

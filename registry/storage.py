@@ -61,6 +61,10 @@ class BlobStore(Protocol):
     def open(self, sha256_hex: str) -> BinaryIO:
         """The blob for reading (FileNotFoundError when absent)."""
 
+    def local_path(self, sha256_hex: str) -> Path | None:
+        """A local file holding the blob, for zero-copy serving and hard links;
+        None for backends without one (then :meth:`open` is used)."""
+
     def begin_upload(self, sha256_hex: str, size: int) -> Upload:
         """Start writing a blob that must be exactly ``size`` bytes with that sha256."""
 
@@ -161,6 +165,9 @@ class FilesystemBlobStore:
 
     def open(self, sha256_hex: str) -> BinaryIO:
         return open(self.blob_file(sha256_hex), "rb")
+
+    def local_path(self, sha256_hex: str) -> Path | None:
+        return self.blob_file(sha256_hex)
 
     def begin_upload(self, sha256_hex: str, size: int) -> Upload:
         hex_of(sha256_hex, "digest", "blob store")

@@ -62,6 +62,9 @@ def test_index_etag_gives_304_until_something_changes(server: RunningRegistry, t
         etag = first.headers["etag"]
         again = c.get("/v1/models/tiny-phi/index.json", headers={"if-none-match": etag})
         assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+        for header in (f'"other", W/{etag}', "*"):
+            assert c.get("/v1/models/tiny-phi/index.json", headers={"if-none-match": header}).status_code == 304
+        assert c.get("/v1/models/tiny-phi/index.json", headers={"if-none-match": '"other"'}).status_code == 200
         write_artifact(tmp_path / "b", {"model.gguf": b"b" * 1000}, version="0.2.0")
         _publish(server, tmp_path / "b", token)
         changed = c.get("/v1/models/tiny-phi/index.json", headers={"if-none-match": etag})

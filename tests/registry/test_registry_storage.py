@@ -86,3 +86,34 @@ def test_parse_range_never_leaves_the_blob(size: int, a: int, b: int) -> None:
         if isinstance(got, tuple):
             start, end = got
             assert 0 <= start < end <= size
+
+
+def test_a_store_without_local_files_is_served_and_exported(tmp_path: Path) -> None:
+    """The service needs only the BlobStore protocol: a backend with no local
+    files (an object store) is streamed through open() and copied on export."""
+    import httpx
+    from phi_get.registry.export import export_mirror
+    from phi_get.registry.server import open_registry, running_server
+    from phi_get.registry.testing import make_manifest
+    from phi_get.registry.tokens import Principal
+
+    class NoLocalFiles(FilesystemBlobStore):
+        def local_path(self, sha256_hex: str) -> Path | None:
+            return None
+
+    registry = open_registry(f"sqlite:///{tmp_path}/catalog.sqlite3", tmp_path / "store")
+    registry.store = NoLocalFiles(tmp_path / "store")
+    data = b"remote bytes " * 1000
+    up = registry.store.begin_upload(_hex(data), len(data))
+    up.write(data)
+    up.commit()
+    m = make_manifest([("model.gguf", len(data), _hex(data))])
+    registry.publish(Principal(token_id="t", scopes=frozenset({"admin"})), m.to_bytes())
+    try:
+        with running_server(registry) as url:
+            r = httpx.get(f"{url}/v1/blobs/sha256/{_hex(data)}")
+            assert (r.status_code, r.content, r.headers["content-length"]) == (200, data, str(len(data)))
+        export_mirror(registry, tmp_path / "mirror")
+        assert (tmp_path / "mirror" / "v1" / "blobs" / "sha256" / _hex(data)).read_bytes() == data
+    finally:
+        registry.engine.dispose()
