@@ -145,6 +145,10 @@ def install_cmd(
         m = result.manifest
         state = "already installed" if result.already_installed else "installed"
         typer.echo(f"{state} {m.name} {m.version} {m.variant} ({m.format} {m.precision}) at {result.path}")
+        chosen = result.resolution.chosen if result.resolution else None
+        if chosen is not None and chosen.runtime_version is None:
+            typer.echo(f"note: its runtime is not installed: pip install '{m.runtime.distribution}"
+                       f"{m.runtime.specifier}'", err=True)
 
 
 def lock_cmd(
