@@ -225,14 +225,19 @@ class Registry:
                 f"cannot commit {name} {version} {variant}: {len(missing)} blob(s) not uploaded, "
                 f"first sha256:{missing[0]}; upload them to /v1/uploads/sha256/<hex> first"
             )
-        try:
-            self._commit(manifest, body, digest)
-        except DBIntegrityError:
-            # Another publish of the same key (or manifest) won the race.
-            existing = self._existing(manifest)
-            if existing is None:
-                raise
-            return self._same_or_conflict(existing, result)
+        for attempt in range(3):
+            try:
+                self._commit(manifest, body, digest)
+                break
+            except DBIntegrityError:
+                # Another publish won a race: for this very variant (then the
+                # unique constraint decided), or for the model's first row
+                # (then this commit is simply retried).
+                existing = self._existing(manifest)
+                if existing is not None:
+                    return self._same_or_conflict(existing, result)
+                if attempt == 2:
+                    raise
         return PublishResult(digest=digest, name=name, version=version, variant=variant, created=True)
 
     def _existing(self, m: Manifest) -> VariantRow | None:

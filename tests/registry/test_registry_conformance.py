@@ -277,3 +277,37 @@ def test_publish_resumes_after_an_interruption(server: RunningRegistry, tmp_path
     assert httpx.get(f"{server.url}/v1/models/tiny-phi/index.json").status_code == 404
     report = _publish(server, tmp_path / "a", token).artifacts[0]  # type: ignore[attr-defined]
     assert (report.created, report.blobs_skipped, report.blobs_uploaded, report.bytes_uploaded) == (True, 1, 1, 5000)
+
+
+def test_concurrent_first_publishes_of_different_variants_all_succeed(server: RunningRegistry,
+                                                                       tmp_path: Path) -> None:
+    """Racing to create the model's row is not a conflict: every variant lands."""
+    from phi_get.registry.tokens import Principal
+
+    manifests = []
+    for i in range(6):
+        data = f"variant {i}".encode() * 50
+        m = write_artifact(tmp_path / f"v{i}", {"model.gguf": data}, variant=f"gguf-q{i}")
+        up = server.registry.store.begin_upload(m.files[0].sha256, m.files[0].size)
+        up.write(data)
+        up.commit()
+        manifests.append(m)
+    admin = Principal(token_id="test", scopes=frozenset({"admin"}))
+    barrier = threading.Barrier(len(manifests))
+    results: list[object] = []
+
+    def commit(body: bytes) -> None:
+        barrier.wait()
+        try:
+            results.append(server.registry.publish(admin, body).created)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            results.append(exc)
+
+    threads = [threading.Thread(target=commit, args=(m.to_bytes(),)) for m in manifests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * len(manifests)
+    index = parse_model_index(httpx.get(server.url + "/v1/models/tiny-phi/index.json").content)
+    assert sorted(e.variant for e in index.entries) == sorted(f"gguf-q{i}" for i in range(6))
