@@ -48,7 +48,7 @@ from .errors import BadRequestError, NotFoundError, RegistryError, TooLargeError
 from .service import Registry
 from .tokens import Principal, authenticate
 
-__all__ = ["INDEX_MAX_AGE_S", "IndexFastPath", "create_app"]
+__all__ = ["INDEX_MAX_AGE_S", "IndexFastPath", "create_app", "registry_asgi_app"]
 
 _JSON: Final = "application/json"
 #: How stale a served index may be when another process shares the catalog
@@ -78,12 +78,16 @@ def _raw_body(media: str, description: str) -> dict[str, Any]:
                             "content": {media: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
+def registry_asgi_app(registry: Registry) -> ASGIApp:
+    """What the server runs: the index fast path in front of the FastAPI app."""
+    return IndexFastPath(create_app(registry), registry=registry, max_age_s=INDEX_MAX_AGE_S)
+
+
 def create_app(registry: Registry) -> FastAPI:
     """A FastAPI app serving ``registry``; no module-level state."""
     app = FastAPI(title="phi-get registry", version=__version__,
                   description="Publish, catalog and serve quantized Phi model artifacts.")
     app.state.registry = registry
-    app.add_middleware(IndexFastPath, registry=registry, max_age_s=INDEX_MAX_AGE_S)
 
     @app.exception_handler(RegistryError)
     async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:

@@ -60,6 +60,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8470, "--port", help="TCP port to listen on."),
     max_blob_size: int = typer.Option(64 << 30, "--max-blob-size", help="Largest blob upload accepted, in bytes."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log one line per request."),
 ) -> None:
     """Serve the registry over HTTP (the wire layout, publishing, OpenAPI at /docs)."""
     from .db import redact_url
@@ -69,7 +70,7 @@ def serve(
     url = db or default_db_url(storage)
     registry = open_registry(url, storage, max_blob_size=max_blob_size)
     typer.echo(f"phi-get registry: catalog {redact_url(url)}, blobs {storage}, http://{host}:{port}", err=True)
-    run(registry, host=host, port=port)
+    run(registry, host=host, port=port, access_log=access_log)
 
 
 @registry_app.command("export")

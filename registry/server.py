@@ -42,9 +42,9 @@ def open_registry(db_url: str, storage: str | os.PathLike[str], *,
 def _config(registry: Registry, *, access_log: bool) -> object:
     import uvicorn
 
-    from .api import create_app
+    from .api import registry_asgi_app
 
-    return uvicorn.Config(create_app(registry), log_level="warning", access_log=access_log,
+    return uvicorn.Config(registry_asgi_app(registry), log_level="warning", access_log=access_log,
                           timeout_keep_alive=30, lifespan="off")
 
 
