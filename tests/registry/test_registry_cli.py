@@ -36,10 +36,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def served(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """`phi-get registry serve` in a subprocess; yields (url, db url, storage)."""
+def served(tmp_path: Path, catalog_url: str) -> Iterator[tuple[str, str, Path]]:
+    """`phi-get registry serve` in a subprocess, over SQLite and over PostgreSQL;
+    yields (url, db url, storage)."""
     storage = tmp_path / "store"
-    db = f"sqlite:///{tmp_path}/catalog.sqlite3"
+    db = catalog_url
     port = _free_port()
     proc = subprocess.Popen([*PHI_GET, "registry", "serve", "--db", db, "--storage", str(storage),
                              "--host", "127.0.0.1", "--port", str(port)],
