@@ -11,23 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from phi_get.manifests.manifest import Format, Precision
-
 from .detect import load_device
 from .fetch import Reporter
 from .install import install_requirement
-from .resolve import Policy, Prefer, parse_requirement
+from .resolve import make_policy, parse_requirement
 from .sources import sources_from
 from .store import Store, default_home
 
 __all__ = ["install", "make_policy"]
-
-
-def make_policy(*, prefer: str = "quality", format: str | None = None, precision: str | None = None,
-                context: int | None = None, require_runtime: bool = False) -> Policy:
-    return Policy(prefer=Prefer(prefer), format=Format(format) if format else None,
-                  precision=Precision(precision) if precision else None, context=context,
-                  require_runtime=require_runtime)
 
 
 def install(name: str, *, registry: str | Sequence[str] | None = None, home: str | Path | None = None,

@@ -52,7 +52,7 @@ def _policy(prefer: str, fmt: str | None, precision: str | None, context: int | 
             require_runtime: bool = False) -> Any:
     from phi_get.manifests.errors import ManifestError
 
-    from .api import make_policy
+    from .resolve import make_policy
 
     try:
         return make_policy(prefer=prefer, format=fmt, precision=precision, context=context,
@@ -106,13 +106,14 @@ def resolve_cmd(
     """Choose the best artifact for this device and say why (nothing is downloaded)."""
     from .detect import load_device
     from .explain import no_match_error, render_text, resolution_json
-    from .install import resolve_from
-    from .resolve import parse_requirement
+    from .resolve import parse_requirement, resolve
     from .sources import sources_from
 
     pol = _policy(prefer, fmt, precision, context, require_runtime)
+    req = parse_requirement(requirement)
     sources = sources_from(registry, _home(home), offline=offline)
-    _src, res = resolve_from(sources, parse_requirement(requirement), load_device(device), pol)
+    _src, index = sources.find_index(req.name)  # not install.resolve_from: resolve downloads nothing
+    res = resolve(req, load_device(device), index.entries, pol)
     if json_out:
         _emit(resolution_json(res))
     else:

@@ -31,13 +31,12 @@ from phi_get.manifests.lockfile import Lock, LockedArtifact, LockedDeviceClass, 
 from phi_get.manifests.project import DeviceClass, ModelSpec, Project, parse_project
 from phi_get.manifests.targets import supported_targets
 
-from .api import make_policy
 from .detect import load_device, sample_profiles
 from .errors import DeviceProfileError, IntegrityError, LockMismatchError
 from .explain import no_match_error
 from .fetch import Reporter
 from .install import InstallResult, install_digest, resolve_from
-from .resolve import parse_requirement
+from .resolve import make_policy, parse_requirement
 from .sources import Sources, sources_from
 from .store import Store
 

@@ -60,6 +60,7 @@ __all__ = [
     "Verdict",
     "budget_of",
     "family_ranks",
+    "make_policy",
     "parse_requirement",
     "preference_key",
     "resolve",
@@ -123,6 +124,14 @@ class Requirement:
 
     def __str__(self) -> str:
         return f"{self.name}{self.specifier}"
+
+
+def make_policy(*, prefer: str = "quality", format: str | None = None, precision: str | None = None,
+                context: int | None = None, require_runtime: bool = False) -> Policy:
+    """A policy from plain strings (CLI options, phi.toml, the Python API); bad values raise ValueError."""
+    return Policy(prefer=Prefer(prefer), format=Format(format) if format else None,
+                  precision=Precision(precision) if precision else None, context=context,
+                  require_runtime=require_runtime)
 
 
 def parse_requirement(text: str, *, document: str = "requirement") -> Requirement:
