@@ -185,7 +185,8 @@ def sync_cmd(
     if not locked:
         lock_project(project, _home(home), registries=registry, created_by=f"phi-get {__version__}")
     results = sync_locked(project, _home(home), device_class=device_class, registries=registry, device=device,
-                          offline=offline, reporter=_reporter(json_out, quiet))
+                          offline=offline, reporter=_reporter(json_out, quiet),
+                          warn=lambda message: typer.echo(f"warning: {message}", err=True))
     if json_out:
         _emit([r.to_json() for r in results])
     elif not quiet:

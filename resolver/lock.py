@@ -18,7 +18,7 @@ Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -141,14 +141,18 @@ def _pick_class(lock: Lock, wanted: str | None, device: str | None) -> str:
 
 def sync_locked(folder: Path, home: Path, *, device_class: str | None = None,
                 registries: Sequence[str] | None = None, device: str | None = None,
-                offline: bool | None = None, reporter: Reporter | None = None) -> list[InstallResult]:
-    """Install exactly what ``phi.lock`` pins for one device class."""
+                offline: bool | None = None, reporter: Reporter | None = None,
+                warn: Callable[[str], None] | None = None) -> list[InstallResult]:
+    """Install exactly what ``phi.lock`` pins for one device class (``warn`` hears about newer locks)."""
     loaded = load_project(folder)
     lock_path = folder / LOCK_NAME
     try:
         lock = parse_lock(lock_path.read_bytes(), document=str(lock_path))
     except FileNotFoundError:
         raise LockMismatchError(f"no {LOCK_NAME} in {folder}", hint="run phi-get lock first") from None
+    if lock.newer_minor and warn is not None:
+        warn(f"{lock_path} was written by a newer phi-get ({lock.created_by}, lock-version "
+             f"{lock.version[0]}.{lock.version[1]}); reading the fields this version knows")
     if lock.inputs != loaded.inputs_digest:
         raise LockMismatchError(f"{lock_path} no longer matches {PROJECT_NAME} and its device profiles "
                                 f"(locked inputs {lock.inputs}, now {loaded.inputs_digest})",

@@ -121,3 +121,22 @@ def test_lock_and_sync_commands(project: Path, home: Path, mirror: Any) -> None:
     assert json.loads(out.stdout)[0]["manifest"] == mirror[1][1].digest
     out = phi("sync", "--locked", "--device-class", "nope")
     assert out.returncode == 6 and "error: phi.lock has no device class 'nope'" in out.stderr
+
+
+def test_sync_without_a_class_picks_the_one_this_device_runs(project: Path, home: Path) -> None:
+    from phi_get.resolver.lock import _pick_class
+
+    _path, lock = lock_project(project, home)
+    assert _pick_class(lock, None, "gpu-server") == "server"  # x86: edge's cpu-arm64 does not run here
+    assert _pick_class(lock, None, "snapdragon-laptop") == "edge"
+    results = sync_locked(project, home, device="gpu-server")
+    assert results and results[0].path.exists()
+
+
+def test_sync_warns_about_a_newer_minor_lock(project: Path, home: Path) -> None:
+    lock_project(project, home)
+    lock = project / "phi.lock"
+    lock.write_text(lock.read_text().replace('lock-version = "1.0"', 'lock-version = "1.3"'))
+    heard: list[str] = []
+    sync_locked(project, home, device_class="edge", warn=heard.append)
+    assert len(heard) == 1 and "written by a newer phi-get" in heard[0] and "lock-version 1.3" in heard[0]
