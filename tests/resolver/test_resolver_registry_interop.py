@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from phi_get.manifests.artifact import MANIFEST_FILENAME, load_artifact_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
