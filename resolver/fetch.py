@@ -295,9 +295,10 @@ def _flush_while(job: _Job) -> None:
     Without it the kernel holds the whole file dirty until the end, and the
     disk write would be a third pass after transfer and hashing.
     """
+    sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
     while not job.stop.wait(_FLUSH_EVERY_S):
         try:
-            os.fdatasync(job.fd)
+            sync(job.fd)
         except OSError:
             return
 
@@ -451,6 +452,9 @@ def _place(store: Store, entry: FileEntry, fd: int, data: Path) -> None:
 def _preallocate(fd: int, size: int, where: str) -> None:
     """Reserve ``size`` bytes on disk: a full disk fails here, before any transfer."""
     if size == 0:
+        return
+    if not hasattr(os, "posix_fallocate"):  # macOS: extend; a full disk then fails at the first write
+        os.ftruncate(fd, size)
         return
     try:
         os.posix_fallocate(fd, 0, size)
