@@ -96,3 +96,9 @@ def test_offline_uses_the_cached_index(served: Any, home: Path) -> None:
     served.faults.down = True
     path = phi_get.install("tiny-model==0.1.0", registry=served.url, device=X86, offline=True)
     assert Store(home).find("tiny-model").path == path
+
+
+def test_install_without_fallocate_or_fdatasync(served: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)  # as on macOS
+    monkeypatch.delattr(os, "fdatasync", raising=False)
+    load_artifact_folder(phi_get.install("tiny-model", registry=served.url, device=X86))
