@@ -167,17 +167,31 @@ def convert_to_gguf(ckpt: Checkpoint, dest: Path) -> Path:
 
 
 def quantize_gguf(src: Path, dest: Path, quantization: str, threads: int = 2) -> None:
-    """llama.cpp's quantizer: ``src`` (f32 GGUF) to ``dest`` in ``quantization``."""
+    """llama.cpp's quantizer: ``src`` (f32 GGUF) to ``dest`` in ``quantization``.
+
+    llama.cpp logs every tensor to the process's stderr (fd 2); that log is
+    captured and shown only when quantization fails.
+    """
     import ctypes
+    import tempfile
 
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FILE_TYPES[quantization]
     params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
-    if rc != 0 or not dest.is_file():
-        raise BuildError(f"llama.cpp could not quantize {src} to {quantization} (return code {rc})")
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if rc != 0 or not dest.is_file():
+            log.seek(0)
+            tail = log.read().decode("utf-8", "replace")[-1500:]
+            raise BuildError(f"llama.cpp could not quantize {src} to {quantization} (return code {rc}): {tail}")
 
 
 def run_gguf(path: Path, ctx: BuildContext) -> tuple[Any, str]:
