@@ -218,9 +218,22 @@ def run_cmd(
         typer.echo(prompt + gen.text)
 
 
-def list_cmd(home: Path | None = _HOME, json_out: bool = _JSON) -> None:
-    """List installed artifacts."""
+def list_cmd(home: Path | None = _HOME, json_out: bool = _JSON,
+             available: bool = typer.Option(False, "--available", help="List the models the sources serve "
+                                                                       "(their catalogs) instead."),
+             registry: list[str] | None = _REGISTRY) -> None:
+    """List installed artifacts (or, with --available, the models the registries serve)."""
     from .store import Store
+
+    if available:
+        from .sources import sources_from
+
+        models = sources_from(registry, _home(home)).catalog()
+        if json_out:
+            _emit([{"name": n, "latest": v, "source": s} for n, v, s in models])
+        for n, v, s in models if not json_out else []:
+            typer.echo(f"{n} {v or '-'} ({s})")
+        return
 
     rows = list(Store(_home(home)).installed())
     if json_out:

@@ -123,7 +123,7 @@ def no_match_error(res: Resolution) -> NoMatchError:
     total = len(res.candidates)
     if not total:
         return NoMatchError(f"{res.requirement.name} has no artifacts in the index",
-                            hint="check the name with `phi-get list --available` or the --registry URL")
+                            hint="`phi-get list --available` shows the models the sources serve")
     lines = [f"no artifact of {res.requirement} fits this device ({total} candidates rejected); nearest misses:"]
     for c in res.nearest_misses():
         lines.append(f"  {c.label}: {c.reason} -> {_fix(c)}")

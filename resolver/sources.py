@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Final
 
 from phi_get.manifests.canonical import digest_of
-from phi_get.manifests.index import ModelIndex, blob_path, index_path, manifest_path, parse_model_index
+from phi_get.manifests.index import (
+    LAYOUT,
+    ModelIndex,
+    blob_path,
+    index_path,
+    manifest_path,
+    parse_catalog,
+    parse_model_index,
+)
 from phi_get.manifests.manifest import Manifest, parse_manifest
 
 from .errors import IntegrityError, SourceError
@@ -157,7 +165,7 @@ class Sources:
         from .errors import NoMatchError
 
         raise NoMatchError(f"no source lists the model {name!r} (searched {', '.join(s.base for s in self.sources)})",
-                           hint="check the name and the --registry URLs")
+                           hint="`phi-get list --available` shows the models the sources serve")
 
     def manifest(self, digest: str, *, first: Source | None = None) -> tuple[Manifest, bytes]:
         """A manifest by digest, from the first source that has it, verified against the digest."""
@@ -178,6 +186,17 @@ class Sources:
         if last is not None:
             raise last
         raise SourceError(f"no source has the manifest {digest}", url=", ".join(s.base for s in self.sources))
+
+    def catalog(self) -> list[tuple[str, str, str]]:
+        """(model, latest version, source) for every model the sources list; the first source wins a name."""
+        seen: dict[str, tuple[str, str, str]] = {}
+        for src in self.sources:
+            status, body, _ = src.read(LAYOUT["catalog"])
+            if status != 200:
+                continue
+            for name, latest in parse_catalog(body, document=src.url(LAYOUT["catalog"])).models:
+                seen.setdefault(name, (name, latest, src.base))
+        return sorted(seen.values())
 
     def blob_urls(self, sha256_hex: str, *, first: Source | None = None) -> list[str]:
         return [src.url(blob_path(sha256_hex)) for src in self._ordered(first)]

@@ -93,3 +93,14 @@ def test_light_commands_import_no_heavy_library(command: str, served: Any, home:
     imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
     assert "phi_get" in imported  # the import log was captured
     assert not imported & set(HEAVY), imported & set(HEAVY)
+
+
+def test_list_available_reads_the_catalogs(served: Any, mirror: Any, home: Path) -> None:
+    out = phi("list", "--available", "--registry", served.url, "--registry", mirror[0].as_uri(), "--json",
+              env={"PHI_GET_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"name": "tiny-model", "latest": "", "source": served.url}]
+    missing = phi("install", "no-such-model", "--registry", served.url, env={"PHI_GET_HOME": str(home)})
+    assert missing.returncode == 3
+    assert "error: no source lists the model 'no-such-model'" in missing.stderr
+    assert "hint: `phi-get list --available` shows the models the sources serve" in missing.stderr
