@@ -97,6 +97,9 @@ class Source:
                 return 404, b"", None
             except OSError as exc:
                 raise SourceError(f"cannot read the mirror: {exc.strerror}", url=self.url(relative)) from None
+        if self.offline:
+            raise SourceError("offline, and this is not in the local cache", url=self.url(relative),
+                              hint="run once online, or use a file:// mirror")
         conn, resp = http_get(self.url(relative), {"If-None-Match": etag} if etag else None)
         try:
             body = resp.read(_MAX_DOC + 1)
@@ -199,7 +202,12 @@ class Sources:
         return sorted(seen.values())
 
     def blob_urls(self, sha256_hex: str, *, first: Source | None = None) -> list[str]:
-        return [src.url(blob_path(sha256_hex)) for src in self._ordered(first)]
+        """Where a blob can be fetched from, in order; offline, only file:// mirrors."""
+        urls = [src.url(blob_path(sha256_hex)) for src in self._ordered(first) if src.is_file or not src.offline]
+        if not urls:
+            raise SourceError(f"offline, and blob sha256:{sha256_hex} is not in the store",
+                              url=", ".join(s.base for s in self.sources), hint="run once online")
+        return urls
 
     def _ordered(self, first: Source | None) -> list[Source]:
         return [first, *(s for s in self.sources if s != first)] if first else list(self.sources)

@@ -102,3 +102,13 @@ def test_install_without_fallocate_or_fdatasync(served: Any, home: Path, monkeyp
     monkeypatch.delattr(os, "posix_fallocate", raising=False)  # as on macOS
     monkeypatch.delattr(os, "fdatasync", raising=False)
     load_artifact_folder(phi_get.install("tiny-model", registry=served.url, device=X86))
+
+
+def test_offline_never_touches_the_network(served: Any, home: Path) -> None:
+    phi_get.install("tiny-model==0.1.0", registry=served.url, device=X86)
+    before = len(served.stats.requests)
+    with pytest.raises(SourceError, match=r"offline, and this is not in the local cache \(http://127\.0\.0\.1:\d+"
+                                          r"/v1/manifests/sha256/[0-9a-f]{64}\.json\)"):
+        phi_get.install("tiny-model==0.2.0", registry=served.url, device=X86, offline=True)
+    assert len(served.stats.requests) == before
+    assert [i.version for i in Store(home).installed()] == ["0.1.0"]
