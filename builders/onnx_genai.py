@@ -15,6 +15,7 @@ in a subprocess (it is a script with global state and heavy imports).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,13 @@ def _run_builder(cmd: list[str], cwd: Path) -> None:
     # ``python -m`` puts the working directory first on sys.path, and the
     # genai builder imports its own top-level ``builders`` package: run it
     # away from phi-get's source tree (whose root has a ``builders`` folder).
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd, check=False)
+    # The builder stamps ``git rev-parse HEAD`` of the folder five levels above
+    # its own file into the graph's producer_version: with a virtualenv inside
+    # a git checkout (phi-get's .venv) that is phi-get's commit, so every
+    # commit would change model.onnx.  Without git metadata it stamps its own
+    # packaged commit, which is right and reproducible.
+    env = {**os.environ, "GIT_DIR": os.devnull}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd, check=False, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-2000:]
         raise BuildError(f"onnxruntime-genai's model builder failed (exit {proc.returncode}): {tail}")

@@ -81,3 +81,16 @@ def test_hardware_absent_variant_is_structural(built: tuple[Path, list]) -> None
     config = json.loads((folder / "genai_config.json").read_text())
     assert any("cuda" in entry for entry in config["model"]["decoder"]["session_options"]["provider_options"])
     assert m.memory.kv_bytes_per_token == 2048  # fp16 cache on CUDA
+
+
+def test_onnx_graph_does_not_carry_the_checkout_commit(built: tuple[Path, list]) -> None:
+    # onnxruntime-genai's builder stamps the git HEAD above its install folder
+    # (phi-get's own checkout when .venv lives inside it): that would make
+    # model.onnx change with every phi-get commit.
+    import onnx
+    import onnxruntime_genai
+
+    graph = onnx.load(str(built[0] / "tiny-phi" / "0.1.0" / "onnx-cpu-fp32" / "model.onnx"), load_external_data=False)
+    packaged = getattr(onnxruntime_genai, "__commit__", "") or ""
+    expected = onnxruntime_genai.__version__ + (f"+{packaged[:7]}" if packaged else "")
+    assert graph.producer_version == expected
