@@ -84,15 +84,19 @@ def _ignored(rel: Path) -> bool:
 
 
 def _fetch_hub(repo: str, revision: str) -> tuple[Path, Source]:
+    """Resolve ``revision`` to its exact commit, check config.json, then fetch the rest."""
     try:
-        from huggingface_hub import HfApi, snapshot_download
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     except ImportError as exc:  # pragma: no cover - the build extra has it
         raise SourceError(f"huggingface-hub is needed to fetch {repo}@{revision}: {exc}") from None
     try:
-        info = HfApi().model_info(repo, revision=revision)
-        commit = info.sha or revision
+        commit = HfApi().model_info(repo, revision=revision).sha or revision
+        # The architecture is checked from config.json alone, before gigabytes of weights.
+        _config(Path(hf_hub_download(repo, "config.json", revision=commit)).parent)
         folder = snapshot_download(repo, revision=commit,
-                                   allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.py"])
+                                   allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja"])
+    except SourceError:
+        raise
     except Exception as exc:  # noqa: BLE001 - network, auth, missing revision: all end the build here
         raise SourceError(f"cannot fetch {repo}@{revision} from the Hugging Face Hub: {exc}") from None
     return Path(folder), Source(repo=repo, revision=commit)

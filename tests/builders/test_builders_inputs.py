@@ -108,3 +108,12 @@ def test_a_variant_the_toolchain_cannot_produce_is_reported_not_skipped(tmp_path
     assert [(r.variant, str(r.outcome), r.reason) for r in results] == [
         ("mlx-4bit", "unavailable", "mlx runs on macOS and Linux (mlx[cpu]), not win32")]
     assert not (tmp_path / "out" / "tiny-phi").exists()
+
+
+def test_hub_source_that_cannot_be_fetched_is_a_source_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No network here: offline mode makes the hub client refuse at once.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(SourceError, match=r"cannot fetch microsoft/Phi-3.5-mini-instruct@abc123 from the Hugging Face"):
+        open_source("microsoft/Phi-3.5-mini-instruct@abc123")
+    assert time.perf_counter() - start < 30
