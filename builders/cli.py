@@ -21,13 +21,18 @@ def tiny_phi(
     out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to (Hugging Face layout).")],
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT.")] = False,
+    style: Annotated[str, typer.Option(
+        "--style", help="phi3 (sentencepiece, multi-head attention) or phi4 (byte-level BPE tokenizer.json, "
+        "grouped-query attention, partial rotary, tied embeddings).")] = "phi3",
 ) -> None:
     """Generate the tiny random-weight Phi-3 checkpoint used by tests and the demo."""
-    from .tiny import TinySpec, make_tiny_phi
+    from .tiny import TinySpec, TinyStyle, make_tiny_phi
 
-    path = make_tiny_phi(out, TinySpec(seed=seed), force=force)
+    spec = TinySpec(seed=seed, style=style)  # type: ignore[arg-type]  # TinySpec checks it (exit 2)
+    path = make_tiny_phi(out, spec, force=force)
     size = sum(p.stat().st_size for p in path.iterdir())
-    typer.echo(f"wrote tiny Phi-3 checkpoint to {path} ({size / 1e6:.1f} MB)")
+    label = "Phi-3" if spec.style is TinyStyle.PHI3 else "Phi-4-style"
+    typer.echo(f"wrote tiny {label} checkpoint to {path} ({size / 1e6:.1f} MB)")
 
 
 def build(
