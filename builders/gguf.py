@@ -1,11 +1,20 @@
-"""GGUF for llama.cpp: phi-get's own HF-to-GGUF converter for Phi-3, then llama.cpp's quantizer.
+"""GGUF for llama.cpp: phi-get's own HF-to-GGUF converter for the Phi-3 family, then llama.cpp's quantizer.
 
 llama.cpp's ``convert_hf_to_gguf.py`` ships in no wheel, so phi-get writes
 the GGUF itself with the ``gguf`` package (GGUFWriter, the PHI3 tensor name
-map, the metadata keys llama.cpp's phi3 loader reads, the sentencepiece
-vocabulary with Phi-3's added control tokens).  The conversion is done once
-per source, in fp32, under ``OUT/.work/<source>/gguf/``, and feeds every GGUF
-variant: F32 is that file, the others come from llama.cpp's own quantizer
+map, the metadata keys llama.cpp's phi3 loader reads, and the vocabulary from
+``gguf_vocab.py``: sentencepiece for Phi-3/3.5, byte-level BPE for Phi-4).
+What Phi-4-mini adds is carried as llama.cpp expects it: grouped-query
+attention (``head_count_kv``; the fused qkv tensor keeps its GQA shape),
+partial rotary embeddings (``rope.dimension_count`` = head_dim x
+partial_rotary_factor), tied word embeddings (no ``output.weight``: llama.cpp
+then uses ``token_embd`` as the output matrix), and LongRoPE
+(``rope_factors_short``/``rope_factors_long`` tensors of rope_dims/2 values
+and ``rope.scaling.attn_factor``).
+
+The conversion is done once per source, in fp32, under
+``OUT/.work/<source>/gguf/``, and feeds every GGUF variant: F32 is that file,
+the others come from llama.cpp's own quantizer
 (``llama_cpp.llama_model_quantize``).  Every variant is then loaded by
 llama-cpp-python, scored against the PyTorch logits, and made to generate.
 
@@ -14,7 +23,6 @@ Imports gguf, numpy, safetensors, torch and llama_cpp inside functions only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -28,6 +36,7 @@ from phi_get.manifests.recipe import VariantSpec
 from .base import BuildContext, Produced
 from .errors import BuildError, SourceError
 from .evaluate import GENERATE_TOKENS, PROMPT, runtime_quality, score_logits
+from .gguf_vocab import read_vocab
 from .source import Checkpoint
 
 __all__ = ["FILE_TYPES", "MODEL_FILE", "GgufBackend", "convert_to_gguf", "quantize_gguf"]
@@ -46,53 +55,56 @@ def _version(dist: str) -> str:
         return "absent"
 
 
-def _sentencepiece_vocab(folder: Path, n_vocab: int) -> tuple[list[bytes], list[float], list[int]]:
-    """Tokens, scores and token types as llama.cpp's 'llama' tokenizer expects them."""
-    from gguf import TokenType
-    from sentencepiece import SentencePieceProcessor
-
-    model = folder / "tokenizer.model"
-    if not model.is_file():
-        raise SourceError(f"the GGUF converter needs a sentencepiece tokenizer.model in {folder}")
-    sp = SentencePieceProcessor()
-    sp.LoadFromFile(str(model))
-    if sp.vocab_size() > n_vocab:
-        raise SourceError(f"tokenizer.model has {sp.vocab_size()} pieces, config.json vocab_size is {n_vocab}")
-    tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
-    scores = [-10000.0] * n_vocab
-    types = [int(TokenType.UNUSED)] * n_vocab
-    for i in range(sp.vocab_size()):
-        tokens[i], scores[i] = sp.IdToPiece(i).encode("utf-8"), sp.GetScore(i)
-        types[i] = int(
-            TokenType.UNKNOWN if sp.IsUnknown(i) else TokenType.CONTROL if sp.IsControl(i)
-            else TokenType.UNUSED if sp.IsUnused(i) else TokenType.BYTE if sp.IsByte(i) else TokenType.NORMAL)
-    # Phi-3's chat tokens are added tokens: special ones are control tokens.
-    config_path = folder / "tokenizer_config.json"
-    added = json.loads(config_path.read_text("utf-8")).get("added_tokens_decoder", {}) if config_path.is_file() else {}
-    for key, data in added.items():
-        i = int(key)
-        if i >= n_vocab:
-            continue
-        tokens[i], scores[i] = data["content"].encode("utf-8"), -1000.0
-        types[i] = int(TokenType.CONTROL if data.get("special") else TokenType.USER_DEFINED)
-    return tokens, scores, types
-
-
 def _rope(config: dict[str, Any]) -> tuple[float, float, dict[str, Any] | None]:
     params = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or None
     theta = float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
     partial = float(params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)))
-    if scaling is None and params.get("rope_type") in ("longrope", "su"):
+    if scaling is None and params.get("rope_type") not in (None, "default"):
         scaling = params
     return theta, partial, scaling
 
 
-def _write_metadata(writer: Any, ckpt: Checkpoint) -> None:
+def rope_dimension_count(ckpt: Checkpoint) -> int:
+    """Rotary dimensions per head: head_dim x partial_rotary_factor (Phi-4-mini: 128 x 0.75 = 96)."""
+    _, partial, _ = _rope(ckpt.config)
+    return int(ckpt.head_dim * partial)
+
+
+def _write_longrope(writer: Any, ckpt: Checkpoint, scaling: dict[str, Any], orig_ctx: int) -> None:
+    """LongRoPE: the attention factor and one short and one long factor per rotary frequency."""
     import numpy as np
 
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in ("longrope", "su"):
+        raise SourceError(f"config.json rope scaling type {kind!r} is not supported by the GGUF converter "
+                          "(supported: longrope)")
+    half = rope_dimension_count(ckpt) // 2
+    factors = {}
+    for which in ("short", "long"):
+        values = scaling.get(f"{which}_factor")
+        if not isinstance(values, list) or len(values) != half:
+            got = len(values) if isinstance(values, list) else values
+            raise SourceError(f"config.json rope scaling {which}_factor must list {half} numbers "
+                              f"(rope dimensions / 2), got {got!r}")
+        factors[which] = np.asarray(values, dtype=np.float32)
+    # As transformers: an explicit attention_factor wins, else sqrt(1 + ln(s) / ln(original context)).
+    scale = float(scaling.get("factor") or ckpt.max_context / orig_ctx)
+    attn = scaling.get("attention_factor")
+    if attn is None:
+        attn = 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(orig_ctx))
+    writer.add_rope_scaling_attn_factors(float(attn))
+    writer.add_tensor("rope_factors_long.weight", factors["long"])
+    writer.add_tensor("rope_factors_short.weight", factors["short"])
+
+
+def _write_metadata(writer: Any, ckpt: Checkpoint) -> None:
     config = ckpt.config
-    theta, partial, scaling = _rope(config)
+    theta, _, scaling = _rope(config)
+    if ckpt.heads * ckpt.head_dim != ckpt.hidden:
+        # llama.cpp's phi3 graph slices q, k, v out of the fused qkv by hidden size.
+        raise SourceError(f"config.json heads x head_dim = {ckpt.heads} x {ckpt.head_dim} differs from "
+                          f"hidden_size {ckpt.hidden}: llama.cpp's phi3 architecture cannot run it")
     orig_ctx = int(config.get("original_max_position_embeddings") or ckpt.max_context)
     writer.add_name(ckpt.folder.name)
     writer.add_context_length(ckpt.max_context)
@@ -103,29 +115,27 @@ def _write_metadata(writer: Any, ckpt: Checkpoint) -> None:
     writer.add_head_count(ckpt.heads)
     writer.add_head_count_kv(ckpt.kv_heads)
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
-    writer.add_rope_dimension_count(int(ckpt.head_dim * partial))
+    writer.add_rope_dimension_count(rope_dimension_count(ckpt))
     writer.add_rope_freq_base(theta)
     writer.add_file_type(FILE_TYPES["f32"])
     writer.add_sliding_window(int(config.get("sliding_window") or 0))
-    if scaling is not None and scaling.get("rope_type", scaling.get("type")) in ("longrope", "su"):
-        scale = ckpt.max_context / orig_ctx
-        attn = 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(orig_ctx))
-        writer.add_rope_scaling_attn_factors(attn)
-        for which in ("long", "short"):
-            factors = np.asarray(scaling[f"{which}_factor"], dtype=np.float32)
-            writer.add_tensor(f"rope_factors_{which}.weight", factors)
+    if scaling is not None and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
+        _write_longrope(writer, ckpt, scaling, orig_ctx)
 
 
 def _write_vocab(writer: Any, ckpt: Checkpoint) -> None:
     import gguf
 
-    tokens, scores, types = _sentencepiece_vocab(ckpt.folder, ckpt.vocab_size)
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    gguf.SpecialVocab(ckpt.folder, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    vocab = read_vocab(ckpt.folder, ckpt.vocab_size)
+    writer.add_tokenizer_model(vocab.model)
+    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.types)
+    if vocab.merges is not None:
+        writer.add_token_merges(vocab.merges)
+    gguf.SpecialVocab(ckpt.folder, n_vocab=len(vocab.tokens)).add_to_gguf(writer, quiet=True)
 
 
 def _write_tensors(writer: Any, ckpt: Checkpoint) -> None:

@@ -123,3 +123,147 @@ def test_unknown_style_is_refused(tmp_path: Path) -> None:
     assert proc.stderr.strip() == ("error: invalid tiny checkpoint spec at style: unknown style; styles are: "
                                    "phi3, phi4 (got 'phi5')")
     assert not (tmp_path / "x").exists()
+
+
+# -- GGUF -----------------------------------------------------------------------------------------------------
+
+#: The tiny Phi-4-style checkpoint's recipe: every variant, plus the F32 GGUF reference.
+RECIPE = """\
+schema = "phi-get.recipe/v1"
+name = "tiny-phi4"
+version = "0.1.0"
+description = "The tiny Phi-4-style checkpoint (phi-get tiny-phi --style phi4)"
+
+[source]
+local = true
+
+[architecture]
+class = "Phi3ForCausalLM"
+layers = 2
+kv_heads = 2
+head_dim = 64
+max_context = 2048
+
+[matrix]
+variants = "*"
+extra = ["gguf-f32"]
+"""
+
+GGUF_VARIANTS = ("gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0")
+#: The same tolerances as tests/builders/test_builders_matrix.py (the Phi-3 tiny
+#: checkpoint).  Measured here for the phi4 style: gguf-f32 0.0020, gguf-f16 0.0056.
+TOLERANCE = {"gguf-f32": 1e-2, "gguf-f16": 5e-2}
+
+
+@pytest.fixture(scope="session")
+def phi4_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "tiny-phi4.toml"
+    path.write_text(RECIPE, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def phi4_gguf(tiny_phi4: Path, phi4_recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    """(OUT, results) of building every GGUF variant of the phi4 checkpoint through build_recipe."""
+    pytest.importorskip("llama_cpp")
+    from phi_get.builders.build import build_recipe
+
+    out = tmp_path_factory.mktemp("phi4-gguf")
+    return out, build_recipe(str(phi4_recipe), tiny_phi4, out, only="gguf-*")
+
+
+def _manifest(out: Path, variant: str):  # type: ignore[no-untyped-def]
+    from phi_get.manifests.artifact import load_artifact_folder
+
+    return load_artifact_folder(out / "tiny-phi4" / "0.1.0" / variant, verify=True)
+
+
+def _reference_logits(folder: Path, ids: list[int]):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def _llama_logits(path: Path, ids: list[int], n_ctx: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, n_threads=2, n_batch=1024, verbose=False)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+@pytest.mark.slow
+def test_every_gguf_variant_builds_runs_and_is_measured(phi4_gguf: tuple[Path, list]) -> None:
+    out, results = phi4_gguf
+    assert {r.variant: str(r.outcome) for r in results} == dict.fromkeys(GGUF_VARIANTS, "built"), results
+    for variant in GGUF_VARIANTS:
+        m = _manifest(out, variant)
+        metrics = m.quality.metrics
+        assert m.quality.check == "runtime" and m.quality.note.startswith("generated from the fixed prompt")
+        assert m.architecture["kv_heads"] == 2 and m.architecture["vocab_size"] % 64 == 0
+        # llama.cpp's f16 KV cache with grouped-query attention: 2 x 2 layers x 2 kv heads x 64 x 2 bytes.
+        assert m.memory.kv_bytes_per_token == 1024
+        if variant in TOLERANCE:
+            assert metrics["max_abs_logit_error"] <= TOLERANCE[variant], (variant, metrics)
+            assert metrics["top1_agreement"] == 1.0
+        else:  # quantized: measured, not assumed (q8_0 0.13 ... q4_0 1.3 here)
+            assert 0.01 < metrics["max_abs_logit_error"] < 5, (variant, metrics)
+            assert 0.3 < metrics["top1_agreement"] <= 1.0, (variant, metrics)
+    sizes = [_manifest(out, v).memory.weights_bytes for v in GGUF_VARIANTS]
+    assert sizes == sorted(sizes, reverse=True), "each smaller quantization gives a smaller file"
+
+
+@pytest.mark.slow
+def test_gguf_metadata_carries_the_phi4_architecture(phi4_gguf: tuple[Path, list], tiny_phi4: Path) -> None:
+    import gguf
+
+    reader = gguf.GGUFReader(str(phi4_gguf[0] / "tiny-phi4" / "0.1.0" / "gguf-f32" / "model.gguf"))
+
+    def field(key: str):  # type: ignore[no-untyped-def]
+        return reader.fields[key].contents()
+
+    assert (field("tokenizer.ggml.model"), field("tokenizer.ggml.pre")) == ("gpt2", "gpt-4o")
+    assert (field("phi3.attention.head_count"), field("phi3.attention.head_count_kv")) == (4, 2)
+    assert field("phi3.rope.dimension_count") == 48  # head_dim 64 x partial_rotary_factor 0.75
+    names = {t.name for t in reader.tensors}
+    assert "token_embd.weight" in names and "output.weight" not in names  # tied: llama.cpp reuses token_embd
+    assert not any(n.startswith("rope_factors") for n in names)  # no LongRoPE in this config
+    tok = json.loads((tiny_phi4 / "tokenizer.json").read_text())
+    config = json.loads((tiny_phi4 / "config.json").read_text())
+    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+    assert len(tokens) == config["vocab_size"]
+    assert field("tokenizer.ggml.merges") == [" ".join(m) for m in tok["model"]["merges"]]
+    vocab = tok["model"]["vocab"]
+    assert tokens[vocab["Ġpackage"]] == "Ġpackage" and types[vocab["Ġpackage"]] == gguf.TokenType.NORMAL
+    for added in tok["added_tokens"]:
+        assert tokens[added["id"]] == added["content"] and types[added["id"]] == gguf.TokenType.CONTROL
+    assert tokens[-1] == f"[PAD{len(tokens) - 1}]" and types[-1] == gguf.TokenType.UNUSED
+    eot = config["eos_token_id"]
+    assert (field("tokenizer.ggml.bos_token_id"), field("tokenizer.ggml.eos_token_id")) == (eot, eot)
+
+
+@pytest.mark.slow
+def test_llama_cpp_tokenizes_like_the_checkpoint(phi4_gguf: tuple[Path, list], tiny_phi4: Path) -> None:
+    # The pre-tokenizer name and merges are right only if llama.cpp splits and
+    # merges text exactly as the checkpoint's own tokenizer does.
+    from llama_cpp import Llama
+    from phi_get.builders.tiny import EVAL_TEXT, corpus_text
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(tiny_phi4))
+    llm = Llama(model_path=str(phi4_gguf[0] / "tiny-phi4" / "0.1.0" / "gguf-q4_0" / "model.gguf"), vocab_only=True,
+                verbose=False)
+    try:
+        texts = [EVAL_TEXT, "<|user|>Is 12345 bytes enough?\n\n  Yes: it's   fine.<|end|><|assistant|>",
+                 *corpus_text(seed=1, sentences=40).splitlines()[-40:]]
+        for text in texts:
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == hf(text)["input_ids"], text
+    finally:
+        llm.close()
