@@ -267,3 +267,98 @@ def test_llama_cpp_tokenizes_like_the_checkpoint(phi4_gguf: tuple[Path, list], t
             assert llm.tokenize(text.encode(), add_bos=False, special=True) == hf(text)["input_ids"], text
     finally:
         llm.close()
+
+
+@pytest.mark.slow
+def test_longrope_factors_reach_llama_cpp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Phi-4-mini's LongRoPE: short factors up to its pretraining context, long
+    # ones past it, and an attention factor.  transformers picks by sequence
+    # length, llama.cpp by context size: each pair is compared where both use
+    # the same factors, and once where they do not, to show the factors matter.
+    pytest.importorskip("llama_cpp")
+    from phi_get.builders.gguf import convert_to_gguf
+    from phi_get.builders.source import open_source
+    from phi_get.builders.tiny import EVAL_TEXT, TinySpec, corpus_text, make_tiny_phi
+    from transformers import AutoTokenizer
+
+    spec = TinySpec(style="phi4", longrope_original_context=512)  # type: ignore[arg-type]
+    folder = make_tiny_phi(tmp_path_factory.mktemp("longrope") / "tiny-phi4-longrope", spec)
+    path = convert_to_gguf(open_source(folder), folder.parent / "model.gguf")
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    short, long = spec.longrope_factors()
+    factors = {t.name: t.data.tolist() for t in reader.tensors if t.name.startswith("rope_factors")}
+    assert factors == {"rope_factors_short.weight": pytest.approx(short), "rope_factors_long.weight": pytest.approx(long)}
+    # sqrt(1 + ln(2048 / 512) / ln(512)), as transformers computes it.
+    assert reader.fields["phi3.rope.scaling.attn_factor"].contents() == pytest.approx(1.1055416)
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    few = tok(EVAL_TEXT)["input_ids"]
+    many = tok(corpus_text())["input_ids"][:700]  # past the 512-token pretraining context
+    assert len(few) < 256 and len(many) == 700
+    ref_few, ref_many = _reference_logits(folder, few), _reference_logits(folder, many)
+    assert abs(_llama_logits(path, few, n_ctx=256) - ref_few).max() <= TOLERANCE["gguf-f32"]
+    assert abs(_llama_logits(path, many, n_ctx=1024) - ref_many).max() <= TOLERANCE["gguf-f32"]
+    # llama.cpp with a 1024 context uses the long factors even for few tokens: far off.
+    assert abs(_llama_logits(path, few, n_ctx=1024) - ref_few).max() > 0.5
+
+
+# -- what the converter refuses -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def phi4_copy(tiny_phi4: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(tiny_phi4, tmp_path / "src"))
+
+
+def _edit_json(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _refused(folder: Path, match: str) -> None:
+    from phi_get.builders.errors import SourceError
+    from phi_get.builders.gguf import convert_to_gguf
+    from phi_get.builders.source import open_source
+
+    dest = folder.parent / "out" / "model.gguf"
+    with pytest.raises(SourceError, match=match):
+        convert_to_gguf(open_source(folder), dest)
+    assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
+
+
+def test_unknown_pre_tokenizer_is_refused(phi4_copy: Path) -> None:
+    def edit(tok: dict) -> None:  # type: ignore[type-arg]
+        tok["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\s+|\S+"
+
+    _edit_json(phi4_copy / "tokenizer.json", edit)
+    _refused(phi4_copy, r"the GGUF converter does not know the pre-tokenizer of .*tokenizer.json: '\\\\s\+\|\\\\S\+'; "
+             r"it knows gpt-4o, gpt2 \(llama.cpp would split text differently from the checkpoint\)")
+
+
+def test_non_bpe_tokenizer_json_is_refused(phi4_copy: Path) -> None:
+    _edit_json(phi4_copy / "tokenizer.json", lambda tok: tok["model"].update(type="Unigram"))
+    _refused(phi4_copy, r"tokenizer.json: model.type is 'Unigram'; the GGUF converter reads BPE tokenizers")
+
+
+def test_token_ids_beyond_the_config_vocabulary_are_refused(phi4_copy: Path) -> None:
+    _edit_json(phi4_copy / "config.json", lambda c: c.update(vocab_size=800))
+    _refused(phi4_copy, r"tokenizer.json: token .* has id 8\d\d, outside config.json's vocab_size 800")
+
+
+def test_longrope_factor_count_is_checked(phi4_copy: Path) -> None:
+    def edit(config: dict) -> None:  # type: ignore[type-arg]
+        config["rope_parameters"] |= {"rope_type": "longrope", "short_factor": [1.0] * 32, "long_factor": [1.0] * 24}
+
+    _edit_json(phi4_copy / "config.json", edit)
+    _refused(phi4_copy, r"config.json rope scaling short_factor must list 24 numbers \(rope dimensions / 2\), got 32")
+
+
+def test_unsupported_rope_scaling_is_refused(phi4_copy: Path) -> None:
+    _edit_json(phi4_copy / "config.json", lambda c: c["rope_parameters"].update(rope_type="yarn", factor=4.0))
+    _refused(phi4_copy, r"config.json rope scaling type 'yarn' is not supported by the GGUF converter "
+             r"\(supported: longrope\)")
