@@ -16,13 +16,17 @@ against the digest the index gave.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from packaging.version import Version
 
 from .canonical import canonical_bytes, load_json_document
-from .fields import Reader
+from .errors import ManifestError
+from .fields import MISSING, Reader
 from .manifest import (
     Format,
     Manifest,
@@ -149,20 +153,174 @@ class ModelIndex:
         return canonical_bytes(self.to_json())
 
 
+_FORMATS: Final = {m.value: m for m in Format}
+_PRECISIONS: Final = {m.value: m for m in Precision}
+_MAX_ENTRY_SIZE: Final = MAX_FILE_SIZE * 16
+
+
+class _EntryParser:
+    """Parses the entries of one index document, reusing what earlier entries proved valid.
+
+    Most entries of an index repeat the same runtime, memory, quality,
+    targets, version and variant id.  An entry whose parts all equal parts
+    that :meth:`IndexEntry.from_reader` already accepted in this document is
+    built from those parsed parts after cheap checks of its own scalars;
+    anything else (a new part, or any value a check does not accept) goes
+    through :meth:`IndexEntry.from_reader`, which validates every field and
+    raises the error, with its path, exactly as before.  Cache keys hold
+    only values equal to accepted ones, with types kept apart where JSON's
+    ``1``, ``1.0`` and ``true`` would compare equal in Python.
+    """
+
+    __slots__ = (
+        "document",
+        "memories",
+        "qualities",
+        "quantizations",
+        "runtimes",
+        "targets",
+        "variants",
+        "version_ids",
+        "versions",
+    )
+
+    def __init__(self, document: str) -> None:
+        self.document = document
+        self.runtimes: dict[tuple[object, ...], RuntimeRequirement] = {}
+        self.memories: dict[tuple[int, int, int], MemoryNeeds] = {}
+        self.qualities: dict[tuple[object, ...], Quality] = {}
+        self.targets: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self.versions: dict[str, Version] = {}
+        self.variants: set[str] = set()
+        self.quantizations: set[str] = set()
+        #: Equal versions share one small id, so duplicate checks hash ints, not Versions.
+        self.version_ids: dict[Version, int] = {}
+
+    def parse(self, item: object, i: int) -> IndexEntry:
+        if type(item) is dict:
+            try:
+                entry = self._reuse(item)
+            except (TypeError, ManifestError):  # an unhashable or bad value: the full check names it
+                entry = None
+            if entry is not None:
+                return entry
+        entry = IndexEntry.from_reader(Reader(item, f"variants[{i}]", self.document))
+        self._learn(item, entry)  # type: ignore[arg-type]  # Reader accepted it: a dict
+        return entry
+
+    def version_id(self, v: Version) -> int:
+        return self.version_ids.setdefault(v, len(self.version_ids))
+
+    # Keys: what from_reader reads of each part, MISSING where a key is absent.
+    @staticmethod
+    def _runtime_key(rt: dict[str, Any]) -> tuple[object, ...]:
+        return (rt.get("distribution", MISSING), rt.get("specifier", MISSING), rt.get("provider", MISSING))
+
+    @staticmethod
+    def _quality_key(q: dict[str, Any]) -> tuple[object, ...] | None:
+        metrics, evaluation = q.get("metrics", MISSING), q.get("evaluation", MISSING)
+        mkey: object = metrics
+        if type(metrics) is dict:
+            for value in metrics.values():  # -0.0 == 0.0 in Python: a zero is never reused
+                if type(value) is float and value == 0:
+                    return None
+            mkey = (tuple(metrics.items()), tuple(map(type, metrics.values())))  # types: 1, 1.0, true apart
+        elif metrics is not MISSING:
+            return None
+        ekey: object = evaluation
+        if type(evaluation) is dict:
+            ekey = tuple(evaluation.items())
+        elif evaluation is not MISSING:
+            return None
+        return (q.get("check", MISSING), mkey, ekey, q.get("note", MISSING))
+
+    def _reuse(self, d: dict[str, Any]) -> IndexEntry | None:
+        """The entry built from already-accepted parts, or None when any part is new or doubtful."""
+        version = self.versions.get(d.get("version"))  # type: ignore[arg-type]
+        variant, quant = d.get("variant"), d.get("quantization")
+        fmt, precision = _FORMATS.get(d.get("format")), _PRECISIONS.get(d.get("precision"))  # type: ignore[arg-type]
+        size, rt, mem, q = d.get("size"), d.get("runtime"), d.get("memory"), d.get("quality")
+        if (version is None or fmt is None or precision is None or type(variant) is not str
+                or variant not in self.variants or type(quant) is not str or quant not in self.quantizations
+                or type(size) is not int or not 0 <= size <= _MAX_ENTRY_SIZE
+                or type(rt) is not dict or type(mem) is not dict or type(q) is not dict):
+            return None
+        targets = d.get("targets")
+        if type(targets) is not list:
+            return None
+        tags = self.targets.get(tuple(targets))
+        runtime = self.runtimes.get(self._runtime_key(rt))
+        wb, kv, ctx = mem.get("weights_bytes"), mem.get("kv_bytes_per_token"), mem.get("max_context")
+        if type(wb) is not int or type(kv) is not int or type(ctx) is not int:
+            return None
+        memory = self.memories.get((wb, kv, ctx))
+        qkey = self._quality_key(q)
+        quality = self.qualities.get(qkey) if qkey is not None else None
+        yanked = d.get("yanked")
+        if yanked is not None and (type(yanked) is not str or not yanked or len(yanked) > 1024 or "\x00" in yanked):
+            return None
+        if tags is None or runtime is None or memory is None or quality is None:
+            return None
+        return IndexEntry(
+            version=version, variant=variant, manifest=check_digest(d.get("manifest")), format=fmt,
+            precision=precision, quantization=quant, targets=tags, runtime=runtime, memory=memory, size=size,
+            quality=quality, yanked=yanked,
+        )
+
+    def _learn(self, d: dict[str, Any], e: IndexEntry) -> None:
+        """Remember the parts of an entry that from_reader accepted (the first object of each stays shared)."""
+        self.versions.setdefault(d["version"], e.version)
+        self.variants.add(e.variant)
+        self.quantizations.add(e.quantization)
+        try:
+            self.targets.setdefault(tuple(d["targets"]), e.targets)
+            self.runtimes.setdefault(self._runtime_key(d["runtime"]), e.runtime)
+            mem = d["memory"]
+            self.memories.setdefault((mem["weights_bytes"], mem["kv_bytes_per_token"], mem["max_context"]), e.memory)
+            qkey = self._quality_key(d["quality"])
+            if qkey is not None:
+                self.qualities.setdefault(qkey, e.quality)
+        except TypeError:  # an unhashable part this check ignores (an unread key's value): not reused
+            pass
+
+
 def model_index_from_json(data: object, *, document: str = "model index") -> ModelIndex:
     r = Reader(data, document=document)
     r.schema(INDEX_SCHEMA)
-    entries = tuple(IndexEntry.from_reader(e) for e in r.objects("variants", max_items=MAX_ENTRIES))
-    seen: set[tuple[Version, str]] = set()
+    items = r.array("variants", max_items=MAX_ENTRIES)
+    parser = _EntryParser(document)
+    entries = tuple(parser.parse(item, i) for i, item in enumerate(items))
+    seen: set[tuple[int, str]] = set()
     for i, e in enumerate(entries):
-        if (e.version, e.variant) in seen:
+        key = (parser.version_id(e.version), e.variant)
+        if key in seen:
             raise r.error(f"variants[{i}]", "duplicate version and variant", f"{e.version} {e.variant}")
-        seen.add((e.version, e.variant))
+        seen.add(key)
     return ModelIndex(name=check_model_name(r.text("name", max_len=128), "name", document), entries=entries)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large document is turned into objects.
+
+    Parsing 100,000 entries allocates millions of objects, none in cycles,
+    and each allocation burst triggers full collections that scan all of
+    them again: about half the parse time.  The collector's previous state
+    is restored afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_model_index(data: bytes | str, *, document: str = "model index") -> ModelIndex:
-    return model_index_from_json(load_json_document(data, limit=MAX_INDEX_BYTES, document=document), document=document)
+    with _collector_paused():
+        doc = load_json_document(data, limit=MAX_INDEX_BYTES, document=document)
+        return model_index_from_json(doc, document=document)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
