@@ -254,6 +254,27 @@ def _make_model(folder: Path, spec: TinySpec, vocab_size: int, bos_id: int, eos_
                 param.copy_(torch.randn(param.shape, generator=gen) * spec.init_std)
     model.generation_config.do_sample = False
     model.save_pretrained(str(folder), safe_serialization=True)
+    if params is not None:
+        _hub_rope_layout(folder / "config.json")
+
+
+def _hub_rope_layout(path: Path) -> None:
+    """Rewrite transformers 5's ``rope_parameters`` the way Phi-4-mini's config.json on the Hub has them.
+
+    The published checkpoints (transformers 4 era) keep ``rope_theta``,
+    ``partial_rotary_factor`` and ``rope_scaling`` (``"type": "longrope"``)
+    at the top level, and tools read them there (mlx-lm 0.32 ignores
+    ``rope_parameters`` altogether); transformers 5 still reads this layout.
+    """
+    config = json.loads(path.read_text("utf-8"))
+    params = config.pop("rope_parameters")
+    config["rope_theta"] = params["rope_theta"]
+    config["partial_rotary_factor"] = params["partial_rotary_factor"]
+    config["rope_scaling"] = None
+    if params["rope_type"] == "longrope":
+        config["rope_scaling"] = {"type": "longrope", "short_factor": params["short_factor"],
+                                  "long_factor": params["long_factor"]}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _make_phi4_tokenizer_and_model(folder: Path, spec: TinySpec) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_phi4_checkpoint_has_phi4_mini_architecture(tiny_phi4: Path) -> None:
     config = json.loads((tiny_phi4 / "config.json").read_text())
     assert config["architectures"] == ["Phi3ForCausalLM"]
     assert (config["num_attention_heads"], config["num_key_value_heads"]) == (4, 2)
-    assert config["rope_parameters"]["partial_rotary_factor"] == 0.75
+    # Phi-4-mini's Hub layout (transformers 4 era): rope keys at the top level.
+    assert "rope_parameters" not in config
+    assert (config["partial_rotary_factor"], config["rope_theta"], config["rope_scaling"]) == (0.75, 10000.0, None)
     assert config["tie_word_embeddings"] is True
     assert config["hidden_size"] % 256 == 0 and config["intermediate_size"] % 256 == 0
     from safetensors import safe_open
@@ -309,8 +312,6 @@ def test_longrope_factors_reach_llama_cpp(tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture()
 def phi4_copy(tiny_phi4: Path, tmp_path: Path) -> Path:
-    import shutil
-
     return Path(shutil.copytree(tiny_phi4, tmp_path / "src"))
 
 
@@ -352,13 +353,74 @@ def test_token_ids_beyond_the_config_vocabulary_are_refused(phi4_copy: Path) -> 
 
 def test_longrope_factor_count_is_checked(phi4_copy: Path) -> None:
     def edit(config: dict) -> None:  # type: ignore[type-arg]
-        config["rope_parameters"] |= {"rope_type": "longrope", "short_factor": [1.0] * 32, "long_factor": [1.0] * 24}
+        config["rope_scaling"] = {"type": "longrope", "short_factor": [1.0] * 32, "long_factor": [1.0] * 24}
 
     _edit_json(phi4_copy / "config.json", edit)
     _refused(phi4_copy, r"config.json rope scaling short_factor must list 24 numbers \(rope dimensions / 2\), got 32")
 
 
 def test_unsupported_rope_scaling_is_refused(phi4_copy: Path) -> None:
-    _edit_json(phi4_copy / "config.json", lambda c: c["rope_parameters"].update(rope_type="yarn", factor=4.0))
+    _edit_json(phi4_copy / "config.json", lambda c: c.update(rope_scaling={"rope_type": "yarn", "factor": 4.0}))
     _refused(phi4_copy, r"config.json rope scaling type 'yarn' is not supported by the GGUF converter "
              r"\(supported: longrope\)")
+
+
+def test_transformers_5_config_layout_converts_to_the_same_gguf(phi4_copy: Path, tmp_path: Path) -> None:
+    # A checkpoint saved by transformers 5 moves rope_theta, partial_rotary_factor
+    # and the scaling into rope_parameters; the converter reads both layouts.
+    import gguf
+    from phi_get.builders.gguf import convert_to_gguf
+    from phi_get.builders.source import open_source
+    from transformers import AutoConfig
+
+    resaved = tmp_path / "t5" / phi4_copy.name
+    shutil.copytree(phi4_copy, resaved)
+    AutoConfig.from_pretrained(str(phi4_copy)).save_pretrained(str(resaved))
+    assert json.loads((resaved / "config.json").read_text())["rope_parameters"]["partial_rotary_factor"] == 0.75
+    hub = convert_to_gguf(open_source(phi4_copy), tmp_path / "hub.gguf")
+    t5 = convert_to_gguf(open_source(resaved), tmp_path / "t5.gguf")
+    assert hub.read_bytes() == t5.read_bytes()
+    assert gguf.GGUFReader(str(t5)).fields["phi3.rope.dimension_count"].contents() == 48
+
+
+# -- the other toolchains -------------------------------------------------------------------------------------
+
+#: One unquantized variant per toolchain (and two quantized), with the logit
+#: tolerance it must meet.  Measured here: onnx-cpu-fp32 5.2e-6,
+#: safetensors-fp16 0.0078, openvino-fp16 0.049, mlx-fp16 0.0069.
+OTHER_TOLERANCE = {"onnx-cpu-fp32": 1e-4, "safetensors-fp16": 5e-2, "openvino-fp16": 0.1, "mlx-fp16": 5e-2}
+OTHER_QUANTIZED = ("onnx-cpu-int4", "mlx-4bit")
+
+
+@pytest.fixture(scope="session")
+def phi4_others(tiny_phi4: Path, phi4_recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    pytest.importorskip("onnxruntime_genai")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the OpenVINO and MLX environments are pinned for Linux")
+    from phi_get.builders.build import build_recipe
+
+    out = tmp_path_factory.mktemp("phi4-others")
+    return out, build_recipe(str(phi4_recipe), tiny_phi4, out, only=",".join([*OTHER_TOLERANCE, *OTHER_QUANTIZED]))
+
+
+@pytest.mark.slow
+def test_every_toolchain_builds_the_phi4_checkpoint(phi4_others: tuple[Path, list]) -> None:
+    out, results = phi4_others
+    assert {r.variant: (str(r.outcome), r.reason) for r in results} == dict.fromkeys(
+        [*OTHER_TOLERANCE, *OTHER_QUANTIZED], ("built", ""))
+    for variant, tolerance in OTHER_TOLERANCE.items():
+        m = _manifest(out, variant)
+        assert m.quality.check == "runtime", variant
+        assert m.quality.metrics["max_abs_logit_error"] <= tolerance, (variant, m.quality.metrics)
+        assert m.quality.metrics["top1_agreement"] >= 0.95, (variant, m.quality.metrics)
+    for variant in OTHER_QUANTIZED:
+        metrics = _manifest(out, variant).quality.metrics
+        assert 0.01 < metrics["max_abs_logit_error"] < 5 and metrics["top1_agreement"] > 0.3, (variant, metrics)
+
+
+@pytest.mark.slow
+def test_kv_cache_sizes_follow_grouped_query_attention(phi4_others: tuple[Path, list]) -> None:
+    # 2 x 2 layers x 2 kv heads x 64 = 512 elements a token, times each runtime's cache element size.
+    kv = {v: _manifest(phi4_others[0], v).memory.kv_bytes_per_token for v in ("onnx-cpu-fp32", "safetensors-fp16")}
+    assert kv == {"onnx-cpu-fp32": 512 * 4, "safetensors-fp16": 512 * 2}
+    assert _manifest(phi4_others[0], "openvino-fp16").memory.kv_bytes_per_token % 512 == 0
