@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from packaging.version import Version
@@ -206,7 +206,9 @@ class _EntryParser:
                 return entry
         entry = IndexEntry.from_reader(Reader(item, f"variants[{i}]", self.document))
         self._learn(item, entry)  # type: ignore[arg-type]  # Reader accepted it: a dict
-        return entry
+        version = self.versions[item["version"]]  # type: ignore[index]
+        # One Version object per version string: consumers group entries by it cheaply.
+        return entry if version is entry.version else replace(entry, version=version)
 
     def version_id(self, v: Version) -> int:
         return self.version_ids.setdefault(v, len(self.version_ids))
