@@ -4,7 +4,10 @@ A loopback registry serves a model index of 30 variants; one resolve fills
 the index cache (ETag), then each timed run revalidates it (HTTP 304) and
 resolves.  Timed in the same run as peers: the bare interpreter
 (``python -c pass``) and the CLI's start (``phi-get --version``).  Reported
-for a given device profile (``--device pi-board``) and for the probe.
+for a given device profile (``--device pi-board``) and for the probe, and
+for the same resolve run by ``phi_get.resolver.resolve_command.main``
+without typer (what a root CLI that dispatches ``resolve`` before loading
+typer would cost).
 
     .venv/bin/python bench/resolve_process.py [--repeat 11]
 """
@@ -54,17 +57,23 @@ def main() -> None:
             py = [sys.executable]
             resolve = [*py, "-m", "phi_get", "resolve", "bench-model", "--registry", srv.url]
             subprocess.run([*resolve, "--device", "pi-board"], env=env, check=True, capture_output=True)  # warm
+            direct = [*py, "-c", "import sys; from phi_get.resolver.resolve_command import main; "
+                                 "sys.exit(main(sys.argv[1:]))", "bench-model", "--registry", srv.url]
             results = {
                 "python -c pass": timed([*py, "-c", "pass"], env, args.repeat),
                 "phi-get --version": timed([*py, "-m", "phi_get", "--version"], env, args.repeat),
                 "resolve --device pi-board": timed([*resolve, "--device", "pi-board"], env, args.repeat),
                 "resolve (probed device)": timed(resolve, env, args.repeat),
+                "no-typer resolve --device pi-board": timed([*direct, "--device", "pi-board"], env, args.repeat),
+                "no-typer resolve (probed)": timed(direct, env, args.repeat),
             }
     for label, secs in results.items():
-        print(f"{label:<28} p50 {secs * 1000:6.0f} ms")
+        print(f"{label:<36} p50 {secs * 1000:6.0f} ms")
     worst = max(results["resolve --device pi-board"], results["resolve (probed device)"])
+    worst_direct = max(results["no-typer resolve --device pi-board"], results["no-typer resolve (probed)"])
     print(json.dumps({"p50_ms": {k: round(v * 1000) for k, v in results.items()}, "target_s": TARGET_S,
                       "ratio_target_over_resolve": round(TARGET_S / worst, 2),
+                      "ratio_target_over_no_typer_resolve": round(TARGET_S / worst_direct, 2),
                       "resolve_minus_cli_start_ms": round((worst - results["phi-get --version"]) * 1000)}))
 
 

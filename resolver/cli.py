@@ -94,32 +94,11 @@ def device(json_out: bool = _JSON, device: str | None = _DEVICE) -> None:
         typer.echo(f"  {t.rank:>2} {t.tag:<18} {t.hardware} ({t.pool}, budget {budget_of(t) / 1e9:.2f} GB)")
 
 
-def resolve_cmd(
-    requirement: str = typer.Argument(..., help="NAME or NAME with a version specifier: 'phi-3.5-mini>=1.0'."),
-    registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE, json_out: bool = _JSON,
-    explain: bool = typer.Option(False, "--explain", help="List every candidate with its verdict and reason."),
-    prefer: str = _PREFER, fmt: str | None = _FORMAT, precision: str | None = _PRECISION,
-    context: int | None = _CONTEXT, offline: bool | None = _OFFLINE, home: Path | None = _HOME,
-    require_runtime: bool = typer.Option(False, "--require-runtime", help="Reject artifacts whose runtime is "
-                                                                          "not installed."),
-) -> None:
+def resolve_cmd(ctx: typer.Context) -> None:
     """Choose the best artifact for this device and say why (nothing is downloaded)."""
-    from .detect import load_device
-    from .explain import no_match_error, render_text, resolution_json
-    from .resolve import parse_requirement, resolve
-    from .sources import sources_from
+    from .resolve_command import run_resolve
 
-    pol = _policy(prefer, fmt, precision, context, require_runtime)
-    req = parse_requirement(requirement)
-    sources = sources_from(registry, _home(home), offline=offline)
-    _src, index = sources.find_index(req.name)  # not install.resolve_from: resolve downloads nothing
-    res = resolve(req, load_device(device), index.entries, pol)
-    if json_out:
-        _emit(resolution_json(res))
-    else:
-        typer.echo(render_text(res, explain=explain))
-    if res.chosen is None:
-        raise no_match_error(res)
+    run_resolve(ctx.args)
 
 
 def install_cmd(
@@ -313,7 +292,9 @@ def remove_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("device")(device)
-    app.command("resolve")(resolve_cmd)
+    # resolve parses its own arguments (resolve_command.py: fast, no pydantic); typer passes them through.
+    app.command("resolve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                             "help_option_names": []}, add_help_option=False)(resolve_cmd)
     app.command("install")(install_cmd)
     app.command("lock")(lock_cmd)
     app.command("sync")(sync_cmd)
