@@ -57,8 +57,8 @@ def main() -> None:
             py = [sys.executable]
             resolve = [*py, "-m", "phi_get", "resolve", "bench-model", "--registry", srv.url]
             subprocess.run([*resolve, "--device", "pi-board"], env=env, check=True, capture_output=True)  # warm
-            direct = [*py, "-c", "import sys; from phi_get.resolver.resolve_command import main; "
-                                 "sys.exit(main(sys.argv[1:]))", "bench-model", "--registry", srv.url]
+            script = "import sys; from phi_get.resolver.resolve_command import main; sys.exit(main(sys.argv[1:]))"
+            direct = [*py, "-c", script, "bench-model", "--registry", srv.url]
             results = {
                 "python -c pass": timed([*py, "-c", "pass"], env, args.repeat),
                 "phi-get --version": timed([*py, "-m", "phi_get", "--version"], env, args.repeat),
