@@ -13,6 +13,12 @@ Only when sha256 and size match is the file moved into ``blobs/`` with
 ``os.replace``; on a mismatch the partial download is deleted and an
 :class:`IntegrityError` raised.
 
+Positional I/O (:class:`PositionalFile`): ``os.pread``/``os.pwrite`` where
+the OS has them; where it does not (Windows), ``lseek`` + ``read``/``write``
+under one lock per file, so the workers and the hasher never move each
+other's file position between a seek and its read or write.  The hasher
+reads into one reused buffer (no allocation per chunk).
+
 A server that ignores ``Range`` (answers 200) is handled by falling back to
 one whole-file stream.  A dropped connection is retried from where the part
 got to, on the next source URL if there are several.  ``file://`` URLs (a
@@ -46,11 +52,15 @@ __all__ = [
     "LEASE_STALE_S",
     "FetchStats",
     "NullReporter",
+    "PositionalFile",
     "Reporter",
     "fetch_blob",
 ]
 
 _BUF: Final = 1 << 20
+_HASH_READ: Final = 4 * _BUF
+#: Files are opened in binary mode on Windows (no CRLF translation); 0 elsewhere.
+_O_BINARY: Final = getattr(os, "O_BINARY", 0)
 _JOURNAL_EVERY: Final = _BUF  # after a kill, each worker re-fetches at most this much
 _RETRIES: Final = 4
 _FLUSH_EVERY_S: Final = 0.25
@@ -93,6 +103,49 @@ class FetchStats:
     ranged: bool = True   # False when the source ignored Range
 
 
+class PositionalFile:
+    """Reads and writes at an offset without a shared file position: safe from many threads.
+
+    ``native``: use ``os.pread``/``os.pwrite`` (POSIX); False (or where the OS
+    lacks them, as Windows does) seeks and reads or writes under a lock.
+    """
+
+    __slots__ = ("_lock", "fd", "native")
+
+    def __init__(self, fd: int, *, native: bool | None = None) -> None:
+        self.fd = fd
+        self.native = _HAS_PREAD if native is None else native
+        self._lock = threading.Lock()
+
+    def write(self, data: memoryview, pos: int) -> None:
+        """Write all of ``data`` at ``pos`` (short writes continue where they stopped)."""
+        while data:
+            if self.native:
+                n = os.pwrite(self.fd, data, pos)
+            else:
+                with self._lock:
+                    os.lseek(self.fd, pos, os.SEEK_SET)
+                    n = os.write(self.fd, data)
+            data, pos = data[n:], pos + n
+
+    def readinto(self, buf: memoryview, pos: int) -> int:
+        """Read up to ``len(buf)`` bytes at ``pos`` into ``buf``; 0 at the end of the file."""
+        if self.native and _HAS_PREADV:
+            return os.preadv(self.fd, [buf], pos)
+        if self.native:
+            chunk = os.pread(self.fd, len(buf), pos)
+        else:
+            with self._lock:
+                os.lseek(self.fd, pos, os.SEEK_SET)
+                chunk = os.read(self.fd, len(buf))
+        buf[: len(chunk)] = chunk
+        return len(chunk)
+
+
+_HAS_PREAD: Final = hasattr(os, "pread") and hasattr(os, "pwrite")
+_HAS_PREADV: Final = hasattr(os, "preadv")
+
+
 @dataclass
 class _Segment:
     start: int
@@ -112,7 +165,7 @@ class _RangeIgnored(Exception):
 class _Job:
     entry: FileEntry
     urls: list[str]
-    fd: int
+    file: PositionalFile
     jfd: int
     segments: list[_Segment]
     reporter: Reporter
@@ -184,7 +237,7 @@ def _worker(job: _Job, seg: _Segment) -> None:
 
 def _write(job: _Job, seg: _Segment, data: memoryview, since_journal: list[int]) -> None:
     """Write ``data`` at the end of ``seg``; journal it, wake the hasher, report."""
-    os.pwrite(job.fd, data, seg.start + seg.filled)
+    job.file.write(data, seg.start + seg.filled)
     n = len(data)
     seg.filled += n
     since_journal[0] += n
@@ -199,18 +252,20 @@ def _write(job: _Job, seg: _Segment, data: memoryview, since_journal: list[int])
 def _copy_file(job: _Job, seg: _Segment, url: str) -> None:
     path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
     try:
-        src = os.open(path, os.O_RDONLY)
+        src = os.open(path, os.O_RDONLY | _O_BINARY)
     except FileNotFoundError:
         raise SourceError("blob not found in the mirror", url=url) from None
     try:
+        reader = PositionalFile(src, native=job.file.native)
+        buf = memoryview(bytearray(_BUF))
         since = [0]
         while not seg.done and not job.stop.is_set():
             pos = seg.start + seg.filled
-            chunk = os.pread(src, min(_BUF, seg.end - pos), pos)
-            if not chunk:
+            n = reader.readinto(buf[: min(_BUF, seg.end - pos)], pos)
+            if not n:
                 raise SourceError(f"blob in the mirror is shorter than {job.entry.size} bytes", url=url)
-            _write(job, seg, memoryview(chunk), since)
-            job.stats.downloaded += len(chunk)
+            _write(job, seg, buf[:n], since)
+            job.stats.downloaded += n
     finally:
         os.close(src)
 
@@ -264,6 +319,7 @@ def _run(job: _Job, workers: int) -> str:
     flusher = threading.Thread(target=_flush_while, args=(job,), daemon=True)
     flusher.start()
     pos, idx = 0, 0
+    buf = memoryview(bytearray(min(_HASH_READ, size)))
     try:
         while pos < size:
             with job.cond:
@@ -276,10 +332,12 @@ def _run(job: _Job, workers: int) -> str:
                         raise SourceError(f"download of {job.label} stopped early", url=job.urls[0])
                     job.cond.wait(0.05)
                     front, idx = _frontier(job.segments, idx)
-            while pos < front:
-                chunk = os.pread(job.fd, min(4 * _BUF, front - pos), pos)  # from the page cache
-                h.update(chunk)
-                pos += len(chunk)
+            while pos < front:  # from the page cache, into one reused buffer
+                n = job.file.readinto(buf[: min(_HASH_READ, front - pos)], pos)
+                if not n:
+                    raise SourceError(f"{job.label}: the partial file is shorter than {front} bytes", url=job.urls[0])
+                h.update(buf[:n])  # hashlib releases the GIL on buffers this large
+                pos += n
         for f in futures:
             f.result()
     finally:
@@ -298,7 +356,7 @@ def _flush_while(job: _Job) -> None:
     sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
     while not job.stop.wait(_FLUSH_EVERY_S):
         try:
-            sync(job.fd)
+            sync(job.file.fd)
         except OSError:
             return
 
@@ -397,14 +455,15 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
     data, journal = pdir / "data", pdir / "journal"
     fd = jfd = -1
     try:
-        fd = os.open(data, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(data, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o644)
         if os.fstat(fd).st_size != entry.size:
             os.ftruncate(fd, 0)
             journal.unlink(missing_ok=True)
         _preallocate(fd, entry.size, str(store.home))
         covered = _read_journal(journal, entry.size)
-        jfd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        job = _Job(entry=entry, urls=urls, fd=fd, jfd=jfd, reporter=rep, label=label,
+        jfd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o644)
+        file = PositionalFile(fd)
+        job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label,
                    segments=_plan(entry.size, covered, _part_size(entry.size, workers)))
         resumed = sum(b - a for a, b in covered)
         rep.start(label, entry.size)
@@ -415,7 +474,7 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             # The source ignores Range: start over with one whole-file stream.
             rep.note(f"{label}: the source ignores Range requests; downloading in one stream")
             os.ftruncate(jfd, 0)
-            job = _Job(entry=entry, urls=urls, fd=fd, jfd=jfd, reporter=rep, label=label, ranged=False,
+            job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label, ranged=False,
                        segments=[_Segment(0, entry.size)], stats=job.stats)
             resumed = 0
             actual = _run(job, 1)
@@ -441,7 +500,10 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
 def _place(store: Store, entry: FileEntry, fd: int, data: Path) -> None:
     """fsync, make read-only, and move the verified file into blobs/."""
     os.fsync(fd)
-    os.fchmod(fd, 0o444)
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o444)
+    else:  # Windows (before Python 3.13): by path
+        os.chmod(data, 0o444)
     try:
         os.replace(data, store.blob(entry.sha256))
     except FileNotFoundError:
