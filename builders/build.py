@@ -133,7 +133,7 @@ def build_recipe(recipe: Recipe | str, source: str | Path, out: str | Path, *, o
         recipe = load_recipe(recipe)
     plan = plan_recipe(recipe, recipe_ref, only)
     ckpt = open_source(source)
-    out = Path(out)
+    out = Path(out).resolve()  # toolchains run in other working folders
     work = out / ".work" / ckpt.digest[:16]
     cmd = command or tuple(["phi_get.builders.build.build_recipe", recipe_ref, str(source), str(out)]
                            + ([f"--only={only}"] if only else []))

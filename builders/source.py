@@ -163,6 +163,9 @@ def open_source(spec: str | Path) -> Checkpoint:
     text = str(spec)
     folder = Path(text)
     if folder.is_dir():
+        # Absolute: toolchains run in other working folders, where a relative
+        # path would be read as a Hugging Face repo id.
+        folder = folder.resolve()
         source = None
     elif m := _HUB.match(text):
         folder, source = _fetch_hub(m.group(1), m.group(2))
