@@ -86,6 +86,21 @@ def render_error(exc: PhiGetError) -> int:
     return exc.exit_code
 
 
+def _usage_error_classes() -> tuple[type[BaseException], ...]:
+    """Usage errors (bad option values, missing arguments): click's, and
+    the copy of click that newer typer releases vendor."""
+    import click
+
+    classes: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:
+        pass
+    else:
+        classes.append(TyperClickException)
+    return tuple(classes)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, prog_name="phi-get", standalone_mode=False)
@@ -99,11 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        usage = _usage_error_classes()
+        if isinstance(exc, usage):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
         raise
     sys.exit(rc if isinstance(rc, int) else 0)

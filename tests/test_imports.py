@@ -79,3 +79,10 @@ def heavy_imports(*args: str) -> set[str]:
 @pytest.mark.parametrize("args", [("--help",), ("--version",)])
 def test_cli_help_and_version_stay_light(args: tuple[str, ...]) -> None:
     assert heavy_imports(*args) == set()
+
+
+def test_bad_option_value_is_a_usage_error_not_a_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "phi_get", "tiny-phi", "out", "--seed", "abc"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Invalid value for '--seed'" in proc.stderr and "Traceback" not in proc.stderr
