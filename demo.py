@@ -150,7 +150,7 @@ class Demo:
                                               "--home", str(self.work / "resolve-home"), "--json").stdout)
             lines.append(f"{who}: {_choice(as_json)}")
         self.choices = lines
-        return "; ".join(lines)
+        return f"{len(lines)} devices resolved with explanations"
 
     def lock(self) -> str:
         project = self.work / "fleet"
@@ -197,6 +197,10 @@ class Demo:
         for r in self.results:
             mark = "ok  " if r.ok else "FAIL"
             print(f"  {mark} {r.name:<{width}}  {r.seconds:7.1f} s  {r.detail[:160]}")
+        if getattr(self, "choices", None):
+            print("\n  chosen per device:")
+            for line in self.choices:
+                print(f"    {line}")
 
 
 class StepFailed(Exception):
