@@ -24,10 +24,8 @@ import platform
 import re
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -200,6 +198,8 @@ def _sysfs_accelerators() -> list[dict[str, Any]]:
 
 
 def _runtimes() -> dict[str, str]:
+    from importlib import metadata  # only when probing: about 10 ms of imports that resolve --device skips
+
     found = {}
     for dist in RUNTIME_DISTRIBUTIONS:
         try:
@@ -217,6 +217,9 @@ _PROBES: Final[dict[str, Callable[[], Any]]] = {
 
 def run_probes(probes: dict[str, Callable[[], Any]], timeout: float = PROBE_TIMEOUT_S) -> dict[str, Probe]:
     """Run every probe concurrently, each bounded by ``timeout`` seconds."""
+    from concurrent.futures import ThreadPoolExecutor  # only when probing (it imports logging)
+    from concurrent.futures import TimeoutError as FutureTimeout
+
     pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="phi-get-probe")
     futures = {name: pool.submit(fn) for name, fn in probes.items()}
     results: dict[str, Probe] = {}
