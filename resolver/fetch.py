@@ -407,6 +407,8 @@ class _Lease:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows: rely on the mtime
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -69,3 +69,13 @@ def test_install_over_http_in_parallel_ranges_without_pread(served: Any, home: P
 def test_install_from_file_mirror_without_pread(mirror: Any, home: Path, no_pread: None) -> None:
     load_artifact_folder(phi_get.install("tiny-model", registry=mirror[0].as_uri(), device="pi-board"))
 
+
+
+def test_lease_liveness_check_never_signals_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows ``os.kill(pid, 0)`` terminates the process; the lease falls back to its mtime there."""
+    def kill(pid: int, sig: int) -> None:
+        raise AssertionError(f"os.kill({pid}, {sig}) called")
+
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(os, "name", "nt")
+    assert fetch._alive(os.getpid() + 1_000_000) is True
