@@ -485,7 +485,8 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             shutil.rmtree(pdir, ignore_errors=True)
             raise IntegrityError(f"{label} ({entry.size} bytes)", expected=f"sha256:{entry.sha256}",
                                  actual=f"sha256:{actual}", where=urls[0])
-        _place(store, entry, fd, data)
+        handle, fd = fd, -1  # _place closes it: Windows cannot rename an open file
+        _place(store, entry, handle, data)
         rep.finish(label)
         shutil.rmtree(pdir, ignore_errors=True)
         return job.stats
@@ -500,12 +501,15 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
 
 
 def _place(store: Store, entry: FileEntry, fd: int, data: Path) -> None:
-    """fsync, make read-only, and move the verified file into blobs/."""
-    os.fsync(fd)
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, 0o444)
-    else:  # Windows (before Python 3.13): by path
-        os.chmod(data, 0o444)
+    """fsync, make read-only, close, and move the verified file into blobs/."""
+    try:
+        os.fsync(fd)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o444)
+        else:  # Windows (before Python 3.13): by path
+            os.chmod(data, 0o444)
+    finally:
+        os.close(fd)
     try:
         os.replace(data, store.blob(entry.sha256))
     except FileNotFoundError:
