@@ -3,11 +3,13 @@
 ``build_recipe`` is the one entry point (the CLI and the demo call it).
 Each variant is built in a hidden temporary folder beside its final place
 (``OUT/<name>/<version>/.<variant>.tmp-*``), checked by its runtime, given
-its manifest, verified with :func:`load_artifact_folder`, and only then
-renamed to ``OUT/<name>/<version>/<variant>/``: a folder with a
-``manifest.json`` is always a finished artifact.  A variant whose inputs
-(source identity, recipe entry, tool versions) match its existing manifest
-is not rebuilt.  Shared work lives in ``OUT/.work/<source digest>/``.
+held to the quality gate (``evaluate.quality_gate``: a runtime that computes
+wrong numbers fails the variant), given its manifest, verified with
+:func:`load_artifact_folder`, and only then renamed to
+``OUT/<name>/<version>/<variant>/``: a folder with a ``manifest.json`` is
+always a finished artifact.  A variant whose inputs (source identity, recipe
+entry, tool versions) match its existing manifest, and whose recorded
+quality passes today's gate, is not rebuilt.  Shared work lives in ``OUT/.work/<source digest>/``.
 
 May import ``phi_get.manifests``; model libraries are imported by backends.
 """
@@ -30,7 +32,7 @@ from phi_get.manifests.recipe import Recipe, VariantSpec, load_recipe
 
 from .backends import backend_for
 from .base import BuildContext, BuildResult, Outcome, Reporter
-from .evaluate import Reference, load_reference
+from .evaluate import QualityGateError, Reference, load_reference, quality_gate
 from .plan import plan_recipe
 from .source import Checkpoint, open_source
 
@@ -55,7 +57,14 @@ def _up_to_date(folder: Path, ckpt: Checkpoint, spec: VariantSpec, tools: dict[s
     except PhiGetError:
         return None  # damaged or foreign: rebuild
     prov = manifest.provenance
-    same = prov.source == ckpt.source and dict(prov.recipe) == spec.to_json() and dict(prov.tools) == tools
+    # Keys the build itself added (phi-get-*-fixup) follow from the same
+    # inputs; the tools the backend declares must all match.
+    same = (prov.source == ckpt.source and dict(prov.recipe) == spec.to_json()
+            and {k: prov.tools.get(k) for k in tools} == tools)
+    try:
+        quality_gate(spec, manifest.quality)
+    except QualityGateError:
+        return None  # built before the gate, or under looser limits: rebuild and judge again
     return manifest if same else None
 
 
@@ -99,6 +108,7 @@ def _build_one(recipe: Recipe, spec: VariantSpec, ctx: BuildContext, final: Path
     start = time.perf_counter()
     try:
         produced = backend_for(spec).build(spec, ctx, tmp)
+        quality_gate(spec, produced.quality)
         built_at = time.perf_counter()
         manifest = _manifest(recipe, spec, ctx.checkpoint, tmp, tools, produced, command)
         (tmp / MANIFEST_FILENAME).write_bytes(manifest.to_bytes())

@@ -6,6 +6,10 @@ checkpoint's own tokenizer; every artifact's runtime is fed the same token
 ids and its logits are compared with the reference: perplexity of the text,
 top-1 next-token agreement, and the largest absolute logit difference.
 
+The quality gate (:func:`quality_gate`) turns those measurements into a
+verdict: an artifact whose runtime computes wrong numbers is refused, not
+published with a bad score.
+
 Imports numpy, torch and transformers inside functions only.
 """
 
@@ -14,19 +18,27 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from phi_get.manifests.manifest import Quality, QualityCheck
+from phi_get.manifests.recipe import VariantSpec
 
+from .errors import BuildError
 from .tiny import EVAL_TEXT
 
 __all__ = [
     "GENERATE_TOKENS",
+    "LOGIT_TOLERANCE",
     "PROMPT",
+    "TOP1_FLOOR",
+    "QualityGateError",
     "Reference",
     "load_reference",
+    "quality_gate",
     "runtime_quality",
     "score_logits",
     "structural_quality",
@@ -129,3 +141,69 @@ def runtime_quality(metrics: dict[str, float], reference: Reference, runtime: st
 def structural_quality(runtime: str, note: str) -> Quality:
     """A quality record for an artifact whose hardware is not here: never run."""
     return Quality(check=QualityCheck.STRUCTURAL, metrics={}, evaluation={"runtime": runtime}, note=note)
+
+
+# -- the quality gate ------------------------------------------------------------------------------------------
+
+#: Largest |logit - reference logit| an unquantized artifact may show, by
+#: precision.  The tiny checkpoints' logits have a standard deviation of
+#: about 1.  Measured on both tiny checkpoints (phi3 / phi4 style), worst
+#: first: fp32 gguf 0.0036 / 0.0020, onnx 6.4e-6 / 5.2e-6 (limit: the 1e-2
+#: tests/builders/test_builders_matrix.py pins, about 3x the worst); fp16
+#: openvino 0.078 / 0.049, mlx 0.0097 / 0.0069, safetensors 0.0088 / 0.0078,
+#: gguf 0.0068 / 0.0056 (limit 0.2, 2.5x the worst); bf16 keeps 3 fewer
+#: mantissa bits than fp16: safetensors 0.081 / 0.065 (limit 0.3, 3.7x).
+#: Broken conversions are far above: mlx-lm reading transformers 5's config
+#: without the rope fixup 3.29, the two layers swapped in the GGUF 5.9.
+LOGIT_TOLERANCE: Final[Mapping[str, float]] = MappingProxyType({"fp32": 1e-2, "fp16": 0.2, "bf16": 0.3})
+
+#: Smallest share of positions where a quantized artifact's top token is the
+#: reference's.  The tiny models' random weights give nearly flat logits, so
+#: honest quantization flips many close calls (a real Phi model agrees far
+#: more often; for it these floors are lax, not tight).  Measured on both
+#: tiny checkpoints (phi3 / phi4 style, 111 / 60 tokens), lowest first: int8
+#: openvino 0.946 / 0.933, mlx 0.955 / 0.967, gguf q8_0 0.964 / 0.967 (floor
+#: 0.8); int4, gguf q5_k_m included: gguf q4_0 0.423 / 0.600, openvino 0.432 /
+#: 0.483, mlx 0.450 / 0.517, onnx 0.468 / 0.533, q4_k_m 0.541 / 0.650 (floor
+#: 0.3, 0.12 below the worst).  Broken conversions fall below: mlx-lm without
+#: the rope fixup 0.217 (8-bit) and 0.200 (4-bit), swapped GGUF layers 0-0.017.
+TOP1_FLOOR: Final[Mapping[str, float]] = MappingProxyType({"int8": 0.8, "int4": 0.3})
+
+
+class QualityGateError(BuildError):
+    """A runtime-checked artifact's measured quality is outside what its precision allows."""
+
+
+def _metric(spec: VariantSpec, quality: Quality, name: str) -> float:
+    value = quality.metrics.get(name)
+    if value is None:
+        raise QualityGateError(f"quality gate refused {spec.id}: its runtime check measured no {name} "
+                               f"(measured: {', '.join(sorted(quality.metrics)) or 'nothing'})")
+    return float(value)
+
+
+def quality_gate(spec: VariantSpec, quality: Quality) -> None:
+    """Refuse (QualityGateError) an artifact whose runtime computed wrong numbers.
+
+    Unquantized variants (fp32, fp16, bf16) must match the fp32 reference
+    logits within :data:`LOGIT_TOLERANCE`; quantized ones (int8, int4) must
+    agree on the top token at least :data:`TOP1_FLOOR` of the time.
+    Structural-only artifacts (hardware absent: never run) are not gated.
+    """
+    if quality.check is QualityCheck.STRUCTURAL:
+        return
+    precision = str(spec.precision)
+    if precision in LOGIT_TOLERANCE:
+        name, limit = "max_abs_logit_error", LOGIT_TOLERANCE[precision]
+        value = _metric(spec, quality, name)
+        if not value <= limit:  # NaN fails too
+            raise QualityGateError(f"quality gate refused {spec.id}: {name} {value:g} is above the {precision} "
+                                   f"limit {limit:g} (its logits do not match transformers fp32)")
+    elif precision in TOP1_FLOOR:
+        name, limit = "top1_agreement", TOP1_FLOOR[precision]
+        value = _metric(spec, quality, name)
+        if not value >= limit:
+            raise QualityGateError(f"quality gate refused {spec.id}: {name} {value:g} is below the {precision} "
+                                   f"floor {limit:g} (its top tokens disagree with transformers fp32)")
+    else:
+        raise QualityGateError(f"quality gate refused {spec.id}: no limit is known for precision {precision!r}")

@@ -6,12 +6,23 @@ in the pinned environment ``.envs/mlx`` (``builders/envs.py``).  On Linux it
 runs through ``mlx[cpu]``: the artifacts target Apple's Metal, but they are
 the same files, loaded, scored and made to generate here on the CPU.
 
+mlx-lm 0.32.2 reads ``rope_theta``, ``partial_rotary_factor`` and
+``rope_scaling`` only at the top level of ``config.json``; transformers 5
+saves them under ``rope_parameters``, and such a checkpoint converts without
+error into a model with the wrong rotary embedding (tiny phi4: max logit
+error 3.29).  So the conversion reads a staged copy of the source
+(:func:`stage_source`: the files linked, ``config.json`` rewritten with the
+top-level keys), recorded as ``phi-get-mlx-fixup: rope-parameters-top-level``
+in ``provenance.tools``.
+
 Standard library at import time; numpy inside functions.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,10 +38,12 @@ from .envs import ENVS
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits
 
-__all__ = ["DTYPE_BYTES", "MlxBackend", "convert_command", "run_in_env"]
+__all__ = ["DTYPE_BYTES", "FIXUP", "MlxBackend", "convert_command", "rope_top_level", "run_in_env", "stage_source"]
 
 DTYPE_BYTES: Final = {"float32": 4, "float16": 2, "bfloat16": 2, "f32": 4, "f16": 2, "bf16": 2, "u8": 1, "i8": 1}
 _BITS: Final = {"int4": 4, "int8": 8}
+#: What provenance.tools records when the source's config.json was fixed up for mlx-lm.
+FIXUP: Final = {"phi-get-mlx-fixup": "rope-parameters-top-level"}
 
 
 def run_in_env(cmd: list[str], what: str, timeout: int = 3600) -> str:
@@ -41,6 +54,47 @@ def run_in_env(cmd: list[str], what: str, timeout: int = 3600) -> str:
     if proc.returncode != 0:
         raise BuildError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
     return proc.stdout
+
+
+def rope_top_level(config: dict[str, Any]) -> dict[str, Any]:
+    """The top-level rope keys mlx-lm reads, derived from transformers 5's ``rope_parameters``.
+
+    Returns only the keys to add or change ({} when the config needs no fix):
+    ``rope_theta``, ``partial_rotary_factor``, and ``rope_scaling`` in the
+    transformers 4 shape (``{"type": ..., factors ...}``, None for the
+    default rope), as Phi-3.5-mini's and Phi-4-mini's Hub configs have them.
+    """
+    params = config.get("rope_parameters")
+    if not isinstance(params, dict) or "rope_theta" not in params:
+        return {}  # the Hub layout, or a per-layer-type layout Phi3 does not use
+    wanted: dict[str, Any] = {"rope_theta": params["rope_theta"]}
+    if "partial_rotary_factor" in params:
+        wanted["partial_rotary_factor"] = params["partial_rotary_factor"]
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    scaling = {k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor", "rope_type", "type")}
+    wanted["rope_scaling"] = None if rope_type == "default" else {"type": rope_type, **scaling}
+    return {k: v for k, v in wanted.items() if k not in config or config[k] != v}
+
+
+def stage_source(src: Path, staging: Path) -> bool:
+    """Make ``staging`` a copy of checkpoint ``src`` that mlx-lm reads right; True when a fix was needed.
+
+    Every file is a symbolic link to the source's (no weights are copied)
+    except ``config.json``, written with :func:`rope_top_level`'s keys added.
+    Without a needed fix ``staging`` is not created and ``src`` is converted as is.
+    """
+    config = json.loads((src / "config.json").read_text("utf-8"))
+    extra = rope_top_level(config)
+    if not extra:
+        return False
+    staging.mkdir()
+    for item in sorted(src.iterdir()):
+        if item.name != "config.json":
+            os.symlink(item.resolve(), staging / item.name, target_is_directory=item.is_dir())
+    tmp = staging / ".config.json.tmp"
+    tmp.write_text(json.dumps({**config, **extra}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, staging / "config.json")
+    return True
 
 
 def driver_path(name: str) -> str:
@@ -94,19 +148,20 @@ class MlxBackend:
         python = self.env.ensure()
         start = time.perf_counter()
         staging = dest.parent / f"{dest.name}-staging"  # mlx_lm refuses an existing output folder
+        source = dest.parent / f"{dest.name}-source"  # the checkpoint as mlx-lm must see it
         try:
-            run_in_env(convert_command(python, ctx.checkpoint.folder, staging, spec), "mlx_lm convert")
+            fixed = stage_source(ctx.checkpoint.folder, source)
+            src = source if fixed else ctx.checkpoint.folder
+            run_in_env(convert_command(python, src, staging, spec), "mlx_lm convert")
             for item in sorted(staging.iterdir()):
                 item.rename(dest / item.name)
         finally:
-            if staging.exists():
-                import shutil
-
-                shutil.rmtree(staging, ignore_errors=True)
+            for folder in (staging, source):
+                shutil.rmtree(folder, ignore_errors=True)  # removes the links, never what they point to
         toolchain = time.perf_counter() - start
         logits, report = check_in_env(python, "mlx_check.py", dest, ctx, "mlx-lm check")
         metrics = score_logits(logits, ctx.reference)
         weights = sum(p.stat().st_size for p in dest.glob("*.safetensors"))
         quality = runtime_quality(metrics, ctx.reference, f"mlx-lm {report['mlx_lm']} cpu", report["text"])
         return Produced(weights_bytes=weights, kv_element_bytes=DTYPE_BYTES[report["kv_dtype"]], quality=quality,
-                        toolchain_seconds=toolchain)
+                        tools=FIXUP if fixed else {}, toolchain_seconds=toolchain)
