@@ -102,6 +102,13 @@ def _usage_error_classes() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["resolve"]:
+        # The device's hot path parses its own arguments (resolver/resolve_command.py):
+        # typer's value coercion imports pydantic (~95 ms) for every command.
+        from phi_get.resolver.resolve_command import main as resolve_main
+
+        sys.exit(resolve_main(args[1:]))
     try:
         rc = app(args=argv, prog_name="phi-get", standalone_mode=False)
     except PhiGetError as exc:

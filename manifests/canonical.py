@@ -53,11 +53,13 @@ def digest_of(data: bytes) -> str:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ManifestError("duplicate key in JSON object", field=key, value=key)
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):  # rare: find the first repeated key to name it
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise ManifestError("duplicate key in JSON object", field=key, value=key)
+            seen.add(key)
     return result
 
 
