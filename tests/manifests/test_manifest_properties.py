@@ -24,7 +24,9 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
-segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=12)
+WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=12).filter(
+    lambda s: s not in WINDOWS_DEVICES)  # refused by design: see test_manifest_rejects
 hexes = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 safe_paths = st.lists(segment, min_size=1, max_size=4).map("/".join)
 
