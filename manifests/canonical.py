@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tomllib
 from typing import Any
 
 from .errors import DocumentTooLargeError, ManifestError
 
-__all__ = ["canonical_bytes", "digest_of", "load_json_document"]
+__all__ = ["canonical_bytes", "digest_of", "load_json_document", "load_toml_document"]
 
 
 def _check_numbers(obj: Any, path: str) -> None:
@@ -88,3 +89,15 @@ def load_json_document(data: bytes | str, *, limit: int, document: str) -> Any:
         ) from None
     except RecursionError:
         raise ManifestError("nested too deeply", document=document) from None
+
+
+def load_toml_document(data: bytes | str, *, limit: int, document: str) -> Any:
+    """Parse a TOML document read from outside (recipe, phi.toml, phi.lock),
+    enforcing ``limit`` bytes before parsing."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > limit:
+        raise DocumentTooLargeError(f"document is {len(raw)} bytes, the limit is {limit}", document=document)
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"not TOML: {exc}", document=document) from None

@@ -44,11 +44,11 @@ Only the standard library (tomllib) and packaging.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .canonical import load_toml_document
 from .errors import ManifestError, SchemaVersionError
 from .fields import Reader
 from .names import check_digest, check_model_name, check_relative_path, check_variant_id, check_version, hex_of
@@ -203,13 +203,7 @@ def _artifact(r: Reader) -> LockedArtifact:
 
 def parse_lock(data: bytes | str, *, document: str = "phi.lock") -> Lock:
     """Parse and validate a lock file."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if len(raw) > _MAX_LOCK_BYTES:
-        raise ManifestError(f"document is {len(raw)} bytes, the limit is {_MAX_LOCK_BYTES}", document=document)
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"not TOML: {exc}", document=document) from None
+    doc = load_toml_document(data, limit=_MAX_LOCK_BYTES, document=document)
     r = Reader(doc, "", document)
     version, newer = _version(r)
     classes = tuple(

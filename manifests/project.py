@@ -24,12 +24,12 @@ Only the standard library (tomllib) and packaging.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from typing import Any, Final
 
 from packaging.specifiers import SpecifierSet
 
+from .canonical import load_toml_document
 from .errors import ManifestError
 from .fields import Reader
 from .names import check_model_name, check_specifier
@@ -116,13 +116,7 @@ def _model(name: str, value: object, where: str, document: str) -> ModelSpec:
 
 def parse_project(data: bytes | str, *, document: str = "phi.toml") -> Project:
     """Parse and validate a ``phi.toml`` document."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if len(raw) > _MAX_PROJECT_BYTES:
-        raise ManifestError(f"document is {len(raw)} bytes, the limit is {_MAX_PROJECT_BYTES}", document=document)
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"not TOML: {exc}", document=document) from None
+    doc = load_toml_document(data, limit=_MAX_PROJECT_BYTES, document=document)
     r = Reader(doc, "", document)
     proj = r.obj("project", {})
     proj_r = proj if isinstance(proj, Reader) else Reader(proj, "project", document)

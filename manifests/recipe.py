@@ -9,7 +9,6 @@ precision, quantization, targets, runtime) is defined once for all models.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,6 +16,7 @@ from typing import Any, Final
 
 from packaging.version import Version
 
+from .canonical import load_toml_document
 from .errors import ManifestError
 from .fields import Reader
 from .manifest import Format, Precision, RuntimeRequirement
@@ -80,15 +80,6 @@ class Recipe:
         )
 
 
-def _toml(text: str, document: str) -> Any:
-    if len(text.encode("utf-8")) > _MAX_TOML:
-        raise ManifestError(f"document is larger than {_MAX_TOML} bytes", document=document)
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"not TOML: {exc}", document=document) from None
-
-
 def _variant(r: Reader) -> VariantSpec:
     targets = r.texts("targets", max_items=64, max_len=32)
     for i, tag in enumerate(targets):
@@ -105,7 +96,7 @@ def _variant(r: Reader) -> VariantSpec:
 
 
 def parse_variant_catalog(text: str, *, document: str = "variants.toml") -> dict[str, VariantSpec]:
-    r = Reader(_toml(text, document), document=document)
+    r = Reader(load_toml_document(text, limit=_MAX_TOML, document=document), document=document)
     r.schema(VARIANTS_SCHEMA)
     catalog: dict[str, VariantSpec] = {}
     for vr in r.objects("variant", max_items=1000):
@@ -122,7 +113,7 @@ def load_variant_catalog() -> dict[str, VariantSpec]:
 
 
 def parse_recipe(text: str, catalog: Mapping[str, VariantSpec], *, document: str = "recipe") -> Recipe:
-    r = Reader(_toml(text, document), document=document)
+    r = Reader(load_toml_document(text, limit=_MAX_TOML, document=document), document=document)
     r.schema(RECIPE_SCHEMA)
     source = r.obj("source")
     if source.flag("local", False):
