@@ -8,8 +8,9 @@ wrong numbers fails the variant), given its manifest, verified with
 :func:`load_artifact_folder`, and only then renamed to
 ``OUT/<name>/<version>/<variant>/``: a folder with a ``manifest.json`` is
 always a finished artifact.  A variant whose inputs (source identity, recipe
-entry, tool versions) match its existing manifest, and whose recorded
-quality passes today's gate, is not rebuilt.  Shared work lives in ``OUT/.work/<source digest>/``.
+entry, tool versions) match its existing manifest is not rebuilt; an
+existing artifact whose recorded quality fails today's gate is removed and
+rebuilt.  Shared work lives in ``OUT/.work/<source digest>/``.
 
 May import ``phi_get.manifests``; model libraries are imported by backends.
 """
@@ -61,11 +62,27 @@ def _up_to_date(folder: Path, ckpt: Checkpoint, spec: VariantSpec, tools: dict[s
     # inputs; the tools the backend declares must all match.
     same = (prov.source == ckpt.source and dict(prov.recipe) == spec.to_json()
             and {k: prov.tools.get(k) for k in tools} == tools)
-    try:
-        quality_gate(spec, manifest.quality)
-    except QualityGateError:
-        return None  # built before the gate, or under looser limits: rebuild and judge again
     return manifest if same else None
+
+
+def _drop_refused(folder: Path, spec: VariantSpec) -> str | None:
+    """Remove an existing artifact whose recorded quality fails today's gate; the gate's reason, or None.
+
+    It was built before the gate (or under looser limits): it must not stay
+    in place looking finished, whether or not its rebuild succeeds.
+    """
+    if not (folder / MANIFEST_FILENAME).is_file():
+        return None
+    try:
+        quality_gate(spec, load_artifact_folder(folder).quality)
+    except QualityGateError as exc:
+        old = folder.with_name(f".{folder.name}.refused-{os.getpid()}")
+        os.replace(folder, old)
+        shutil.rmtree(old, ignore_errors=True)
+        return str(exc)
+    except PhiGetError:
+        return None  # damaged or foreign: _up_to_date rebuilds it
+    return None
 
 
 def _manifest(recipe: Recipe, spec: VariantSpec, ckpt: Checkpoint, tmp: Path, tools: dict[str, str],
@@ -157,6 +174,8 @@ def build_recipe(recipe: Recipe | str, source: str | Path, out: str | Path, *, o
             continue
         final = artifact_folder(out, recipe, spec.id)
         tools = backend_for(spec).tools(spec)
+        if (refused := _drop_refused(final, spec)) is not None:
+            report(spec.id, f"removed the existing artifact, which fails today's gate: {refused}")
         if not force and (done := _up_to_date(final, ckpt, spec, tools)) is not None:
             report(spec.id, "up to date")
             results.append(BuildResult(variant=spec.id, outcome=Outcome.UP_TO_DATE, folder=final,

@@ -131,23 +131,47 @@ def test_gate_refuses_a_broken_gguf_conversion(tiny_phi: Path, tmp_path: Path, m
     assert [(r.outcome, r.reason) for r in honest] == [(Outcome.BUILT, "")] * 3
 
 
-@pytest.mark.slow
-def test_an_artifact_that_fails_todays_gate_is_not_up_to_date(tiny_phi: Path, tmp_path: Path) -> None:
-    # An artifact built before the gate existed (or under looser limits) is
-    # rebuilt and judged again, not kept as "up to date".
-    pytest.importorskip("llama_cpp")
+def _poison(folder: Path, top1: float) -> None:
+    """Rewrite an artifact's manifest as if it had been built before the gate, with a poor measured top-1."""
     import dataclasses
 
+    manifest = load_artifact_folder(folder)
+    poor = dataclasses.replace(manifest.quality, metrics={**manifest.quality.metrics, "top1_agreement": top1})
+    (folder / MANIFEST_FILENAME).write_bytes(dataclasses.replace(manifest, quality=poor).to_bytes())
+
+
+@pytest.mark.slow
+def test_an_artifact_that_fails_todays_gate_is_removed_and_rebuilt(
+        tiny_phi: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An artifact built before the gate existed (or under looser limits) is
+    # not "up to date": it is removed, then rebuilt and judged again.
+    pytest.importorskip("llama_cpp")
+    from phi_get.builders import gguf
     from phi_get.builders.build import build_recipe
+    from phi_get.builders.errors import BuildError
 
     (first,) = build_recipe("tiny-phi", tiny_phi, tmp_path, only="gguf-q8_0")
     assert first.outcome is Outcome.BUILT and first.folder is not None
-    manifest = load_artifact_folder(first.folder)
-    poor = dataclasses.replace(manifest.quality, metrics={**manifest.quality.metrics, "top1_agreement": 0.5})
-    (first.folder / MANIFEST_FILENAME).write_bytes(dataclasses.replace(manifest, quality=poor).to_bytes())
+    _poison(first.folder, 0.5)
     (again,) = build_recipe("tiny-phi", tiny_phi, tmp_path, only="gguf-q8_0")
     assert again.outcome is Outcome.BUILT
     assert load_artifact_folder(first.folder).quality.metrics["top1_agreement"] >= 0.8
+
+    # When the rebuild fails, the refused artifact is gone all the same.
+    _poison(first.folder, 0.5)
+    messages: list[str] = []
+
+    def no_runtime(path: Path, ctx: object) -> None:
+        raise BuildError("llama.cpp is not available in this test")
+
+    monkeypatch.setattr(gguf, "run_gguf", no_runtime)
+    (failed,) = build_recipe("tiny-phi", tiny_phi, tmp_path, only="gguf-q8_0",
+                             reporter=lambda variant, message: messages.append(message))
+    assert (failed.outcome, failed.reason) == (Outcome.FAILED, "llama.cpp is not available in this test")
+    assert _finished(tmp_path) == []
+    assert messages[0] == ("removed the existing artifact, which fails today's gate: quality gate refused gguf-q8_0: "
+                           "top1_agreement 0.5 is below the int8 floor 0.8 (its top tokens disagree with "
+                           "transformers fp32)")
 
 
 # -- MLX: transformers 5's config layout -----------------------------------------------------------------------
