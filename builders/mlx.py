@@ -141,7 +141,9 @@ class MlxBackend:
 
     def tools(self, spec: VariantSpec) -> dict[str, str]:
         v = self.env.versions()
-        return {d: v.get(d, "absent") for d in ("mlx", "mlx-lm", "transformers", "safetensors")}
+        # phi-get-mlx-backend 2: converts through stage_source (artifacts of 1 are rebuilt).
+        return {**{d: v.get(d, "absent") for d in ("mlx", "mlx-lm", "transformers", "safetensors")},
+                "phi-get-mlx-backend": "2"}
 
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
         ctx.reporter(spec.id, "preparing the pinned mlx environment (first use takes minutes)")

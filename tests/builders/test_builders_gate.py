@@ -257,6 +257,7 @@ def test_mlx_reads_transformers_5_configs_and_the_gate_refuses_it_without_the_fi
     assert m.quality.metrics["max_abs_logit_error"] <= 5e-2, m.quality.metrics  # measured 0.0069
     assert m.quality.metrics["top1_agreement"] >= 0.95
     assert m.provenance.tools["phi-get-mlx-fixup"] == "rope-parameters-top-level"
+    assert m.provenance.tools["phi-get-mlx-backend"] == "2"  # artifacts converted before the fixup are rebuilt
     config = json.loads((fixed.folder / "config.json").read_text())
     assert (config["partial_rotary_factor"], config["rope_theta"]) == (0.75, 10000.0)
     assert _finished(tmp_path, "tiny-phi4") == ["mlx-fp16"]  # the staged source is gone
