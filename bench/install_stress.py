@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
 
 import wirekit
+from benchkit import write_random_file
 from phi_get.manifests.artifact import load_artifact_folder
 from phi_get.resolver.fetch import _part_size
 
@@ -97,8 +98,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="phi-get-bench-", dir=args.workdir))
     try:
         data = work / "weights.bin"
-        with open(data, "wb") as fh:
-            fh.writelines(os.urandom(8 << 20) for _ in range(size >> 23))
+        write_random_file(data, size)
         files: dict[str, bytes | Path] = {"weights.bin": data}
         m = wirekit.make_manifest("bench-model", "1.0.0", "safetensors-fp32", files, max_context=4096)
         mirror = wirekit.write_mirror(work / "mirror", [(m, files)])

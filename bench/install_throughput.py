@@ -39,12 +39,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
 
 import phi_get
 import wirekit
-
-
-def make_file(path: Path, size: int) -> None:
-    block = os.urandom(8 << 20)
-    with open(path, "wb") as fh:
-        fh.writelines(block[: min(len(block), size - i)] if i else os.urandom(min(len(block), size - i)) for i in range(0, size, len(block)))
+from benchkit import write_random_file
 
 
 def time_hash(path: Path) -> float:
@@ -99,7 +94,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="phi-get-bench-", dir=args.workdir))
     try:
         data = work / "weights.bin"
-        make_file(data, size)
+        write_random_file(data, size)
         files: dict[str, bytes | Path] = {"weights.bin": data}
         m = wirekit.make_manifest("bench-model", "1.0.0", "safetensors-fp32", files, max_context=4096)
         mirror = wirekit.write_mirror(work / "mirror", [(m, files)])

@@ -19,38 +19,17 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
+from benchkit import PHI_GET, free_port, wait_http  # noqa: E402 - bench/ is on sys.path
+
 __all__ = ["main"]
 
-PHI_GET = [sys.executable, "-m", "phi_get"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"server for {url} did not start (exit {proc.poll()})")
-        time.sleep(0.1)
 
 
 def make_blob(path: Path, size: int) -> str:

@@ -19,25 +19,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
+from benchkit import PHI_GET, free_port, wait_http  # noqa: E402 - bench/ is on sys.path
+
 __all__ = ["main"]
 
-PHI_GET = [sys.executable, "-m", "phi_get"]
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wrk(url: str, *, connections: int, duration: int, headers: list[str]) -> dict[str, float]:
@@ -90,16 +82,7 @@ def main() -> None:
                              "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("registry did not start")
-            time.sleep(0.1)
+        wait_http(base + "/v1/health", proc)
         publish_model(tmp, base, token, args.versions, args.variants)
         index_url = base + "/v1/models/tiny-phi/index.json"
         first = httpx.get(index_url)

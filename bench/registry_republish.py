@@ -19,23 +19,15 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-import httpx
+
+from benchkit import PHI_GET, free_port, wait_http  # noqa: E402 - bench/ is on sys.path
 
 __all__ = ["main"]
 
-PHI_GET = [sys.executable, "-m", "phi_get"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class CountingProxy:
@@ -100,16 +92,7 @@ def main() -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proxy = CountingProxy(port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("registry did not start")
-            time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{port}/v1/health", proc)
         size = args.size_mb << 20
         for variant, share in (("gguf-q4_k_m", 0.5), ("onnx-int4", 0.3), ("safetensors-fp16", 0.2)):
             n = int(size * share)

@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts (run as `python bench/NAME.py`,
+so this folder is on sys.path): ports, waiting for a server, large files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["PHI_GET", "free_port", "wait_http", "write_random_file"]
+
+PHI_GET = [sys.executable, "-m", "phi_get"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Return once ``url`` answers below 500; exit if ``proc`` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"server for {url} did not start (exit {proc.poll()})")
+        time.sleep(0.1)
+
+
+def write_random_file(path: Path, size: int) -> None:
+    """``size`` random bytes (incompressible, so no layer can shortcut them)."""
+    block = 8 << 20
+    with open(path, "wb") as fh:
+        for offset in range(0, size, block):
+            fh.write(os.urandom(min(block, size - offset)))
