@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Demo", "SAMPLE_PROFILES", "run_demo"]
+__all__ = ["Demo", "SAMPLE_PROFILES", "StepFailed", "free_port", "run_demo", "stop_process", "wait_for_port"]
 
 SAMPLE_PROFILES = ("gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop")
 
@@ -78,13 +78,7 @@ class Demo:
 
     def stop_all(self) -> None:
         for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
 
     # -- the steps ------------------------------------------------------
     def checkpoint(self) -> str:
@@ -97,7 +91,7 @@ class Demo:
         db = f"sqlite:///{data / 'catalog.db'}"
         self.token = self.phi_get("registry", "token", "create", "--db", db, "--storage", str(data),
                                   "--scope", "publish:tiny-phi", "--note", "demo").stdout.strip()
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         log = open(self.work / "registry.log", "wb")  # noqa: SIM115 - kept open for the server's life
         proc = subprocess.Popen(
@@ -106,7 +100,7 @@ class Demo:
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         self.processes.append(proc)
-        _wait_for_port(port, proc, timeout=60)
+        wait_for_port(port, proc, timeout=60)
         self.db, self.storage = db, str(data)
         return f"{self.url} (SQLite catalog, blobs in {data.name}/)"
 
@@ -218,13 +212,24 @@ def _choice(resolution: dict[str, Any]) -> str:
     return f"{chosen.get('variant')} on {chosen.get('target')}"
 
 
-def _free_port() -> int:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Interrupt a server we started (it shuts down cleanly on SIGINT); kill it after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from phi_get.demo import StepFailed, free_port, stop_process, wait_for_port
 
 
 @dataclass(frozen=True)
@@ -37,38 +34,22 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     db = f"sqlite:///{storage / 'catalog.db'}"
     token = phi_get("registry", "token", "create", "--db", db, "--storage", str(storage),
                     "--scope", "publish:*").stdout.strip()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log_path = tmp_path / "registry.log"
     log = log_path.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "phi_get", "registry", "serve", "--db", db, "--storage",
                              str(storage), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "registry did not start"
-            time.sleep(0.2)
+    try:
+        wait_for_port(port, proc, timeout=60)
+    except StepFailed as exc:
+        stop_process(proc)
+        log.close()
+        pytest.fail(f"{exc}\n{log_path.read_text()}")
     try:
         yield Registry(url=f"http://127.0.0.1:{port}", db=db, storage=storage, token=token)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHI_GET_")}
-    env.update(extra)
-    return env
 
 
 @pytest.fixture()
