@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-__all__ = ["PHI_GET", "free_port", "wait_http", "write_random_file"]
+__all__ = ["PHI_GET", "free_port", "loopback_server_process", "wait_http", "write_random_file"]
 
 PHI_GET = [sys.executable, "-m", "phi_get"]
 
@@ -41,5 +43,26 @@ def write_random_file(path: Path, size: int) -> None:
     """``size`` random bytes (incompressible, so no layer can shortcut them)."""
     block = 8 << 20
     with open(path, "wb") as fh:
-        for offset in range(0, size, block):
-            fh.write(os.urandom(min(block, size - offset)))
+        fh.writelines(os.urandom(min(block, size - offset)) for offset in range(0, size, block))
+
+
+@contextmanager
+def loopback_server_process(root: Path) -> Iterator[str]:
+    """The test kit's loopback server (sendfile, Range) serving ``root`` from a process of its own; yields its URL.
+
+    A registry never runs inside the installer's process: in another
+    process its threads do not share the installer's interpreter lock.
+    """
+    kit = Path(__file__).parents[1] / "tests" / "resolver" / "wirekit.py"
+    proc = subprocess.Popen([sys.executable, str(kit), str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise SystemExit(f"loopback server for {root} did not start (exit {proc.poll()})")
+        yield url
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)

@@ -41,12 +41,14 @@ def install(url: str, home: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def covered(journal: Path) -> int:
+def covered(pdir: Path) -> int:
+    """Bytes journaled in the download's work folder (``partial/<hex>/w-*/journal``)."""
     spans: dict[int, int] = {}
     try:
-        for line in journal.read_text().splitlines():
-            a, b = map(int, line.split())
-            spans[a] = max(spans.get(a, 0), b)
+        for journal in pdir.glob("w-*/journal"):
+            for line in journal.read_text().splitlines():
+                a, b = map(int, line.split())
+                spans[a] = max(spans.get(a, 0), b)
     except (FileNotFoundError, ValueError):
         return 0
     return sum(b - a for a, b in spans.items())
@@ -54,7 +56,7 @@ def covered(journal: Path) -> int:
 
 def bench_resume(srv: wirekit.LoopbackServer, m: object, home: Path, size: int) -> dict[str, object]:
     sha = m.files[0].sha256  # type: ignore[attr-defined]
-    journal = home / "partial" / sha / "journal"
+    journal = home / "partial" / sha
     proc = install(srv.url, home)
     while covered(journal) < size // 2 and proc.poll() is None:
         time.sleep(0.005)

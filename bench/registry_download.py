@@ -25,8 +25,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
-
-from benchkit import PHI_GET, free_port, wait_http  # noqa: E402 - bench/ is on sys.path
+from benchkit import PHI_GET, free_port, wait_http
 
 __all__ = ["main"]
 

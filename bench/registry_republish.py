@@ -23,8 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-
-from benchkit import PHI_GET, free_port, wait_http  # noqa: E402 - bench/ is on sys.path
+from benchkit import PHI_GET, free_port, wait_http
 
 __all__ = ["main"]
 

@@ -1,23 +1,42 @@
 """Fetching one blob: parallel byte ranges, resume, verify-before-place.
 
-A blob (one file's bytes, named by its sha256) is downloaded into
-``partial/<hex>/data``, preallocated to its size (a full disk fails at once,
-before any transfer).  The gaps still missing are cut into parts that
-worker threads fetch with HTTP ``Range`` requests and write in place with
-``pwrite``; after every MiB each worker appends the span it wrote to
-``partial/<hex>/journal``, so after a kill only the bytes written since a
-worker's last journal line are fetched again.  Meanwhile the calling thread
-hashes the file in order, following the frontier of contiguous written
-bytes, so verification overlaps the transfer instead of adding a pass.
-Only when sha256 and size match is the file moved into ``blobs/`` with
-``os.replace``; on a mismatch the partial download is deleted and an
+A blob (one file's bytes, named by its sha256) is downloaded into a private
+work folder, ``partial/<hex>/w-<host>-<pid>-<random>/``: ``data``
+preallocated to the blob's size (a full disk fails at once, before any
+transfer) and ``journal`` (the byte spans already written).  The gaps still
+missing are cut into parts that worker threads fetch with HTTP ``Range``
+requests, in chunks (an eighth of a part, 1-4 MiB), each received into a
+buffer from a small pool, handed to the hasher, and written in place by a
+writer thread of the worker's own, so receiving overlaps writing.  After
+each chunk the writer appends the span written to the journal, so after a
+kill only the bytes in flight are fetched again: the next run adopts the
+work folder of a process that is gone (by ``rename``, so one process wins
+it) and continues it.
+
+The calling thread hashes in file order.  A chunk still in its buffer is
+hashed from memory, so the bytes are not read back; bytes on disk only
+(resumed from a journal, or spilled, below) are read back from the file.  Because the work folder is private, the file holds
+exactly what this process wrote, and what was hashed is what is placed.
+Memory stays bounded (``_POOL_PER_WORKER`` chunks per worker): workers
+fetching ahead of the hasher wait for a buffer while the hasher is busy
+(verification is the bottleneck, so the transfer keeps its pace instead of
+competing with it for the CPU), and spill chunks to disk only, to be read
+back, while the hasher waits for bytes (the network is the bottleneck, so
+no connection idles).  Only when sha256 and size match is the file moved into ``blobs/`` with
+``os.replace``; on a mismatch the work folder is deleted and an
 :class:`IntegrityError` raised.
+
+Writes bypass the page cache where the OS and file system allow it
+(``O_DIRECT`` for 4 KiB-aligned chunks on Linux): nothing is read back, so
+caching the bytes would only cost a copy and a later write-back.  Elsewhere
+(or with ``PHI_GET_DIRECT_IO=0``) writes are buffered and a flusher thread
+writes dirty pages back during the download, so the final ``fsync`` has
+little left to do.
 
 Positional I/O (:class:`PositionalFile`): ``os.pread``/``os.pwrite`` where
 the OS has them; where it does not (Windows), ``lseek`` + ``read``/``write``
 under one lock per file, so the workers and the hasher never move each
-other's file position between a seek and its read or write.  The hasher
-reads into one reused buffer (no allocation per chunk).
+other's file position between a seek and its read or write.
 
 A server that ignores ``Range`` (answers 200) is handled by falling back to
 one whole-file stream.  A dropped connection is retried from where the part
@@ -29,14 +48,19 @@ Imports the standard library and :mod:`phi_get.manifests`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
+import mmap
 import os
+import queue
 import shutil
 import socket
 import threading
 import time
 import urllib.parse
+import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,16 +81,25 @@ __all__ = [
     "fetch_blob",
 ]
 
-_BUF: Final = 1 << 20
-_HASH_READ: Final = 4 * _BUF
+_MIB: Final = 1 << 20
+_MAX_CHUNK: Final = 4 * _MIB  # a chunk: one buffer, one write, one hash update; an eighth of a part, 1-4 MiB
+_HASH_READ: Final = 4 * _MIB  # read-back size for bytes that are on disk only
+_ALIGN: Final = 4096         # direct I/O needs offsets and lengths in whole blocks of this
+_POOL_PER_WORKER: Final = 2  # memory for hashing: this many chunk buffers per worker (at most 32 MiB for 4)
 #: Files are opened in binary mode on Windows (no CRLF translation); 0 elsewhere.
 _O_BINARY: Final = getattr(os, "O_BINARY", 0)
-_JOURNAL_EVERY: Final = _BUF  # after a kill, each worker re-fetches at most this much
+_O_DIRECT: Final = getattr(os, "O_DIRECT", 0)  # Linux; 0 where the OS has no direct I/O
+_DIRECT_ENV: Final = "PHI_GET_DIRECT_IO"       # "0": buffered writes only
+_JOURNAL_EVERY: Final = _MIB  # a journal line at least per chunk: a kill loses what was in flight, not more
 _RETRIES: Final = 4
 _FLUSH_EVERY_S: Final = 0.25
 LEASE_STALE_S: Final = 10.0
 _LEASE_BEAT_S: Final = 1.0
 _NO_LEASE_ENV: Final = "PHI_GET_NO_LEASE"  # tests: behave as if O_EXCL did not exclude
+_WORK_PREFIX: Final = "w-"
+#: A worker fetching ahead spills once the hasher has had nothing to hash for this long: long enough to
+#: ride out a moment between two chunks, short enough that a connection does not idle when the network is slow.
+_SPILL_AFTER_S: Final = 0.02
 
 
 class Reporter(Protocol):
@@ -101,6 +134,7 @@ class FetchStats:
     reused: bool = False  # the blob was already in the store
     waited: bool = False  # another process downloaded it while we waited
     ranged: bool = True   # False when the source ignored Range
+    read_back: int = 0    # bytes hashed from the file (resumed, or spilled ahead of the hasher), not from memory
 
 
 class PositionalFile:
@@ -108,25 +142,55 @@ class PositionalFile:
 
     ``native``: use ``os.pread``/``os.pwrite`` (POSIX); False (or where the OS
     lacks them, as Windows does) seeks and reads or writes under a lock.
+    ``direct_fd``: a second descriptor of the same file opened with
+    ``O_DIRECT``; block-aligned writes go through it, bypassing the page
+    cache, the rest through ``fd``.  If the file system refuses a direct
+    write (``EINVAL``), it is retried buffered and direct I/O is dropped.
     """
 
-    __slots__ = ("_lock", "fd", "native")
+    __slots__ = ("_lock", "direct_fd", "fd", "native")
 
-    def __init__(self, fd: int, *, native: bool | None = None) -> None:
+    def __init__(self, fd: int, *, native: bool | None = None, direct_fd: int = -1) -> None:
         self.fd = fd
         self.native = _HAS_PREAD if native is None else native
+        self.direct_fd = direct_fd if self.native else -1
         self._lock = threading.Lock()
 
     def write(self, data: memoryview, pos: int) -> None:
         """Write all of ``data`` at ``pos`` (short writes continue where they stopped)."""
         while data:
-            if self.native:
+            if self.direct_fd >= 0 and not pos % _ALIGN and not len(data) % _ALIGN:
+                try:
+                    n = os.pwrite(self.direct_fd, data, pos)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    self.direct_fd = -1  # this file system takes no direct I/O (or not with this alignment)
+                    continue
+            elif self.native:
                 n = os.pwrite(self.fd, data, pos)
             else:
                 with self._lock:
                     os.lseek(self.fd, pos, os.SEEK_SET)
                     n = os.write(self.fd, data)
             data, pos = data[n:], pos + n
+
+    def read_back(self, buf: memoryview, pos: int, want: int) -> int:
+        """Read up to ``want`` bytes at ``pos`` into ``buf`` (page-aligned, ``want`` rounded up to a block).
+
+        Through the direct descriptor where one is in use: bytes written
+        around the page cache are read the same way, never from a page the
+        kernel cached before they were written.  0 at the end of the file.
+        """
+        if self.direct_fd >= 0 and not pos % _ALIGN:
+            ask = -(-want // _ALIGN) * _ALIGN
+            try:
+                return min(want, os.preadv(self.direct_fd, [buf[:ask]], pos))
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.direct_fd = -1
+        return self.readinto(buf[:want], pos)
 
     def readinto(self, buf: memoryview, pos: int) -> int:
         """Read up to ``len(buf)`` bytes at ``pos`` into ``buf``; 0 at the end of the file."""
@@ -163,6 +227,14 @@ class _RangeIgnored(Exception):
 
 @dataclass
 class _Job:
+    """One blob's download: the segments, the buffer pool and the chunks waiting for the hasher.
+
+    ``lock`` guards ``segments[*].filled``, ``free``, ``pending``, ``made``,
+    ``first``, ``starved_since`` and the chunks' holds.  Two conditions
+    share it, so a freed buffer wakes only workers and new bytes only the
+    hasher.
+    """
+
     entry: FileEntry
     urls: list[str]
     file: PositionalFile
@@ -170,10 +242,23 @@ class _Job:
     segments: list[_Segment]
     reporter: Reporter
     label: str
+    pool_size: int  # chunk buffers for hashing from memory
+    chunk: int      # bytes per chunk (and per buffer)
     ranged: bool = True
-    cond: threading.Condition = field(default_factory=threading.Condition)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cond: threading.Condition = field(init=False)   # the hasher waits on it for bytes
+    space: threading.Condition = field(init=False)  # workers wait on it for a buffer
     stop: threading.Event = field(default_factory=threading.Event)
     stats: FetchStats = field(default_factory=FetchStats)
+    free: list[memoryview] = field(default_factory=list)
+    pending: dict[int, _Chunk] = field(default_factory=dict)  # received, not yet hashed, by offset
+    made: int = 0    # buffers allocated so far (at most pool_size)
+    first: int = 0   # index of the first unfinished segment (the one the hasher needs next)
+    starved_since: float | None = None  # when the hasher ran out of bytes to hash; None while it hashes
+
+    def __post_init__(self) -> None:
+        self.cond = threading.Condition(self.lock)
+        self.space = threading.Condition(self.lock)
 
 
 def _read_journal(path: Path, size: int) -> list[tuple[int, int]]:
@@ -211,7 +296,12 @@ def _plan(size: int, covered: list[tuple[int, int]], part: int) -> list[_Segment
 
 
 def _part_size(size: int, workers: int) -> int:
-    return min(64 << 20, max(8 << 20, size // (workers * 4) // _BUF * _BUF or _BUF))
+    return min(64 << 20, max(8 << 20, size // (workers * 4) // _MIB * _MIB or _MIB))
+
+
+def _chunk_size(part: int) -> int:
+    """An eighth of a part, 1-4 MiB: big chunks cost less per byte, small ones lose less in flight at a kill."""
+    return max(_MIB, min(_MAX_CHUNK, part // 8 // _MIB * _MIB))
 
 
 def _worker(job: _Job, seg: _Segment) -> None:
@@ -235,18 +325,161 @@ def _worker(job: _Job, seg: _Segment) -> None:
                           url=job.urls[0], hint="run the command again: the download resumes where it stopped")
 
 
-def _write(job: _Job, seg: _Segment, data: memoryview, since_journal: list[int]) -> None:
-    """Write ``data`` at the end of ``seg``; journal it, wake the hasher, report."""
-    job.file.write(data, seg.start + seg.filled)
-    n = len(data)
-    seg.filled += n
-    since_journal[0] += n
-    if since_journal[0] >= _JOURNAL_EVERY or seg.done:
-        os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())
-        since_journal[0] = 0
-    with job.cond:
-        job.cond.notify_all()
-    job.reporter.advance(job.label, n)
+def _first_open(job: _Job) -> _Segment | None:
+    """The first unfinished segment (call with ``job.lock`` held)."""
+    i = job.first
+    while i < len(job.segments) and job.segments[i].done:
+        i += 1
+    job.first = i
+    return job.segments[i] if i < len(job.segments) else None
+
+
+@dataclass(eq=False, slots=True)
+class _Chunk:
+    """Up to ``job.chunk`` bytes of a blob in a buffer; the buffer goes back to ``home`` once nothing holds it.
+
+    A chunk from the job's pool is held by its write and by the hasher,
+    which hashes it from memory.  A spilled chunk (``hashable`` False) is
+    held by its write only; the hasher reads its bytes back from the file.
+    """
+
+    pos: int
+    buf: memoryview
+    home: list[memoryview]
+    hashable: bool
+    n: int = 0
+    refs: int = 0
+
+
+def _take(job: _Job, seg: _Segment, pos: int, spill: list[memoryview]) -> _Chunk | None:
+    """A buffer for ``seg``'s chunk at ``pos``, as an empty chunk; None once the job stops.
+
+    Memory for hashing is the job's pool, of which fetching ahead (any
+    segment but the first unfinished one, whose bytes the hasher needs next)
+    may use half.  Beyond that a worker waits while the hasher is busy (the
+    hasher is the bottleneck, so waiting costs no time and leaves it the
+    CPU), and spills once the hasher has waited for bytes for
+    ``_SPILL_AFTER_S`` (the network is the bottleneck, so no connection may
+    idle): a spilled chunk goes from the worker's own ``spill`` buffers to
+    disk only, to be read back.
+    """
+    with job.lock:
+        while not job.stop.is_set():
+            first = _first_open(job)
+            ahead = seg is not first
+            spare = len(job.free) + job.pool_size - job.made  # pool buffers not in use
+            if not ahead or spare > job.pool_size // 2:
+                if job.free:
+                    return _Chunk(pos, job.free.pop(), job.free, hashable=True)
+                if job.made < job.pool_size:
+                    job.made += 1
+                    return _Chunk(pos, _new_buffer(job.chunk), job.free, hashable=True)
+            wait = 0.05
+            if job.starved_since is not None and spill:
+                wait = job.starved_since + _SPILL_AFTER_S - time.monotonic()
+                if wait <= 0:
+                    return _Chunk(pos, spill.pop(), spill, hashable=False)
+            job.space.wait(wait)
+    return None
+
+
+def _new_buffer(size: int) -> memoryview:
+    return memoryview(mmap.mmap(-1, size))  # page-aligned, as direct I/O needs
+
+
+def _release(job: _Job, chunk: _Chunk) -> None:
+    """Drop one hold on ``chunk`` (call with ``job.lock`` held); the last one frees its buffer."""
+    chunk.refs -= 1
+    if chunk.refs <= 0:
+        chunk.home.append(chunk.buf)
+        job.space.notify_all()
+
+
+def _writer(job: _Job, seg: _Segment, chunks: queue.SimpleQueue[_Chunk | None]) -> None:
+    """Write ``seg``'s chunks in order, advance ``seg.filled`` and the journal behind them."""
+    since = 0  # bytes written since the last journal line
+    try:
+        while (chunk := chunks.get()) is not None:
+            try:
+                job.file.write(chunk.buf[: chunk.n], chunk.pos)
+            except BaseException:
+                with job.lock:
+                    _release(job, chunk)
+                raise
+            with job.lock:
+                _release(job, chunk)
+                seg.filled += chunk.n
+                job.cond.notify()  # the hasher: more bytes on disk
+                if seg.done:
+                    job.space.notify_all()  # the first unfinished segment moved on
+            since += chunk.n
+            if since >= _JOURNAL_EVERY or seg.done:
+                os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())
+                since = 0
+    finally:
+        if since:
+            os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())
+
+
+def _pump(job: _Job, seg: _Segment, read: Callable[[memoryview, int], int]) -> None:
+    """Fill ``seg`` chunk by chunk: ``read`` into a buffer, hand it to the writer (and the hasher).
+
+    The writer is a thread of its own, so receiving the next chunk overlaps
+    writing this one.  Returns once every chunk received is written: when
+    the segment is done, the job stops, or ``read`` reaches the end of its
+    data early (the caller retries from ``seg.filled``).
+    """
+    chunks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
+    spill = [_new_buffer(job.chunk), _new_buffer(job.chunk)]  # untouched pages cost no memory
+    failure: list[BaseException] = []
+
+    def write_all() -> None:
+        try:
+            _writer(job, seg, chunks)
+        except BaseException as exc:  # noqa: BLE001 - handed to the worker, which raises it
+            failure.append(exc)
+            with job.lock:
+                job.space.notify_all()
+            while (chunk := chunks.get()) is not None:  # drain, so the pool gets its buffers back
+                with job.lock:
+                    _release(job, chunk)
+
+    writer = threading.Thread(target=write_all, name="phi-get-write", daemon=True)
+    writer.start()
+    pos = seg.start + seg.filled
+    try:
+        while pos < seg.end and not job.stop.is_set() and not failure:
+            want = min(job.chunk - pos % job.chunk, seg.end - pos)  # chunks end on chunk boundaries: aligned writes
+            chunk = _take(job, seg, pos, spill)
+            if chunk is None:
+                return
+            try:
+                while chunk.n < want and (k := read(chunk.buf[chunk.n:want], pos + chunk.n)):
+                    chunk.n += k
+            except BaseException:
+                with job.lock:
+                    _release(job, chunk)
+                raise
+            if not chunk.n:
+                with job.lock:
+                    _release(job, chunk)
+                return
+            with job.lock:
+                chunk.refs = 2 if chunk.hashable else 1
+                if chunk.hashable:
+                    job.pending[pos] = chunk
+                    job.cond.notify()  # the hasher: bytes in memory
+                job.stats.downloaded += chunk.n
+            chunks.put(chunk)
+            job.reporter.advance(job.label, chunk.n)
+            pos += chunk.n
+            if chunk.n < want:
+                return
+    finally:
+        chunks.put(None)
+        writer.join()
+        if failure:
+            raise failure[0]
 
 
 def _copy_file(job: _Job, seg: _Segment, url: str) -> None:
@@ -256,16 +489,9 @@ def _copy_file(job: _Job, seg: _Segment, url: str) -> None:
     except FileNotFoundError:
         raise SourceError("blob not found in the mirror", url=url) from None
     try:
-        reader = PositionalFile(src, native=job.file.native)
-        buf = memoryview(bytearray(_BUF))
-        since = [0]
-        while not seg.done and not job.stop.is_set():
-            pos = seg.start + seg.filled
-            n = reader.readinto(buf[: min(_BUF, seg.end - pos)], pos)
-            if not n:
-                raise SourceError(f"blob in the mirror is shorter than {job.entry.size} bytes", url=url)
-            _write(job, seg, buf[:n], since)
-            job.stats.downloaded += n
+        _pump(job, seg, PositionalFile(src, native=job.file.native).readinto)
+        if not seg.done and not job.stop.is_set():
+            raise SourceError(f"blob in the mirror is shorter than {job.entry.size} bytes", url=url)
     finally:
         os.close(src)
 
@@ -287,27 +513,9 @@ def _download(job: _Job, seg: _Segment, url: str) -> None:
                                   url=url)
         elif resp.status != 200:
             raise SourceError(f"the source answered HTTP {resp.status}", url=url)
-        buf = memoryview(bytearray(_BUF))
-        since = [0]
-        while not seg.done and not job.stop.is_set():
-            n = resp.readinto(buf[: min(_BUF, seg.end - (seg.start + seg.filled))])
-            if not n:
-                break
-            _write(job, seg, buf[:n], since)
-            job.stats.downloaded += n
-        if since[0]:
-            os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())
+        _pump(job, seg, lambda view, _pos: resp.readinto(view))
     finally:
         conn.close()
-
-
-def _frontier(segments: list[_Segment], start_index: int) -> tuple[int, int]:
-    i = start_index
-    while i < len(segments) and segments[i].done:
-        i += 1
-    if i == len(segments):
-        return segments[-1].end if segments else 0, i
-    return segments[i].start + segments[i].filled, i
 
 
 def _run(job: _Job, workers: int) -> str:
@@ -316,42 +524,67 @@ def _run(job: _Job, workers: int) -> str:
     size = job.entry.size
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="phi-get-fetch")
     futures: list[Future[None]] = [pool.submit(_worker, job, s) for s in job.segments if not s.done]
-    flusher = threading.Thread(target=_flush_while, args=(job,), daemon=True)
-    flusher.start()
-    pos, idx = 0, 0
-    buf = memoryview(bytearray(min(_HASH_READ, size)))
+    flusher = None
+    if job.file.direct_fd < 0:  # buffered writes: keep the dirty pages few
+        flusher = threading.Thread(target=_flush_while, args=(job,), daemon=True)
+        flusher.start()
+    pos = 0
+    back: memoryview | None = None  # read-back buffer, for bytes that are on disk only
     try:
         while pos < size:
+            item: _Chunk | None = None
             with job.cond:
-                front, idx = _frontier(job.segments, idx)
-                while front <= pos:
+                while (item := job.pending.pop(pos, None)) is None:
+                    first = _first_open(job)
+                    front = first.start + first.filled if first is not None else size
+                    if front > pos:  # written, but not in a buffer: read it back up to the next buffered chunk
+                        limit = min([o for o in job.pending if o > pos], default=front)
+                        limit = min(limit, front)
+                        break
                     failed = [f for f in futures if f.done() and f.exception() is not None]
                     if failed:
                         raise failed[0].exception()  # type: ignore[misc]
                     if all(f.done() for f in futures):
                         raise SourceError(f"download of {job.label} stopped early", url=job.urls[0])
+                    if job.starved_since is None:
+                        job.starved_since = time.monotonic()
+                        job.space.notify_all()  # workers fetching ahead: spill if this lasts
                     job.cond.wait(0.05)
-                    front, idx = _frontier(job.segments, idx)
-            while pos < front:  # from the page cache, into one reused buffer
-                n = job.file.readinto(buf[: min(_HASH_READ, front - pos)], pos)
+                job.starved_since = None
+            if item is not None:
+                h.update(item.buf[: item.n])  # from memory; hashlib releases the GIL on buffers this large
+                pos += item.n
+                with job.lock:
+                    _release(job, item)
+                continue
+            if back is None:
+                back = memoryview(mmap.mmap(-1, _HASH_READ))  # page-aligned, for direct reads
+            while pos < limit:
+                n = job.file.read_back(back, pos, min(_HASH_READ, limit - pos))
                 if not n:
-                    raise SourceError(f"{job.label}: the partial file is shorter than {front} bytes", url=job.urls[0])
-                h.update(buf[:n])  # hashlib releases the GIL on buffers this large
+                    raise SourceError(f"{job.label}: the partial file is shorter than {limit} bytes", url=job.urls[0])
+                h.update(back[:n])
                 pos += n
+                job.stats.read_back += n
         for f in futures:
             f.result()
     finally:
         job.stop.set()
+        with job.lock:
+            job.cond.notify_all()
+            job.space.notify_all()
         pool.shutdown(wait=True, cancel_futures=True)
-        flusher.join()
+        if flusher is not None:
+            flusher.join()
     return h.hexdigest()
 
 
 def _flush_while(job: _Job) -> None:
     """Write dirty pages back while the download runs, so the final fsync has little left.
 
-    Without it the kernel holds the whole file dirty until the end, and the
-    disk write would be a third pass after transfer and hashing.
+    Only for buffered writes: without it the kernel holds the whole file
+    dirty until the end, and the disk write would be a third pass after
+    transfer and hashing.
     """
     sync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
     while not job.stop.wait(_FLUSH_EVERY_S):
@@ -452,21 +685,78 @@ def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Rep
         lease.release()
 
 
+def _work_name() -> str:
+    """``w-<host>-<pid>-<random>``: the owner is in the name, so adopting a folder is one rename."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+    return f"{_WORK_PREFIX}{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _orphaned(folder: Path) -> bool:
+    """True when no live process owns ``folder``: its owner is gone, or it has not been written for a while."""
+    _prefix, host, pid, _rand = (folder.name.split("-") + ["", "", ""])[:4]
+    me = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+    if host == me and pid.isdigit() and not _alive(int(pid)):
+        return True
+    try:
+        touched = max(p.stat().st_mtime for p in (folder / "data", folder / "journal") if p.exists())
+    except ValueError:  # neither file: nothing to resume
+        touched = folder.stat().st_mtime
+    return time.time() - touched > LEASE_STALE_S
+
+
+def _claim_work_folder(pdir: Path) -> Path:
+    """This process's private work folder: an orphaned one adopted (to resume it) or a new one.
+
+    Private, so nobody else writes the file this process hashes and places,
+    even where the lease does not exclude.  Adopting is ``os.rename`` to a
+    name that carries this process's pid: of two processes adopting the same
+    folder, one wins and the other starts a new one.
+    """
+    mine = pdir / _work_name()
+    for candidate in sorted(pdir.glob(f"{_WORK_PREFIX}*")):
+        try:
+            if _orphaned(candidate):
+                os.rename(candidate, mine)
+                return mine
+        except OSError:  # adopted or removed by another process meanwhile
+            continue
+    mine.mkdir()
+    return mine
+
+
+def _open_direct(path: Path) -> int:
+    """An ``O_DIRECT`` descriptor of ``path``, or -1 (no direct I/O on this OS or file system)."""
+    if not _O_DIRECT or os.environ.get(_DIRECT_ENV, "1") == "0":
+        return -1
+    try:
+        dfd = os.open(path, os.O_RDWR | _O_DIRECT)
+    except OSError:  # tmpfs, for one, refuses O_DIRECT
+        return -1
+    return dfd
+
+
 def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep: Reporter, workers: int,
                 label: str) -> FetchStats:
-    data, journal = pdir / "data", pdir / "journal"
-    fd = jfd = -1
+    work = _claim_work_folder(pdir)
+    data, journal = work / "data", work / "journal"
+    fd = dfd = jfd = -1
     try:
         fd = os.open(data, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o644)
         if os.fstat(fd).st_size != entry.size:
             os.ftruncate(fd, 0)
             journal.unlink(missing_ok=True)
         _preallocate(fd, entry.size, str(store.home))
+        dfd = _open_direct(data)
+        if dfd >= 0 and hasattr(os, "posix_fadvise"):  # no read-ahead into pages not written yet
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         covered = _read_journal(journal, entry.size)
         jfd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o644)
-        file = PositionalFile(fd)
-        job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label,
-                   segments=_plan(entry.size, covered, _part_size(entry.size, workers)))
+        file = PositionalFile(fd, direct_fd=dfd)
+        part = _part_size(entry.size, workers)
+        chunk = _chunk_size(part)
+        pool = max(2, min(workers * _POOL_PER_WORKER, -(-entry.size // chunk) + 1))
+        job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label, pool_size=pool,
+                   chunk=chunk, segments=_plan(entry.size, covered, part))
         resumed = sum(b - a for a, b in covered)
         rep.start(label, entry.size)
         rep.advance(label, resumed)
@@ -476,15 +766,18 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             # The source ignores Range: start over with one whole-file stream.
             rep.note(f"{label}: the source ignores Range requests; downloading in one stream")
             os.ftruncate(jfd, 0)
-            job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label, ranged=False,
-                       segments=[_Segment(0, entry.size)], stats=job.stats)
+            job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label, pool_size=pool,
+                       chunk=chunk, ranged=False, segments=[_Segment(0, entry.size)], stats=job.stats)
             resumed = 0
             actual = _run(job, 1)
         job.stats.resumed, job.stats.ranged = resumed, job.ranged
         if actual != entry.sha256:
-            shutil.rmtree(pdir, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
             raise IntegrityError(f"{label} ({entry.size} bytes)", expected=f"sha256:{entry.sha256}",
                                  actual=f"sha256:{actual}", where=urls[0])
+        if dfd >= 0:
+            os.close(dfd)
+            dfd = -1
         handle, fd = fd, -1  # _place closes it: Windows cannot rename an open file
         _place(store, entry, handle, data)
         rep.finish(label)
@@ -495,7 +788,7 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             raise DiskFullError(str(pdir), entry.size) from None
         raise
     finally:
-        for handle in (fd, jfd):
+        for handle in (fd, dfd, jfd):
             if handle >= 0:
                 os.close(handle)
 

@@ -54,6 +54,7 @@ class InstallResult:
             "already_installed": self.already_installed, "size": m.size,
             "downloaded_bytes": sum(s.downloaded for s in self.files.values()),
             "resumed_bytes": sum(s.resumed for s in self.files.values()),
+            "read_back_bytes": sum(s.read_back for s in self.files.values()),
         }
 
 

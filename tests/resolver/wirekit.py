@@ -279,3 +279,11 @@ class LoopbackServer:
 
 def canonical(doc: Any) -> bytes:
     return canonical_bytes(doc)
+
+
+if __name__ == "__main__":  # `python wirekit.py ROOT`: serve ROOT in this process until stdin closes
+    import sys
+
+    with LoopbackServer(Path(sys.argv[1])) as _srv:
+        print(_srv.url, flush=True)
+        sys.stdin.read()

@@ -1,0 +1,181 @@
+"""The fetch core in one process: private work folders, direct I/O, hashing from memory, spilling.
+
+These drive :func:`phi_get.resolver.fetch.fetch_blob` against the loopback
+server with a multi-MiB blob, and check the buffer policy of ``_take`` on
+a job built by hand.  Every install here is verified by sha256 before it
+is placed, so a chunk written or hashed at the wrong offset fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from phi_get.manifests.manifest import FileEntry
+from phi_get.resolver import fetch
+from phi_get.resolver.fetch import fetch_blob
+from phi_get.resolver.store import Store
+
+SIZE = 24 << 20 | 12345  # three 8 MiB parts and an unaligned tail
+
+
+@pytest.fixture()
+def blob(tmp_path: Path, kit: Any) -> Iterator[tuple[Any, FileEntry]]:
+    data = tmp_path / "weights.bin"
+    data.write_bytes(os.urandom(SIZE))
+    files: dict[str, bytes | Path] = {"weights.bin": data}
+    m = kit.make_manifest("blob-model", "1.0.0", "safetensors-fp32", files, max_context=4096)
+    kit.write_mirror(tmp_path / "mirror", [(m, files)])
+    with kit.LoopbackServer(tmp_path / "mirror") as srv:
+        yield srv, m.files[0]
+
+
+def _url(srv: Any, entry: FileEntry) -> str:
+    return f"{srv.url}/v1/blobs/sha256/{entry.sha256}"
+
+
+def _placed(store: Store, entry: FileEntry) -> bytes:
+    path = store.blob(entry.sha256)
+    assert path.stat().st_size == entry.size
+    return path.read_bytes()
+
+
+def _direct_io_works(folder: Path) -> bool:
+    if not getattr(os, "O_DIRECT", 0):
+        return False
+    probe = folder / "direct-probe"
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o644)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return True
+
+
+@pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-io", "buffered"])
+def test_both_write_paths_place_the_exact_bytes(blob: Any, tmp_path: Path, direct: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    srv, entry = blob
+    monkeypatch.setenv("PHI_GET_DIRECT_IO", direct)
+    store = Store(tmp_path / "home").ensure()
+    opened: list[int] = []
+    real_open = fetch._open_direct
+    monkeypatch.setattr(fetch, "_open_direct", lambda path: opened.append(fd := real_open(path)) or fd)
+    stats = fetch_blob(store, entry, [_url(srv, entry)])
+    assert stats.downloaded == entry.size and not stats.resumed
+    assert _placed(store, entry) == (tmp_path / "weights.bin").read_bytes()
+    if direct == "1" and _direct_io_works(tmp_path):
+        assert opened and opened[0] >= 0, "direct I/O was available but not used"
+    if direct == "0":
+        assert opened == [-1]
+    assert not list((store.home / "partial").iterdir())
+
+
+def test_a_slow_source_keeps_every_connection_busy_and_spills(blob: Any, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the network is the bottleneck, workers fetching ahead of the hasher spill to disk instead of idling."""
+    srv, entry = blob
+    srv.faults.slow = 0.002  # every 64 KiB: the hasher waits for bytes most of the time
+    monkeypatch.setattr(fetch, "_part_size", lambda size, workers: 4 << 20)
+    monkeypatch.setattr(fetch, "_POOL_PER_WORKER", 1)  # 4 buffers: fetching ahead soon runs out of memory
+    store = Store(tmp_path / "home").ensure()
+    stats = fetch_blob(store, entry, [_url(srv, entry)])
+    assert stats.read_back > 0, "no chunk was spilled: workers ahead of the hasher must have waited"
+    assert stats.read_back < entry.size
+    assert _placed(store, entry) == (tmp_path / "weights.bin").read_bytes()
+
+
+def test_a_live_process_work_folder_is_never_adopted(blob: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the lease does not exclude, another live download's file is not shared: a bad journal there is harmless.
+
+    The folder below claims every byte is written but holds zeros.  Had this
+    install adopted it (or shared one file, as a single ``partial/<hex>/data``
+    would), it would hash zeros and fail; it starts its own folder instead.
+    """
+    srv, entry = blob
+    monkeypatch.setenv("PHI_GET_NO_LEASE", "1")
+    store = Store(tmp_path / "home").ensure()
+    pdir = store.partial(entry.sha256)
+    live = pdir / fetch._work_name()  # this process: alive
+    live.mkdir(parents=True)
+    (live / "data").write_bytes(bytes(entry.size))
+    (live / "journal").write_text(f"0 {entry.size}\n")
+    stats = fetch_blob(store, entry, [_url(srv, entry)])
+    assert stats.resumed == 0 and stats.downloaded == entry.size
+    assert _placed(store, entry) == (tmp_path / "weights.bin").read_bytes()
+
+
+def test_a_dead_process_work_folder_is_adopted_and_resumed(blob: Any, tmp_path: Path) -> None:
+    srv, entry = blob
+    store = Store(tmp_path / "home").ensure()
+    pdir = store.partial(entry.sha256)
+    name = fetch._work_name().split("-")
+    dead = pdir / "-".join([name[0], name[1], "999999999", name[3]])  # same host, a pid that cannot exist
+    dead.mkdir(parents=True)
+    src = (tmp_path / "weights.bin").read_bytes()
+    half = 12 << 20
+    (dead / "data").write_bytes(src[:half] + bytes(entry.size - half))
+    (dead / "journal").write_text(f"0 {half}\n")
+    stats = fetch_blob(store, entry, [_url(srv, entry)])
+    assert stats.resumed == half and stats.downloaded == entry.size - half
+    assert stats.read_back >= half  # what was on disk is hashed from disk
+    assert _placed(store, entry) == src
+
+
+def test_orphaned_means_owner_gone_or_silent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / fetch._work_name()
+    mine.mkdir()
+    (mine / "data").write_bytes(b"x")
+    assert not fetch._orphaned(mine)  # this process, just written
+    old = time.time() - fetch.LEASE_STALE_S - 5
+    os.utime(mine / "data", (old, old))
+    assert fetch._orphaned(mine)  # alive, but silent for longer than a lease lives
+    other = tmp_path / "w-0123456789ab-1-abcdef"  # another host's pid 1: judged by its files' age only
+    other.mkdir()
+    (other / "journal").write_text("0 1\n")
+    assert not fetch._orphaned(other)
+
+
+def _job(pool_size: int, *, segments: int = 3) -> Any:
+    entry = FileEntry(path="w.bin", size=segments << 20, sha256="0" * 64)
+    segs = [fetch._Segment(i << 20, (i + 1) << 20) for i in range(segments)]
+    return fetch._Job(entry=entry, urls=["http://127.0.0.1:9/x"], file=fetch.PositionalFile(-1), jfd=-1,
+                      segments=segs, reporter=fetch.NullReporter(), label="w.bin", pool_size=pool_size,
+                      chunk=1 << 20)
+
+
+def _take_within(job: Any, seg: Any, spill: list[memoryview], seconds: float = 0.3) -> Any:
+    """``_take`` in a thread: its chunk, or "waiting" if it did not return in time (then the job is stopped)."""
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(fetch._take(job, seg, seg.start, spill)))
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        job.stop.set()
+        t.join()
+        return "waiting"
+    return got[0]
+
+
+def test_fetching_ahead_waits_for_a_busy_hasher_and_spills_for_a_waiting_one() -> None:
+    job = _job(pool_size=4)
+    first, ahead = job.segments[0], job.segments[1]
+    spill = [fetch._new_buffer(1 << 20)]
+    taken = [fetch._take(job, ahead, ahead.start, spill) for _ in range(2)]  # half the pool may fetch ahead
+    assert all(c.hashable for c in taken)
+    assert _take_within(job, ahead, spill) == "waiting"  # hasher busy: wait, leave it the CPU
+    job.stop.clear()
+    job.starved_since = 0.0
+    chunk = _take_within(job, ahead, spill)  # hasher starved: spill, keep the connection busy
+    assert chunk != "waiting" and not chunk.hashable and not spill
+    job.starved_since = None
+    for _ in range(2):  # the hasher's next bytes always get memory, up to the whole pool
+        got = fetch._take(job, first, first.start, spill)
+        assert got.hashable
