@@ -78,6 +78,7 @@ __all__ = [
     "NullReporter",
     "PositionalFile",
     "Reporter",
+    "abandoned_downloads",
     "fetch_blob",
 ]
 
@@ -722,6 +723,20 @@ def _claim_work_folder(pdir: Path) -> Path:
             continue
     mine.mkdir()
     return mine
+
+
+def abandoned_downloads(pdir: Path, *, blob_present: bool) -> list[Path]:
+    """What of ``partial/<hex>/`` no live process uses: the whole folder, or its orphaned work folders.
+
+    All of it once the blob is in the store, or when its lease is stale (or
+    absent) and no work folder in it is live; otherwise only the orphaned
+    work folders (a live download's folder and lease stay).
+    """
+    works = sorted(pdir.glob(f"{_WORK_PREFIX}*"))
+    orphans = [w for w in works if _orphaned(w)]
+    if blob_present or (_Lease(pdir / "lease").stale() and len(orphans) == len(works)):
+        return [pdir]
+    return orphans
 
 
 def _open_direct(path: Path) -> int:

@@ -5,8 +5,9 @@ manifest (which is itself checked against the digest its folder is named
 by).  Repair moves a damaged artifact and its damaged blobs out of the way
 and installs the same digest again from the sources.  Garbage collection
 keeps what refs reach: artifacts named by a ref, the blobs and manifests
-they list, and partial downloads with a live lease; everything else goes,
-as do temp files older than an hour.  Reports are values, not exceptions
+they list, and partial downloads a live process is working on; everything
+else goes (a download whose process is gone, too: it would only have been
+resumed), as do temp files older than an hour.  Reports are values, not exceptions
 (like huggingface_hub's ``scan_cache_dir``).
 
 Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
@@ -25,7 +26,7 @@ from phi_get.manifests.artifact import ArtifactFolderError, load_artifact_folder
 from phi_get.manifests.errors import ManifestError
 
 from .errors import ResolverError
-from .fetch import Reporter
+from .fetch import Reporter, abandoned_downloads
 from .install import install_digest
 from .sources import Sources
 from .store import Installed, Store
@@ -108,17 +109,25 @@ def gc_store(store: Store, *, dry_run: bool = False) -> GcReport:
         live_blobs |= {f[1] for f in _listed_files(store.home / "artifacts" / "sha256" / hex_)}
 
     def drop(path: Path) -> None:
-        report.removed.append(str(path.relative_to(store.home)))
         if dry_run:
+            report.removed.append(str(path.relative_to(store.home)))
             return
-        report.freed_bytes += _size(path) if path.is_dir() else path.stat().st_size
-        if path.is_dir():
-            doomed = store.temp_path(".gc")
-            os.rename(path, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        try:
+            size = _size(path) if path.is_dir() else path.stat().st_size
+            if path.is_dir():
+                doomed = store.temp_path(".gc")
+                os.rename(path, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+            else:
+                path.unlink()
+        except FileNotFoundError:  # gone meanwhile (a download adopted or finished it): not ours to report
+            return
+        report.removed.append(str(path.relative_to(store.home)))
+        report.freed_bytes += size
 
+    for pdir in sorted((store.home / "partial").glob("*")):
+        for path in abandoned_downloads(pdir, blob_present=store.blob(pdir.name).exists()):
+            drop(path)
     for folder in sorted((store.home / "artifacts" / "sha256").glob("*")):
         if folder.name not in live_digests:
             drop(folder)

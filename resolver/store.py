@@ -12,8 +12,9 @@ Layout, version 1 (the ``LAYOUT_VERSION`` file says which)::
                                           digest: manifest.json + every file at its path
                                           (hard links to blobs; copies where links fail)
       refs/<name>/<version>/<variant>     "sha256:<hex>": what is installed under a name
-      partial/<hex>/                      a blob being downloaded: data (preallocated),
-                                          journal (byte spans already written), lease
+      partial/<hex>/                      a blob being downloaded: lease, and a private work
+                                          folder per process, w-<host>-<pid>-<random>/:
+                                          data (preallocated), journal (spans written)
       tmp/                                unique temp files and folders, same file system
       cache/index/<source>/<name>.json    model indexes of http sources, with .etag
 
@@ -32,7 +33,8 @@ Rules (STYLE.md, habit 8):
   only saves duplicate downloads.  Correctness never depends on it: a
   process that cannot get it waits for the blob, and takes over when the
   lease is stale (its holder stopped renewing it); where ``O_EXCL`` does not
-  exclude, two processes write the same bytes and both verify them.
+  exclude, two processes download into their own work folders, each hashing
+  and placing only the file it wrote (the same bytes, placed twice).
 
 Imports the standard library and :mod:`phi_get.manifests`.
 """

@@ -179,3 +179,30 @@ def test_fetching_ahead_waits_for_a_busy_hasher_and_spills_for_a_waiting_one() -
     for _ in range(2):  # the hasher's next bytes always get memory, up to the whole pool
         got = fetch._take(job, first, first.start, spill)
         assert got.hashable
+
+
+def test_gc_removes_abandoned_downloads_and_keeps_live_ones(tmp_path: Path) -> None:
+    from phi_get.resolver.maintenance import gc_store
+
+    store = Store(tmp_path / "home").ensure()
+    name = fetch._work_name().split("-")
+    dead_name = "-".join([name[0], name[1], "999999999", name[3]])
+
+    gone = store.partial("a" * 64) / dead_name  # its process is gone, no lease: the whole download goes
+    gone.mkdir(parents=True)
+    (gone / "data").write_bytes(b"x" * 1000)
+    live = store.partial("b" * 64) / fetch._work_name()  # this process, working: stays
+    live.mkdir(parents=True)
+    (live / "data").write_bytes(b"y" * 10)
+    beside = store.partial("b" * 64) / dead_name  # a dead one beside a live one: only it goes
+    beside.mkdir()
+    (beside / "data").write_bytes(b"z" * 100)
+    done = store.partial("c" * 64) / fetch._work_name()  # the blob is in the store already: moot
+    done.mkdir(parents=True)
+    store.blob("c" * 64).write_bytes(b"")
+
+    report = gc_store(store)
+    assert not store.partial("a" * 64).exists() and not beside.exists() and not store.partial("c" * 64).exists()
+    assert (live / "data").read_bytes() == b"y" * 10
+    assert f"partial/{'a' * 64}" in report.removed and f"partial/{'b' * 64}/{dead_name}" in report.removed
+    assert report.freed_bytes >= 1100
