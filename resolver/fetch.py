@@ -255,7 +255,7 @@ class _Job:
     pending: dict[int, _Chunk] = field(default_factory=dict)  # received, not yet hashed, by offset
     made: int = 0    # buffers allocated so far (at most pool_size)
     first: int = 0   # index of the first unfinished segment (the one the hasher needs next)
-    starved_since: float | None = None  # when the hasher ran out of bytes to hash; None while it hashes
+    starved_since: float | None = None  # since when the hasher has taken no buffer; None while it hashes them
 
     def __post_init__(self) -> None:
         self.cond = threading.Condition(self.lock)
@@ -560,6 +560,9 @@ def _run(job: _Job, workers: int) -> str:
                 continue
             if back is None:
                 back = memoryview(mmap.mmap(-1, _HASH_READ))  # page-aligned, for direct reads
+            with job.lock:  # reading back frees no buffer: to workers fetching ahead, this is starving too
+                job.starved_since = time.monotonic()
+                job.space.notify_all()
             while pos < limit:
                 n = job.file.read_back(back, pos, min(_HASH_READ, limit - pos))
                 if not n:
@@ -567,6 +570,8 @@ def _run(job: _Job, workers: int) -> str:
                 h.update(back[:n])
                 pos += n
                 job.stats.read_back += n
+            with job.lock:
+                job.starved_since = None
         for f in futures:
             f.result()
     finally:
