@@ -37,6 +37,13 @@ RUNTIMES: Final = {
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Generation:
+    """What a runtime made of the prompt: the new text only, and how many tokens it generated.
+
+    ``new_tokens`` is at most ``max_tokens``; fewer when the model ended the
+    sequence.  That final end-of-sequence token is counted by onnxruntime-genai,
+    transformers, openvino-genai and mlx-lm, not by llama-cpp-python.
+    """
+
     text: str
     runtime: str
     new_tokens: int
@@ -89,17 +96,26 @@ def _openvino(folder: Path, m: Manifest, prompt: str, max_tokens: int) -> Genera
     import openvino_genai
 
     pipe = openvino_genai.LLMPipeline(str(folder), "CPU")
-    text = pipe.generate(prompt, max_new_tokens=max_tokens, do_sample=False)
-    return Generation(text=str(text), runtime="openvino-genai", new_tokens=-1)
+    config = pipe.get_generation_config()  # the artifact's generation_config.json (its end-of-sequence ids)
+    config.max_new_tokens = max_tokens
+    config.do_sample = False  # greedy
+    config.num_beams = 1
+    config.apply_chat_template = False  # the prompt is text to continue, as for the other runtimes
+    out: Any = pipe.generate([prompt], config)  # a list in, DecodedResults out (a str in gives only the text)
+    return Generation(text=str(out.texts[0]), runtime="openvino-genai",
+                      new_tokens=int(out.perf_metrics.get_num_generated_tokens()))
 
 
 def _mlx(folder: Path, m: Manifest, prompt: str, max_tokens: int) -> Generation:
-    from mlx_lm import generate as mlx_generate
-    from mlx_lm import load
+    from mlx_lm import load, stream_generate
+    from mlx_lm.sample_utils import make_sampler
 
     model, tok = load(str(folder))
-    text = mlx_generate(model, tok, prompt=prompt, max_tokens=max_tokens)
-    return Generation(text=text, runtime="mlx-lm", new_tokens=-1)
+    text, new_tokens = "", 0
+    for step in stream_generate(model, tok, prompt, max_tokens=max_tokens, sampler=make_sampler(temp=0.0)):
+        text += step.text
+        new_tokens = int(step.generation_tokens)  # counts a final end-of-sequence token, as the others do
+    return Generation(text=text, runtime="mlx-lm", new_tokens=new_tokens)
 
 
 _LOADERS: Final[dict[Format, Callable[[Path, Manifest, str, int], Generation]]] = {
