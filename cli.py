@@ -14,57 +14,60 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Optional
-
-import typer
+from functools import cache
+from typing import TYPE_CHECKING, Any, Optional
 
 from phi_get import __version__
 from phi_get.manifests.errors import PhiGetError
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    import typer
+
+__all__ = ["build_app", "main"]
 
 #: Parts that add commands; a part missing from this install is skipped.
 PARTS = ("phi_get.resolver.cli", "phi_get.builders.cli", "phi_get.registry.cli")
 
-app = typer.Typer(
-    name="phi-get",
-    help="A package manager for quantized Phi models: build, publish, resolve, install, lock, run.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 
+@cache
+def build_app() -> typer.Typer:
+    """The typer app with every installed part's commands (built once, on first use: ``resolve`` never needs it)."""
+    import typer
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"phi-get {__version__}")
-        raise typer.Exit()
+    app = typer.Typer(
+        name="phi-get",
+        help="A package manager for quantized Phi models: build, publish, resolve, install, lock, run.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
 
+    def _version(value: bool) -> None:
+        if value:
+            typer.echo(f"phi-get {__version__}")
+            raise typer.Exit()
 
-@app.callback()
-def _root(
-    version: Optional[bool] = typer.Option(  # noqa: UP007 - typer needs Optional here
-        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """phi-get: the right quantized Phi model for each device, verified."""
+    @app.callback()
+    def _root(
+        version: Optional[bool] = typer.Option(  # noqa: UP045 - typer needs Optional here
+            None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ) -> None:
+        """phi-get: the right quantized Phi model for each device, verified."""
 
+    @app.command("demo")
+    def demo(
+        work: str = typer.Option(".demo", help="Work folder (wiped first)."),
+        only: Optional[str] = typer.Option(None, help="Build only these variants (comma-separated ids or globs)."),  # noqa: UP045
+    ) -> None:
+        """Run the whole product end to end: checkpoint, registry, build, publish, resolve, lock, sync, run."""
+        from pathlib import Path
 
-@app.command("demo")
-def demo(
-    work: str = typer.Option(".demo", help="Work folder (wiped first)."),
-    only: Optional[str] = typer.Option(None, help="Build only these variants (comma-separated ids or globs)."),  # noqa: UP007
-) -> None:
-    """Run the whole product end to end: checkpoint, registry, build, publish, resolve, lock, sync, run."""
-    from pathlib import Path
+        from phi_get.demo import run_demo
 
-    from phi_get.demo import run_demo
+        raise typer.Exit(run_demo(Path(work), only=only))
 
-    raise typer.Exit(run_demo(Path(work), only=only))
-
-
-def _register_parts() -> None:
     for module_name in PARTS:
         try:
             module = importlib.import_module(module_name)
@@ -73,16 +76,20 @@ def _register_parts() -> None:
                 continue
             raise
         module.register(app)
+    return app
 
 
-_register_parts()
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from phi_get.cli import app` still works; it is built on first use
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def render_error(exc: PhiGetError) -> int:
     """Print an error for people and return its exit code."""
-    typer.echo(f"error: {exc}", err=True)
+    print(f"error: {exc}", file=sys.stderr)
     if exc.hint:
-        typer.echo(f"hint: {exc.hint}", err=True)
+        print(f"hint: {exc.hint}", file=sys.stderr)
     return exc.exit_code
 
 
@@ -109,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         from phi_get.resolver.resolve_command import main as resolve_main
 
         sys.exit(resolve_main(args[1:]))
+    import typer
+
+    app = build_app()
     try:
         rc = app(args=argv, prog_name="phi-get", standalone_mode=False)
     except PhiGetError as exc:
