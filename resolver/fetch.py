@@ -74,6 +74,7 @@ from .store import Store, is_disk_full
 
 __all__ = [
     "LEASE_STALE_S",
+    "FetchCancelled",
     "FetchStats",
     "NullReporter",
     "PositionalFile",
@@ -160,9 +161,10 @@ class PositionalFile:
     def write(self, data: memoryview, pos: int) -> None:
         """Write all of ``data`` at ``pos`` (short writes continue where they stopped)."""
         while data:
-            if self.direct_fd >= 0 and not pos % _ALIGN and not len(data) % _ALIGN:
+            dfd = self.direct_fd  # once: another thread may drop direct I/O meanwhile
+            if dfd >= 0 and not pos % _ALIGN and not len(data) % _ALIGN:
                 try:
-                    n = os.pwrite(self.direct_fd, data, pos)
+                    n = os.pwrite(dfd, data, pos)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
@@ -183,10 +185,11 @@ class PositionalFile:
         around the page cache are read the same way, never from a page the
         kernel cached before they were written.  0 at the end of the file.
         """
-        if self.direct_fd >= 0 and not pos % _ALIGN:
+        dfd = self.direct_fd
+        if dfd >= 0 and not pos % _ALIGN:
             ask = -(-want // _ALIGN) * _ALIGN
             try:
-                return min(want, os.preadv(self.direct_fd, [buf[:ask]], pos))
+                return min(want, os.preadv(dfd, [buf[:ask]], pos))
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
@@ -226,6 +229,19 @@ class _RangeIgnored(Exception):
     pass
 
 
+class FetchCancelled(Exception):
+    """The download was cancelled from outside (``fetch_blob(cancel=...)``); its bytes stay for resuming."""
+
+
+class _WriteFailed(Exception):
+    """Writing a chunk failed.  Not retried: the hasher may have hashed that chunk from memory already,
+    so writing other bytes there later would place what was never verified."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class _Job:
     """One blob's download: the segments, the buffer pool and the chunks waiting for the hasher.
@@ -243,6 +259,8 @@ class _Job:
     segments: list[_Segment]
     reporter: Reporter
     label: str
+    file_path: Path  # the work folder's data file (for messages)
+    cancel: threading.Event  # set from outside: stop and raise FetchCancelled
     pool_size: int  # chunk buffers for hashing from memory
     chunk: int      # bytes per chunk (and per buffer)
     ranged: bool = True
@@ -316,6 +334,11 @@ def _worker(job: _Job, seg: _Segment) -> None:
                 _copy_file(job, seg, url)
             else:
                 _download(job, seg, url)
+        except _WriteFailed as exc:
+            if is_disk_full(exc.error):
+                raise DiskFullError(str(job.file_path.parent), job.entry.size) from None
+            raise OSError(exc.error.errno, f"writing {job.label} failed: {exc.error.strerror}",
+                          str(job.file_path)) from None
         except (OSError, http.client.HTTPException, SourceError) as exc:
             if isinstance(exc, OSError) and is_disk_full(exc):
                 raise DiskFullError(str(job.label), job.entry.size) from None
@@ -403,9 +426,11 @@ def _writer(job: _Job, seg: _Segment, chunks: queue.SimpleQueue[_Chunk | None]) 
         while (chunk := chunks.get()) is not None:
             try:
                 job.file.write(chunk.buf[: chunk.n], chunk.pos)
-            except BaseException:
+            except BaseException as exc:
                 with job.lock:
                     _release(job, chunk)
+                if isinstance(exc, OSError):
+                    raise _WriteFailed(exc) from exc
                 raise
             with job.lock:
                 _release(job, chunk)
@@ -514,9 +539,20 @@ def _download(job: _Job, seg: _Segment, url: str) -> None:
                                   url=url)
         elif resp.status != 200:
             raise SourceError(f"the source answered HTTP {resp.status}", url=url)
+        elif pos:  # a whole-file answer, but the bytes before pos are written: skip them
+            _skip(resp, pos, url)
         _pump(job, seg, lambda view, _pos: resp.readinto(view))
     finally:
         conn.close()
+
+
+def _skip(resp: http.client.HTTPResponse, count: int, url: str) -> None:
+    scratch = memoryview(bytearray(min(count, _MIB)))
+    while count:
+        n = resp.readinto(scratch[: min(count, len(scratch))])
+        if not n:
+            raise SourceError("the source ended the answer early", url=url)
+        count -= n
 
 
 def _run(job: _Job, workers: int) -> str:
@@ -536,6 +572,8 @@ def _run(job: _Job, workers: int) -> str:
             item: _Chunk | None = None
             with job.cond:
                 while (item := job.pending.pop(pos, None)) is None:
+                    if job.cancel.is_set():
+                        raise FetchCancelled(job.label)
                     first = _first_open(job)
                     front = first.start + first.filled if first is not None else size
                     if front > pos:  # written, but not in a buffer: read it back up to the next buffered chunk
@@ -552,6 +590,8 @@ def _run(job: _Job, workers: int) -> str:
                         job.space.notify_all()  # workers fetching ahead: spill if this lasts
                     job.cond.wait(0.05)
                 job.starved_since = None
+            if job.cancel.is_set():
+                raise FetchCancelled(job.label)
             if item is not None:
                 h.update(item.buf[: item.n])  # from memory; hashlib releases the GIL on buffers this large
                 pos += item.n
@@ -605,6 +645,7 @@ class _Lease:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.work: Path | None = None  # the holder's work folder: the heartbeat shows it is in use
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -625,6 +666,8 @@ class _Lease:
         while not self._stop.wait(_LEASE_BEAT_S):
             try:
                 os.utime(self.path)
+                if self.work is not None:
+                    os.utime(self.work)
             except OSError:
                 return
 
@@ -658,8 +701,13 @@ def _alive(pid: int) -> bool:
 
 
 def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Reporter | None = None,
-               workers: int = 4, label: str | None = None) -> FetchStats:
-    """Make ``blobs/sha256/<entry.sha256>`` exist and be correct, downloading what is missing."""
+               workers: int = 4, label: str | None = None, cancel: threading.Event | None = None) -> FetchStats:
+    """Make ``blobs/sha256/<entry.sha256>`` exist and be correct, downloading what is missing.
+
+    ``cancel``: once set (say, the user pressed Ctrl-C, or another file of
+    the artifact failed), the download stops within a chunk and raises
+    :class:`FetchCancelled`; what was written stays for the next run.
+    """
     rep = reporter or NullReporter()
     label = label or entry.path
     blob = store.blob(entry.sha256)
@@ -684,7 +732,7 @@ def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Rep
         if blob.exists() and blob.stat().st_size == entry.size:
             return FetchStats(reused=True, waited=waited)
         pdir.mkdir(parents=True, exist_ok=True)
-        stats = _fetch_into(store, entry, urls, pdir, rep, workers, label)
+        stats = _fetch_into(store, entry, urls, pdir, rep, workers, label, lease, cancel or threading.Event())
         stats.waited = waited
         return stats
     finally:
@@ -693,21 +741,43 @@ def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Rep
 
 def _work_name() -> str:
     """``w-<host>-<pid>-<random>``: the owner is in the name, so adopting a folder is one rename."""
-    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
-    return f"{_WORK_PREFIX}{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{_WORK_PREFIX}{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def _orphaned(folder: Path) -> bool:
-    """True when no live process owns ``folder``: its owner is gone, or it has not been written for a while."""
+    """True when no live process owns ``folder``.
+
+    Owned by a process of this host: orphaned exactly when that process is
+    gone (where liveness cannot be checked, as on Windows, by age as below),
+    or, for this process itself, when none of its downloads is using it (a
+    cancelled one, say).
+    Owned by another host's process: when nothing in it (the folder, its
+    data, its journal) was touched for longer than a lease lives; the
+    owner's lease heartbeat touches the folder every second.  A folder that
+    vanished meanwhile is not orphaned: there is nothing left to adopt.
+    """
     _prefix, host, pid, _rand = (folder.name.split("-") + ["", "", ""])[:4]
-    me = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
-    if host == me and pid.isdigit() and not _alive(int(pid)):
-        return True
+    if host == _host_tag() and pid.isdigit():
+        if int(pid) == os.getpid():  # this process: orphaned unless one of its downloads is using it
+            with _IN_USE_LOCK:
+                return folder.name not in _IN_USE
+        if not _alive(int(pid)):
+            return True
+        if os.name != "nt":  # a live process here: never, however quiet its download
+            return False
     try:
-        touched = max(p.stat().st_mtime for p in (folder / "data", folder / "journal") if p.exists())
-    except ValueError:  # neither file: nothing to resume
-        touched = folder.stat().st_mtime
+        touched = max(p.stat().st_mtime for p in (folder, folder / "data", folder / "journal") if p.exists())
+    except (FileNotFoundError, ValueError):
+        return False
     return time.time() - touched > LEASE_STALE_S
+
+
+_IN_USE: set[str] = set()  # names of the work folders this process's downloads are using
+_IN_USE_LOCK = threading.Lock()
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
 
 
 def _claim_work_folder(pdir: Path) -> Path:
@@ -719,10 +789,13 @@ def _claim_work_folder(pdir: Path) -> Path:
     folder, one wins and the other starts a new one.
     """
     mine = pdir / _work_name()
+    with _IN_USE_LOCK:
+        _IN_USE.add(mine.name)
     for candidate in sorted(pdir.glob(f"{_WORK_PREFIX}*")):
         try:
             if _orphaned(candidate):
                 os.rename(candidate, mine)
+                os.utime(mine)  # adopted: no longer looks abandoned
                 return mine
         except OSError:  # adopted or removed by another process meanwhile
             continue
@@ -733,15 +806,17 @@ def _claim_work_folder(pdir: Path) -> Path:
 def abandoned_downloads(pdir: Path, *, blob_present: bool) -> list[Path]:
     """What of ``partial/<hex>/`` no live process uses: the whole folder, or its orphaned work folders.
 
-    All of it once the blob is in the store, or when its lease is stale (or
-    absent) and no work folder in it is live; otherwise only the orphaned
-    work folders (a live download's folder and lease stay).
+    All of it once the blob is in the store; nothing while its lease is
+    fresh (a download is running); otherwise all of it if no work folder in
+    it is live, else only the orphaned work folders.
     """
+    if blob_present:
+        return [pdir]
+    if not _Lease(pdir / "lease").stale():  # a download is running here: leave all of it
+        return []
     works = sorted(pdir.glob(f"{_WORK_PREFIX}*"))
     orphans = [w for w in works if _orphaned(w)]
-    if blob_present or (_Lease(pdir / "lease").stale() and len(orphans) == len(works)):
-        return [pdir]
-    return orphans
+    return [pdir] if len(orphans) == len(works) else orphans
 
 
 def _open_direct(path: Path) -> int:
@@ -756,10 +831,19 @@ def _open_direct(path: Path) -> int:
 
 
 def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep: Reporter, workers: int,
-                label: str) -> FetchStats:
+                label: str, lease: _Lease, cancel: threading.Event) -> FetchStats:
     work = _claim_work_folder(pdir)
+    lease.work = work
     data, journal = work / "data", work / "journal"
     fd = dfd = jfd = -1
+
+    def close_all() -> None:  # before removing folders: Windows cannot delete open files
+        nonlocal fd, dfd, jfd
+        for handle in (fd, dfd, jfd):
+            if handle >= 0:
+                os.close(handle)
+        fd = dfd = jfd = -1
+
     try:
         fd = os.open(data, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o644)
         if os.fstat(fd).st_size != entry.size:
@@ -776,7 +860,7 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
         chunk = _chunk_size(part)
         pool = max(2, min(workers * _POOL_PER_WORKER, -(-entry.size // chunk) + 1))
         job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label, pool_size=pool,
-                   chunk=chunk, segments=_plan(entry.size, covered, part))
+                   file_path=data, chunk=chunk, cancel=cancel, segments=_plan(entry.size, covered, part))
         resumed = sum(b - a for a, b in covered)
         rep.start(label, entry.size)
         rep.advance(label, resumed)
@@ -787,11 +871,13 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             rep.note(f"{label}: the source ignores Range requests; downloading in one stream")
             os.ftruncate(jfd, 0)
             job = _Job(entry=entry, urls=urls, file=file, jfd=jfd, reporter=rep, label=label, pool_size=pool,
-                       chunk=chunk, ranged=False, segments=[_Segment(0, entry.size)], stats=job.stats)
+                       file_path=data, chunk=chunk, cancel=cancel, ranged=False,
+                       segments=[_Segment(0, entry.size)], stats=job.stats)
             resumed = 0
             actual = _run(job, 1)
         job.stats.resumed, job.stats.ranged = resumed, job.ranged
         if actual != entry.sha256:
+            close_all()
             shutil.rmtree(work, ignore_errors=True)
             raise IntegrityError(f"{label} ({entry.size} bytes)", expected=f"sha256:{entry.sha256}",
                                  actual=f"sha256:{actual}", where=urls[0])
@@ -801,6 +887,8 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
         handle, fd = fd, -1  # _place closes it: Windows cannot rename an open file
         _place(store, entry, handle, data)
         rep.finish(label)
+        close_all()
+        lease.work = None
         shutil.rmtree(pdir, ignore_errors=True)
         return job.stats
     except OSError as exc:
@@ -808,9 +896,9 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
             raise DiskFullError(str(pdir), entry.size) from None
         raise
     finally:
-        for handle in (fd, dfd, jfd):
-            if handle >= 0:
-                os.close(handle)
+        close_all()
+        with _IN_USE_LOCK:
+            _IN_USE.discard(work.name)
 
 
 def _place(store: Store, entry: FileEntry, fd: int, data: Path) -> None:

@@ -13,6 +13,7 @@ Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,12 +99,20 @@ def install_digest(store: Store, sources: Sources, digest: str, *, first: Source
     store.save_manifest(digest, data)
     stats: dict[str, FetchStats] = {}
     unique = {e.sha256: e for e in manifest.files}  # one download per distinct blob
-    with ThreadPoolExecutor(max_workers=FILES_IN_PARALLEL, thread_name_prefix="phi-get-files") as pool:
+    cancel = threading.Event()  # Ctrl-C here, or one file failing, stops the other downloads within a chunk
+    pool = ThreadPoolExecutor(max_workers=FILES_IN_PARALLEL, thread_name_prefix="phi-get-files")
+    try:
         futures = {e.path: pool.submit(fetch_blob, store, e, sources.blob_urls(e.sha256, first=first),
-                                       reporter=rep, workers=workers, label=f"{manifest.name} {e.path}")
+                                       reporter=rep, workers=workers, label=f"{manifest.name} {e.path}",
+                                       cancel=cancel)
                    for e in unique.values()}
         for file_path, fut in futures.items():
             stats[file_path] = fut.result()
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     folder = store.place_artifact(manifest, data)
     store.set_ref(manifest)
     return InstallResult(path=folder, manifest=manifest, already_installed=False, files=stats)

@@ -9,6 +9,9 @@ is placed, so a chunk written or hashed at the wrong offset fails the test.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -91,7 +94,8 @@ def test_a_slow_source_keeps_every_connection_busy_and_spills(blob: Any, tmp_pat
     assert _placed(store, entry) == (tmp_path / "weights.bin").read_bytes()
 
 
-def test_a_live_process_work_folder_is_never_adopted(blob: Any, tmp_path: Path,
+@pytest.mark.skipif(os.name == "nt", reason="liveness of another pid is not checked on Windows")
+def test_a_live_process_work_folder_is_never_adopted(blob: Any, tmp_path: Path, other_process: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the lease does not exclude, another live download's file is not shared: a bad journal there is harmless.
 
@@ -103,7 +107,7 @@ def test_a_live_process_work_folder_is_never_adopted(blob: Any, tmp_path: Path,
     monkeypatch.setenv("PHI_GET_NO_LEASE", "1")
     store = Store(tmp_path / "home").ensure()
     pdir = store.partial(entry.sha256)
-    live = pdir / fetch._work_name()  # this process: alive
+    live = pdir / _name_for_pid(other_process.pid)  # another process of this host, alive
     live.mkdir(parents=True)
     (live / "data").write_bytes(bytes(entry.size))
     (live / "journal").write_text(f"0 {entry.size}\n")
@@ -116,8 +120,7 @@ def test_a_dead_process_work_folder_is_adopted_and_resumed(blob: Any, tmp_path: 
     srv, entry = blob
     store = Store(tmp_path / "home").ensure()
     pdir = store.partial(entry.sha256)
-    name = fetch._work_name().split("-")
-    dead = pdir / "-".join([name[0], name[1], "999999999", name[3]])  # same host, a pid that cannot exist
+    dead = pdir / _name_for_pid(999999999)  # same host, a pid that cannot exist
     dead.mkdir(parents=True)
     src = (tmp_path / "weights.bin").read_bytes()
     half = 12 << 20
@@ -129,18 +132,56 @@ def test_a_dead_process_work_folder_is_adopted_and_resumed(blob: Any, tmp_path: 
     assert _placed(store, entry) == src
 
 
-def test_orphaned_means_owner_gone_or_silent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _name_for_pid(pid: int) -> str:
+    prefix, host, _pid, rand = fetch._work_name().split("-")
+    return "-".join([prefix, host, str(pid), rand])
+
+
+@pytest.fixture()
+def other_process() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_orphaned_means_owner_gone_or_silent(tmp_path: Path, other_process: Any) -> None:
+    live = tmp_path / _name_for_pid(other_process.pid)
+    live.mkdir()
+    (live / "data").write_bytes(b"x")
+    old = time.time() - fetch.LEASE_STALE_S - 5
+    for path in (live, live / "data"):
+        os.utime(path, (old, old))
+    if os.name != "nt":
+        assert not fetch._orphaned(live)  # a live process of this host, however quiet: never
     mine = tmp_path / fetch._work_name()
     mine.mkdir()
-    (mine / "data").write_bytes(b"x")
-    assert not fetch._orphaned(mine)  # this process, just written
-    old = time.time() - fetch.LEASE_STALE_S - 5
-    os.utime(mine / "data", (old, old))
-    assert fetch._orphaned(mine)  # alive, but silent for longer than a lease lives
-    other = tmp_path / "w-0123456789ab-1-abcdef"  # another host's pid 1: judged by its files' age only
+    assert fetch._orphaned(mine)  # this process, but no download of it uses the folder (cancelled, say)
+    dead = tmp_path / _name_for_pid(999999999)
+    dead.mkdir()
+    assert fetch._orphaned(dead)  # this host, a pid that is gone
+    other = tmp_path / "w-0123456789ab-1-abcdef"  # another host's pid 1: judged by age only
     other.mkdir()
     (other / "journal").write_text("0 1\n")
     assert not fetch._orphaned(other)
+    for path in (other, other / "journal"):
+        os.utime(path, (old, old))
+    assert fetch._orphaned(other)
+    assert not fetch._orphaned(tmp_path / "w-0123456789ab-2-vanished")  # gone meanwhile: nothing to adopt
+
+
+def test_gc_leaves_a_download_with_a_fresh_lease_alone(tmp_path: Path) -> None:
+    """A download whose source has stalled for a while still holds a fresh lease: gc must not take its folder."""
+    store = Store(tmp_path / "home").ensure()
+    pdir = store.partial("d" * 64)
+    quiet = pdir / "w-0123456789ab-1-abcdef"  # looks silent by age...
+    quiet.mkdir(parents=True)
+    old = time.time() - fetch.LEASE_STALE_S - 5
+    os.utime(quiet, (old, old))
+    (pdir / "lease").write_text(f"{socket.gethostname()} {os.getpid()}\n")  # ...but its lease is alive
+    assert fetch.abandoned_downloads(pdir, blob_present=False) == []
+    (pdir / "lease").unlink()
+    assert fetch.abandoned_downloads(pdir, blob_present=False) == [pdir]
 
 
 def _job(pool_size: int, *, segments: int = 3) -> Any:
@@ -148,7 +189,7 @@ def _job(pool_size: int, *, segments: int = 3) -> Any:
     segs = [fetch._Segment(i << 20, (i + 1) << 20) for i in range(segments)]
     return fetch._Job(entry=entry, urls=["http://127.0.0.1:9/x"], file=fetch.PositionalFile(-1), jfd=-1,
                       segments=segs, reporter=fetch.NullReporter(), label="w.bin", pool_size=pool_size,
-                      chunk=1 << 20)
+                      chunk=1 << 20, file_path=Path("w.bin"), cancel=threading.Event())
 
 
 def _take_within(job: Any, seg: Any, spill: list[memoryview], seconds: float = 0.3) -> Any:
@@ -181,17 +222,16 @@ def test_fetching_ahead_waits_for_a_busy_hasher_and_spills_for_a_waiting_one() -
         assert got.hashable
 
 
-def test_gc_removes_abandoned_downloads_and_keeps_live_ones(tmp_path: Path) -> None:
+def test_gc_removes_abandoned_downloads_and_keeps_live_ones(tmp_path: Path, other_process: Any) -> None:
     from phi_get.resolver.maintenance import gc_store
 
     store = Store(tmp_path / "home").ensure()
-    name = fetch._work_name().split("-")
-    dead_name = "-".join([name[0], name[1], "999999999", name[3]])
+    dead_name = _name_for_pid(999999999)
 
     gone = store.partial("a" * 64) / dead_name  # its process is gone, no lease: the whole download goes
     gone.mkdir(parents=True)
     (gone / "data").write_bytes(b"x" * 1000)
-    live = store.partial("b" * 64) / fetch._work_name()  # this process, working: stays
+    live = store.partial("b" * 64) / _name_for_pid(other_process.pid)  # a live process, working: stays
     live.mkdir(parents=True)
     (live / "data").write_bytes(b"y" * 10)
     beside = store.partial("b" * 64) / dead_name  # a dead one beside a live one: only it goes
