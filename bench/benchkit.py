@@ -3,7 +3,6 @@ so this folder is on sys.path): ports, waiting for a server, large files."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["PHI_GET", "free_port", "loopback_server_process", "wait_http", "write_random_file"]
+__all__ = ["PHI_GET", "free_port", "loopback_server_process", "wait_http"]
 
 PHI_GET = [sys.executable, "-m", "phi_get"]
 
@@ -37,13 +36,6 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"server for {url} did not start (exit {proc.poll()})")
         time.sleep(0.1)
-
-
-def write_random_file(path: Path, size: int) -> None:
-    """``size`` random bytes (incompressible, so no layer can shortcut them)."""
-    block = 8 << 20
-    with open(path, "wb") as fh:
-        fh.writelines(os.urandom(min(block, size - offset)) for offset in range(0, size, block))
 
 
 @contextmanager

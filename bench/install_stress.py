@@ -30,7 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
 
 import wirekit
-from benchkit import write_random_file
 from phi_get.manifests.artifact import load_artifact_folder
 from phi_get.resolver.fetch import _part_size
 
@@ -99,12 +98,7 @@ def main() -> None:
     size = args.size_mb << 20
     work = Path(tempfile.mkdtemp(prefix="phi-get-bench-", dir=args.workdir))
     try:
-        data = work / "weights.bin"
-        write_random_file(data, size)
-        files: dict[str, bytes | Path] = {"weights.bin": data}
-        m = wirekit.make_manifest("bench-model", "1.0.0", "safetensors-fp32", files, max_context=4096)
-        mirror = wirekit.write_mirror(work / "mirror", [(m, files)])
-        data.unlink()
+        m, mirror = wirekit.write_random_mirror(work, size)
         with wirekit.LoopbackServer(mirror) as srv:
             srv.faults.slow = 0.0
             resume = bench_resume(srv, m, work / "home-resume", size)

@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
 
 import wirekit
-from benchkit import loopback_server_process, write_random_file
+from benchkit import loopback_server_process
 from phi_get.resolver.detect import load_device
 from phi_get.resolver.install import InstallResult, install_requirement
 from phi_get.resolver.resolve import make_policy, parse_requirement
@@ -129,12 +129,7 @@ def main() -> None:
     size = args.size_mb << 20
     work = Path(tempfile.mkdtemp(prefix="phi-get-bench-", dir=args.workdir))
     try:
-        data = work / "weights.bin"
-        write_random_file(data, size)
-        files: dict[str, bytes | Path] = {"weights.bin": data}
-        m = wirekit.make_manifest("bench-model", "1.0.0", "safetensors-fp32", files, max_context=4096)
-        mirror = wirekit.write_mirror(work / "mirror", [(m, files)])
-        data.unlink()
+        m, mirror = wirekit.write_random_mirror(work, size)
         sha = m.files[0].sha256
         blob = mirror / "v1" / "blobs" / "sha256" / sha
         rounds = []

@@ -24,7 +24,8 @@ from phi_get.manifests.canonical import canonical_bytes
 from phi_get.manifests.index import Catalog, IndexEntry, ModelIndex, blob_path, index_path, manifest_path
 from phi_get.manifests.manifest import Manifest, manifest_from_json
 
-__all__ = ["PHI35", "Faults", "LoopbackServer", "compact_entry", "make_manifest", "write_mirror"]
+__all__ = ["PHI35", "Faults", "LoopbackServer", "compact_entry", "make_manifest", "write_mirror",
+           "write_random_mirror"]
 
 #: Phi-3.5-mini facts for realistic scenarios: 32 layers x 32 kv heads x 96 dims x K,V x fp16.
 PHI35 = {"kv_bytes_per_token": 393216, "max_context": 131072}
@@ -95,6 +96,19 @@ def write_mirror(root: Path, artifacts: list[tuple[Manifest, dict[str, bytes | P
     catalog.write_bytes(Catalog(models=tuple((n, "") for n in names)).to_bytes())
     return root
 
+
+
+def write_random_mirror(work: Path, size: int, name: str = "bench-model") -> tuple[Manifest, Path]:
+    """A mirror in ``work/mirror`` with one artifact of one ``size``-byte file of random bytes (the benches' load)."""
+    data = work / "weights.bin"
+    block = 8 << 20
+    with open(data, "wb") as fh:
+        fh.writelines(os.urandom(min(block, size - offset)) for offset in range(0, size, block))
+    files: dict[str, bytes | Path] = {"weights.bin": data}
+    m = make_manifest(name, "1.0.0", "safetensors-fp32", files, max_context=4096)
+    mirror = write_mirror(work / "mirror", [(m, files)])
+    data.unlink()
+    return m, mirror
 
 def compact_entry(d: dict[str, Any]) -> dict[str, Any]:
     """Expand a scenario's compact variant into a phi-get.index/v1 entry document."""
