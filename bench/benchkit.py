@@ -1,5 +1,5 @@
 """Helpers shared by the benchmark scripts (run as `python bench/NAME.py`,
-so this folder is on sys.path): ports, waiting for a server, large files."""
+so this folder is on sys.path): ports, waiting for a server, the loopback server in a process of its own."""
 
 from __future__ import annotations
 
