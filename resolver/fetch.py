@@ -324,11 +324,19 @@ def _chunk_size(part: int) -> int:
 
 
 def _worker(job: _Job, seg: _Segment) -> None:
+    """Fetch ``seg``, retrying from where it got to: up to ``_RETRIES`` tries per source in a row without progress.
+
+    An attempt that moved the segment forward resets the count, so a long
+    part on a link that keeps dropping still finishes.
+    """
     errors: list[str] = []
-    for attempt in range(_RETRIES * len(job.urls)):
+    attempt = stalled = 0
+    while stalled < _RETRIES * len(job.urls):
         if seg.done or job.stop.is_set():
             return
         url = job.urls[attempt % len(job.urls)]
+        attempt += 1
+        before = seg.filled
         try:
             if url.startswith("file://"):
                 _copy_file(job, seg, url)
@@ -341,9 +349,14 @@ def _worker(job: _Job, seg: _Segment) -> None:
                           str(job.file_path)) from None
         except (OSError, http.client.HTTPException, SourceError) as exc:
             if isinstance(exc, OSError) and is_disk_full(exc):
-                raise DiskFullError(str(job.label), job.entry.size) from None
+                raise DiskFullError(str(job.file_path.parent), job.entry.size) from None
             errors.append(f"{url}: {exc}")
-            time.sleep(min(0.05 * 2 ** attempt, 1.0))
+        else:
+            errors.append(f"{url}: the answer ended before the part did")
+        if seg.done or job.stop.is_set():
+            return
+        stalled = 0 if seg.filled > before else stalled + 1
+        time.sleep(min(0.05 * 2 ** max(stalled - 1, 0), 1.0))
     if not seg.done and not job.stop.is_set():
         raise SourceError(f"download of {job.label} failed after {len(errors)} attempts; last: {errors[-1]}",
                           url=job.urls[0], hint="run the command again: the download resumes where it stopped")

@@ -140,3 +140,14 @@ def test_one_file_failing_stops_the_other_downloads(tmp_path: Path, kit: Any, ho
         with pytest.raises(SourceError, match="blob not found"):
             phi_get.install("two-files", registry=srv.url, device="pi-board")
         assert srv.stats.body_bytes < 24 << 20, "the other download ran to the end first"
+
+
+def test_a_part_that_keeps_dropping_but_advancing_still_finishes(source: Any, tmp_path: Path) -> None:
+    """More drops on one part than the retry budget: each attempt made progress, so none counts against it."""
+    srv, entry, data = source
+    srv.faults.drop_after = 256 << 10
+    srv.faults.drop_count = 3 * fetch._RETRIES
+    store = Store(tmp_path / "home").ensure()
+    stats = fetch.fetch_blob(store, entry, [_url(srv, entry)], workers=1)  # one worker: one part takes every drop
+    assert srv.faults.drop_count == 0  # every drop happened
+    assert stats.downloaded == entry.size and store.blob(entry.sha256).read_bytes() == data
