@@ -92,7 +92,6 @@ _POOL_PER_WORKER: Final = 2  # memory for hashing: this many chunk buffers per w
 _O_BINARY: Final = getattr(os, "O_BINARY", 0)
 _O_DIRECT: Final = getattr(os, "O_DIRECT", 0)  # Linux; 0 where the OS has no direct I/O
 _DIRECT_ENV: Final = "PHI_GET_DIRECT_IO"       # "0": buffered writes only
-_JOURNAL_EVERY: Final = _MIB  # a journal line at least per chunk: a kill loses what was in flight, not more
 _RETRIES: Final = 4
 _FLUSH_EVERY_S: Final = 0.25
 LEASE_STALE_S: Final = 10.0
@@ -432,32 +431,28 @@ def _release(job: _Job, chunk: _Chunk) -> None:
         job.space.notify_all()
 
 
+def _give_back(job: _Job, chunk: _Chunk) -> None:
+    with job.lock:
+        _release(job, chunk)
+
+
 def _writer(job: _Job, seg: _Segment, chunks: queue.SimpleQueue[_Chunk | None]) -> None:
-    """Write ``seg``'s chunks in order, advance ``seg.filled`` and the journal behind them."""
-    since = 0  # bytes written since the last journal line
-    try:
-        while (chunk := chunks.get()) is not None:
-            try:
-                job.file.write(chunk.buf[: chunk.n], chunk.pos)
-            except BaseException as exc:
-                with job.lock:
-                    _release(job, chunk)
-                if isinstance(exc, OSError):
-                    raise _WriteFailed(exc) from exc
-                raise
-            with job.lock:
-                _release(job, chunk)
-                seg.filled += chunk.n
-                job.cond.notify()  # the hasher: more bytes on disk
-                if seg.done:
-                    job.space.notify_all()  # the first unfinished segment moved on
-            since += chunk.n
-            if since >= _JOURNAL_EVERY or seg.done:
-                os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())
-                since = 0
-    finally:
-        if since:
-            os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())
+    """Write ``seg``'s chunks in order; after each, advance ``seg.filled`` and add a journal line."""
+    while (chunk := chunks.get()) is not None:
+        try:
+            job.file.write(chunk.buf[: chunk.n], chunk.pos)
+        except BaseException as exc:
+            _give_back(job, chunk)
+            if isinstance(exc, OSError):
+                raise _WriteFailed(exc) from exc
+            raise
+        with job.lock:
+            _release(job, chunk)
+            seg.filled += chunk.n
+            job.cond.notify()  # the hasher: more bytes on disk
+            if seg.done:
+                job.space.notify_all()  # the first unfinished segment moved on
+        os.write(job.jfd, f"{seg.start} {seg.start + seg.filled}\n".encode())  # a kill loses only what is in flight
 
 
 def _pump(job: _Job, seg: _Segment, read: Callable[[memoryview, int], int]) -> None:
@@ -480,8 +475,7 @@ def _pump(job: _Job, seg: _Segment, read: Callable[[memoryview, int], int]) -> N
             with job.lock:
                 job.space.notify_all()
             while (chunk := chunks.get()) is not None:  # drain, so the pool gets its buffers back
-                with job.lock:
-                    _release(job, chunk)
+                _give_back(job, chunk)
 
     writer = threading.Thread(target=write_all, name="phi-get-write", daemon=True)
     writer.start()
@@ -496,12 +490,10 @@ def _pump(job: _Job, seg: _Segment, read: Callable[[memoryview, int], int]) -> N
                 while chunk.n < want and (k := read(chunk.buf[chunk.n:want], pos + chunk.n)):
                     chunk.n += k
             except BaseException:
-                with job.lock:
-                    _release(job, chunk)
+                _give_back(job, chunk)
                 raise
             if not chunk.n:
-                with job.lock:
-                    _release(job, chunk)
+                _give_back(job, chunk)
                 return
             with job.lock:
                 chunk.refs = 2 if chunk.hashable else 1
@@ -608,8 +600,7 @@ def _run(job: _Job, workers: int) -> str:
             if item is not None:
                 h.update(item.buf[: item.n])  # from memory; hashlib releases the GIL on buffers this large
                 pos += item.n
-                with job.lock:
-                    _release(job, item)
+                _give_back(job, item)
                 continue
             if back is None:
                 back = memoryview(mmap.mmap(-1, _HASH_READ))  # page-aligned, for direct reads
