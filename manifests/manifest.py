@@ -47,6 +47,7 @@ from .targets import check_target_tag
 __all__ = [
     "MANIFEST_SCHEMA",
     "MAX_MANIFEST_BYTES",
+    "PICKLE_SUFFIXES",
     "Format",
     "Precision",
     "QualityCheck",
@@ -377,7 +378,7 @@ def manifest_from_json(data: object, *, document: str = "manifest") -> Manifest:
     if len(set(targets)) != len(targets):
         raise r.error("targets", "duplicate target tag", targets)
     arch = r.obj("architecture", {})
-    return Manifest(
+    manifest = Manifest(
         name=check_model_name(r.text("name", max_len=128), "name", document),
         version=check_version(r.text("version", max_len=64), "version", document),
         variant=check_variant_id(r.text("variant", max_len=96), "variant", document),
@@ -392,6 +393,26 @@ def manifest_from_json(data: object, *, document: str = "manifest") -> Manifest:
         quality=Quality.from_reader(r.obj("quality")),
         architecture=arch.data if isinstance(arch, Reader) else arch,
     )
+    _refuse_pickle(manifest, r)
+    return manifest
+
+
+#: Suffixes of Python pickles (PyTorch checkpoints, joblib, plain pickles).  Loading a
+#: pickle runs code it carries, so no phi-get format has one: GGUF, ONNX, OpenVINO IR,
+#: MLX and safetensors store tensors as plain data.  (``.bin`` is OpenVINO IR's weight
+#: file, raw tensors; as PyTorch's legacy pickle it is refused by content when an
+#: artifact folder is verified: :func:`phi_get.manifests.artifact.load_artifact_folder`.)
+PICKLE_SUFFIXES: Final = frozenset({".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"})
+
+
+def _refuse_pickle(manifest: Manifest, r: Reader) -> None:
+    for i, entry in enumerate(manifest.files):
+        name = entry.path.rsplit("/", 1)[-1]
+        suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        if suffix in PICKLE_SUFFIXES:
+            raise r.error(f"files[{i}].path", f"{suffix} files are Python pickles, which run code when loaded; "
+                          "phi-get artifacts carry tensors as data only (safetensors, GGUF, ONNX, OpenVINO IR)",
+                          entry.path)
 
 
 def parse_manifest(data: bytes | str, *, document: str = "manifest") -> Manifest:
