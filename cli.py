@@ -18,7 +18,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, Optional
 
 from phi_get import __version__
-from phi_get.manifests.errors import PhiGetError
+from phi_get.manifests.errors import EXIT_CODE_HELP, ExitCode, PhiGetError
 
 if TYPE_CHECKING:
     import typer
@@ -37,6 +37,8 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         name="phi-get",
         help="A package manager for quantized Phi models: build, publish, resolve, install, lock, run.",
+        epilog="\b\nExit codes (every command):\n" + EXIT_CODE_HELP
+               + "\n\b\nSizes are in decimal units (1 GB = 10^9 bytes); --json gives exact bytes.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -108,7 +110,23 @@ def _usage_error_classes() -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
+def _quiet_broken_pipe() -> None:
+    """The reader of our stdout went away (``phi-get list | head -1``): stop without a traceback."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail again
+
+
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        sys.exit(ExitCode.OK)
+
+
+def _main(argv: list[str] | None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["resolve"]:
         # The device's hot path parses its own arguments (resolver/resolve_command.py):
@@ -127,14 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except Exception as exc:
         usage = _usage_error_classes()
         if isinstance(exc, usage):
             exc.show()  # type: ignore[attr-defined]
-            sys.exit(getattr(exc, "exit_code", 2))
+            sys.exit(getattr(exc, "exit_code", ExitCode.BAD_INPUT))
         raise
-    sys.exit(rc if isinstance(rc, int) else 0)
+    sys.exit(rc if isinstance(rc, int) else ExitCode.OK)

@@ -2,7 +2,11 @@
 
 Imports only typer and the standard library at import time; the builders
 (and through them torch, transformers, onnx, llama_cpp ...) are imported
-inside the commands.
+inside the commands.  The libraries' own progress bars (transformers,
+huggingface_hub: "Writing model shards", "Loading checkpoint shards") are
+turned off before they are imported: phi-get says what it does itself, and
+tqdm's carriage returns garble logs and pipes (``HF_HUB_DISABLE_PROGRESS_BARS=0``
+brings them back).
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ import typer
 __all__ = ["register"]
 
 
+def _quiet_libraries() -> None:
+    """Before transformers or huggingface_hub is imported (they read it once); children inherit it."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def tiny_phi(
     out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to (Hugging Face layout).")],
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
@@ -26,13 +37,16 @@ def tiny_phi(
         "grouped-query attention, partial rotary, tied embeddings).")] = "phi3",
 ) -> None:
     """Generate the tiny random-weight Phi-3 checkpoint used by tests and the demo."""
+    _quiet_libraries()
+    from phi_get.manifests.display import human_bytes
+
     from .tiny import TinySpec, TinyStyle, make_tiny_phi
 
     spec = TinySpec(seed=seed, style=style)  # type: ignore[arg-type]  # TinySpec checks it (exit 2)
     path = make_tiny_phi(out, spec, force=force)
     size = sum(p.stat().st_size for p in path.iterdir())
     label = "Phi-3" if spec.style is TinyStyle.PHI3 else "Phi-4-style"
-    typer.echo(f"wrote tiny {label} checkpoint to {path} ({size / 1e6:.1f} MB)")
+    typer.echo(f"wrote tiny {label} checkpoint to {path} ({human_bytes(size)})")
 
 
 def build(
@@ -48,20 +62,24 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild variants that are up to date.")] = False,
 ) -> None:
     """Plan and build a recipe's variant matrix into artifact folders with manifests."""
+    _quiet_libraries()
+    from phi_get.manifests.display import format_table
     from phi_get.manifests.recipe import load_recipe
 
     from .build import build_recipe
     from .errors import BuildError
-    from .plan import plan_recipe
+    from .plan import check_here, plan_recipe
 
     loaded = load_recipe(recipe)
     if plan:
-        for entry in plan_recipe(loaded, recipe, only):
-            if as_json:
+        entries = check_here(plan_recipe(loaded, recipe, only), loaded, source=source, out=out)
+        if as_json:
+            for entry in entries:
                 typer.echo(json.dumps(entry.to_json(), sort_keys=True))
-            else:
-                state = "ok" if entry.buildable else f"cannot build here: {entry.reason}"
-                typer.echo(f"{entry.spec.id:20} {entry.toolchain:18} check={entry.check:10} {state}")
+            return
+        typer.echo(format_table(["VARIANT", "TOOLCHAIN", "CHECK", "HERE"],
+                                [[e.spec.id, e.toolchain, e.check, "buildable" if e.buildable else
+                                  f"cannot build here: {e.reason}"] for e in entries]))
         return
     if out is None:
         raise BuildError("--out is required to build (or pass --plan)")

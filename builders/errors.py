@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from phi_get.manifests.errors import PhiGetError
+from phi_get.manifests.errors import ExitCode, PhiGetError
 
-__all__ = ["BuildError", "SourceError"]
+__all__ = ["BuildError", "HubError", "OutputExistsError", "SourceError"]
 
 
 class BuildError(PhiGetError, RuntimeError):
@@ -14,4 +14,17 @@ class BuildError(PhiGetError, RuntimeError):
 class SourceError(BuildError, ValueError):
     """The source checkpoint is unusable (not Phi-3, no tokenizer, corrupt files)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
+
+
+class HubError(SourceError, ConnectionError):
+    """The Hugging Face Hub cannot be reached or does not serve the recipe's repo at that revision."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    hint = "no Hub access here? build from a local checkpoint folder: --source DIR"
+
+
+class OutputExistsError(BuildError, FileExistsError):
+    """The output folder holds something already (pass --force to replace it)."""
+
+    exit_code = ExitCode.CONFLICT

@@ -24,7 +24,7 @@ from typing import Any
 from phi_get.manifests.artifact import sha256_file
 from phi_get.manifests.manifest import Source
 
-from .errors import SourceError
+from .errors import HubError, SourceError
 
 __all__ = ["PHI3_ARCHITECTURE", "Checkpoint", "local_digest", "open_source"]
 
@@ -98,7 +98,7 @@ def _fetch_hub(repo: str, revision: str) -> tuple[Path, Source]:
     except SourceError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, auth, missing revision: all end the build here
-        raise SourceError(f"cannot fetch {repo}@{revision} from the Hugging Face Hub: {exc}") from None
+        raise HubError(f"cannot fetch {repo}@{revision} from the Hugging Face Hub: {exc}") from None
     return Path(folder), Source(repo=repo, revision=commit)
 
 

@@ -292,9 +292,9 @@ def make_tiny_phi(out: Path, spec: TinySpec = TinySpec(), *, force: bool = False
     """Write the tiny checkpoint to ``out`` (atomically) and return it."""
     out = Path(out)
     if out.exists() and not force and any(out.iterdir()):
-        from .errors import BuildError
+        from .errors import OutputExistsError
 
-        raise BuildError(f"{out} exists and is not empty; pass --force to replace it")
+        raise OutputExistsError(f"{out} exists and is not empty; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-phi-", dir=out.parent))
     try:

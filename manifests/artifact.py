@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from .errors import ManifestError
+from .errors import ExitCode, ManifestError
 from .manifest import FileEntry, Manifest, parse_manifest
 
 __all__ = [
@@ -40,7 +40,7 @@ _CHUNK: Final = 1 << 20
 class ArtifactFolderError(ManifestError):
     """An artifact folder does not match its manifest."""
 
-    exit_code = 4
+    exit_code = ExitCode.INTEGRITY
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -13,7 +13,11 @@ This module imports nothing of phi-get.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 __all__ = [
+    "EXIT_CODE_HELP",
+    "ExitCode",
     "PhiGetError",
     "ManifestError",
     "SchemaVersionError",
@@ -34,17 +38,47 @@ def _show(value: object) -> str:
 _UNSET = object()
 
 
+class ExitCode(IntEnum):
+    """The process exit codes of every ``phi-get`` command: the one table.
+
+    Each error class names its code from here; ``phi-get --help`` and the
+    README print :data:`EXIT_CODE_HELP`; tests assert codes by name.
+    """
+
+    OK = 0
+    FAILURE = 1
+    BAD_INPUT = 2
+    NOT_FOUND = 3
+    INTEGRITY = 4
+    UNAVAILABLE = 5
+    CONFLICT = 6
+    INTERRUPTED = 130
+
+
+_MEANING = {
+    ExitCode.OK: "success",
+    ExitCode.FAILURE: "anything else that failed (a build step, a full disk, a missing runtime)",
+    ExitCode.BAD_INPUT: "a usage error, an invalid option value, document, URL or phi.toml key",
+    ExitCode.NOT_FOUND: "nothing matches: no artifact fits; the model, registry or token is not there",
+    ExitCode.INTEGRITY: "bytes do not match their digest or size",
+    ExitCode.UNAVAILABLE: "a registry, mirror, the Hugging Face Hub or a port cannot be reached or used",
+    ExitCode.CONFLICT: "already published differently, a lock out of date, a folder in the way",
+    ExitCode.INTERRUPTED: "Ctrl-C: what was done is kept; run the same command again to resume",
+}
+
+#: The table as people read it (``phi-get --help``, the README): code, name, meaning.
+EXIT_CODE_HELP = "\n".join(
+    f"{int(code):>3}  {code.name.lower().replace('_', '-'):<12} {_MEANING[code]}" for code in ExitCode
+)
+
+
 class PhiGetError(Exception):
     """Root of every error phi-get raises on purpose."""
 
     #: A short hint for people, shown by the CLI under the message.
     hint: str | None = None
-    #: The process exit code the CLI uses for this error.  The table:
-    #: 1 generic failure, 2 bad input (usage, invalid document), 3 nothing
-    #: matches (resolution), 4 integrity (digest or size mismatch),
-    #: 5 unreachable or failing service, 6 conflict (already published
-    #: differently, lock out of date).
-    exit_code: int = 1
+    #: The process exit code the CLI uses for this error (the table: :class:`ExitCode`).
+    exit_code: int = ExitCode.FAILURE
 
 
 class ManifestError(PhiGetError, ValueError):
@@ -55,7 +89,7 @@ class ManifestError(PhiGetError, ValueError):
     ``value`` the bad value when there is one, ``reason`` what is wrong.
     """
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from phi_get.manifests.errors import PhiGetError
+from phi_get.manifests.errors import ExitCode, PhiGetError
 
 __all__ = [
     "AuthError",
@@ -24,6 +24,7 @@ __all__ = [
     "NotFoundError",
     "RangeError",
     "RegistryError",
+    "ServeError",
     "ServiceError",
     "TooLargeError",
     "error_for_code",
@@ -48,7 +49,7 @@ class BadRequestError(RegistryError, ValueError):
 
     status = 400
     code = "bad-request"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class AuthError(RegistryError, PermissionError):
@@ -56,7 +57,7 @@ class AuthError(RegistryError, PermissionError):
 
     status = 401
     code = "unauthorized"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
     hint = "pass a publish token with --token or the PHI_GET_TOKEN environment variable"
 
 
@@ -65,13 +66,13 @@ class ForbiddenError(RegistryError, PermissionError):
 
     status = 403
     code = "forbidden"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class NotFoundError(RegistryError, LookupError):
     status = 404
     code = "not-found"
-    exit_code = 3
+    exit_code = ExitCode.NOT_FOUND
 
 
 class ConflictError(RegistryError):
@@ -79,7 +80,7 @@ class ConflictError(RegistryError):
 
     status = 409
     code = "conflict"
-    exit_code = 6
+    exit_code = ExitCode.CONFLICT
 
 
 class IntegrityError(RegistryError, ValueError):
@@ -87,13 +88,13 @@ class IntegrityError(RegistryError, ValueError):
 
     status = 400
     code = "integrity"
-    exit_code = 4
+    exit_code = ExitCode.INTEGRITY
 
 
 class TooLargeError(RegistryError, ValueError):
     status = 413
     code = "too-large"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class RangeError(RegistryError, ValueError):
@@ -101,7 +102,7 @@ class RangeError(RegistryError, ValueError):
 
     status = 416
     code = "range-not-satisfiable"
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class ServiceError(RegistryError, ConnectionError):
@@ -109,7 +110,18 @@ class ServiceError(RegistryError, ConnectionError):
 
     status = 502
     code = "service"
-    exit_code = 5
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class ServeError(RegistryError, OSError):
+    """``registry serve`` cannot listen where it was asked to (a busy port, an address not of this machine)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, hint: str | None = None, bad_input: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        if bad_input:
+            self.exit_code = ExitCode.BAD_INPUT
 
 
 _BY_CODE: dict[str, type[RegistryError]] = {

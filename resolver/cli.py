@@ -1,8 +1,12 @@
-"""Device-side commands: device, resolve, install, lock, sync, run, list, verify, gc, remove.
+"""Device-side commands: device, resolve, install, init, lock, sync, run, list, verify, gc, remove.
 
 Each command parses its options, calls one function of the resolver, and
 renders the result (text for people, ``--json`` for scripts).  Errors are
 raised, never printed here: the root CLI renders a PhiGetError once.
+Conventions (every command): sizes in decimal units
+(:mod:`phi_get.manifests.display`), exact bytes in ``--json``; tables with a
+header (rich on a terminal, plain text in a pipe); what was chosen and why
+is said, on stdout, unless ``--quiet`` or ``--json``.
 
 Imports only typer and the standard library at module level; the resolver's
 modules are imported inside the commands, and model runtimes only inside
@@ -28,7 +32,8 @@ _DEVICE = typer.Option(None, "--device", help="Device profile file or sample nam
                                               "pi-board, intel-ai-pc, snapdragon-laptop). Default: "
                                               "PHI_GET_DEVICE, else probe this machine.")
 _OFFLINE = typer.Option(None, "--offline/--online", help="Use cached indexes only (default: PHI_GET_OFFLINE).")
-_PREFER = typer.Option("quality", "--prefer", help="quality | size | speed")
+_PREFER = typer.Option("quality", "--prefer", help="What to favour among the artifacts that fit: quality, size "
+                                                    "or speed.")
 _FORMAT = typer.Option(None, "--format", help="Pin a format: gguf, onnx, openvino, mlx, safetensors.")
 _PRECISION = typer.Option(None, "--precision", help="Pin a precision: int4, int8, fp16, bf16, fp32.")
 _CONTEXT = typer.Option(None, "--context", min=1, help="Context length for the memory check "
@@ -50,15 +55,21 @@ def _home(home: Path | None) -> Path:
 
 def _policy(prefer: str, fmt: str | None, precision: str | None, context: int | None,
             require_runtime: bool = False) -> Any:
-    from phi_get.manifests.errors import ManifestError
+    from .resolve_command import policy_from_options  # one parser of these options, shared with resolve
 
-    from .resolve import make_policy
+    return policy_from_options(prefer, fmt, precision, context, require_runtime)
 
-    try:
-        return make_policy(prefer=prefer, format=fmt, precision=precision, context=context,
-                           require_runtime=require_runtime)
-    except ValueError as exc:
-        raise ManifestError(str(exc), field="--prefer/--format/--precision", document="command line") from None
+
+def _size(n: int) -> str:
+    from phi_get.manifests.display import human_bytes
+
+    return human_bytes(n)
+
+
+def _table(headers: list[str], rows: list[list[Any]], right: tuple[str, ...] = ()) -> None:
+    from .progress import print_table
+
+    print_table(headers, rows, right=right)
 
 
 def _reporter(json_out: bool, quiet: bool) -> Any:
@@ -80,9 +91,9 @@ def device(json_out: bool = _JSON, device: str | None = _DEVICE) -> None:
     if json_out:
         _emit(profile.to_json())
         return
-    typer.echo(f"{profile.os} {profile.arch}, {profile.cores} cores, {profile.memory_bytes / 2**30:.1f} GiB")
+    typer.echo(f"{profile.os} {profile.arch}, {profile.cores} cores, {_size(profile.memory_bytes)} memory")
     for acc in profile.accelerators:
-        mem = f", {acc.memory_bytes / 2**30:.1f} GiB" if acc.memory_bytes else ""
+        mem = f", {_size(acc.memory_bytes)}" if acc.memory_bytes else ""
         typer.echo(f"  {acc.type} {acc.vendor}: {acc.name}{mem}")
     for name, version in sorted(profile.runtimes.items()):
         typer.echo(f"  runtime {name} {version}")
@@ -90,8 +101,9 @@ def device(json_out: bool = _JSON, device: str | None = _DEVICE) -> None:
         if reason != "ok":
             typer.echo(f"  not detected ({name}): {reason}")
     typer.echo("targets, best first:")
-    for t in supported_targets(profile):
-        typer.echo(f"  {t.rank:>2} {t.tag:<18} {t.hardware} ({t.pool}, budget {budget_of(t) / 1e9:.2f} GB)")
+    _table(["RANK", "TARGET", "HARDWARE", "MEMORY", "BUDGET"],
+           [[t.rank, t.tag, t.hardware, str(t.pool), _size(budget_of(t))] for t in supported_targets(profile)],
+           right=("RANK", "BUDGET"))
 
 
 def resolve_cmd(ctx: typer.Context) -> None:
@@ -117,18 +129,126 @@ def install_cmd(
 
     store = Store(_home(home))
     sources = sources_from(registry, store.home, offline=offline)
-    result = install_requirement(store, sources, parse_requirement(requirement), load_device(device),
-                                 _policy(prefer, fmt, precision, context), reporter=_reporter(json_out, quiet))
+    req, pol = parse_requirement(requirement), _policy(prefer, fmt, precision, context)
+    reporter = _reporter(json_out, quiet)
+    with _resumable(store.home, reporter):
+        result = install_requirement(store, sources, req, load_device(device), pol, reporter=reporter)
     if json_out:
         _emit(result.to_json())
     elif not quiet:
         m = result.manifest
         state = "already installed" if result.already_installed else "installed"
-        typer.echo(f"{state} {m.name} {m.version} {m.variant} ({m.format} {m.precision}) at {result.path}")
+        typer.echo(f"{state} {m.name} {m.version} {m.variant} ({m.format} {m.precision}, {_size(m.size)}) "
+                   f"at {result.path}")
         chosen = result.resolution.chosen if result.resolution else None
+        if chosen is not None:
+            typer.echo(f"  why: {chosen.reason}")
+            for n in result.resolution.notes if result.resolution else ():
+                typer.echo(f"  note: {n}")
         if chosen is not None and chosen.runtime_version is None:
             typer.echo(f"note: its runtime is not installed: pip install '{m.runtime.distribution}"
                        f"{m.runtime.specifier}'", err=True)
+
+
+class _resumable:  # noqa: N801 - used as a context manager
+    """Ctrl-C during a download: stop the bars (the cursor comes back), say how to resume, exit 130."""
+
+    def __init__(self, home: Path, reporter: Any) -> None:
+        self.home, self.reporter = home, reporter
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if self.reporter is not None and hasattr(self.reporter, "close"):
+            self.reporter.close()
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            from phi_get.manifests.errors import ExitCode
+
+            typer.echo(f"\ninterrupted: the bytes downloaded so far are kept in {self.home / 'partial'}; "
+                       "run the same command again to resume", err=True)
+            raise typer.Exit(ExitCode.INTERRUPTED)
+        return False
+
+
+_STARTER = """\
+# phi.toml: what this project deploys, and to which kinds of device.
+# Written by `phi-get init` for this machine ({machine}).
+# The whole format is in the README (section "phi.toml"); an unknown key is
+# an error naming the nearest known one.  Next: `phi-get lock` writes phi.lock, `phi-get sync --locked`
+# installs exactly that on each device.
+
+[project]
+name = {name}
+# Registries or mirrors, tried in order (http(s)://, file:// or a folder);
+# --registry on the command line overrides them.
+registries = [{registries}]
+
+[models]
+# NAME = "PEP 440 specifier" ("*" for any version), or a table:
+#   NAME = {{ version = ">=1.0", prefer = "quality", format = "gguf",
+#            precision = "int4", context = 4096 }}
+# prefer: quality | size | speed; format: gguf | onnx | openvino | mlx |
+# safetensors; precision: int4 | int8 | fp16 | bf16 | fp32; context: tokens
+# the memory check assumes (default min(model maximum, 4096)).
+{models}
+
+[device-classes]
+# CLASS = "a device profile file, relative to this file" or a sample profile
+# shipped with phi-get: gpu-server, apple-laptop, pi-board, intel-ai-pc,
+# snapdragon-laptop.  `phi-get device --json > FILE` writes a device's profile.
+this-machine = "this-machine.json"
+# edge = "pi-board"
+# gpu = "gpu-server"
+"""
+
+
+def init_cmd(
+    models: list[str] | None = typer.Argument(None, help="Models to declare, NAME or NAME with a version "
+                                                          "specifier (default: phi-3.5-mini)."),
+    project: Path = _PROJECT, registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE,
+    force: bool = typer.Option(False, "--force", help="Replace an existing phi.toml."),
+    json_out: bool = _JSON,
+) -> None:
+    """Write a commented starter phi.toml (and this machine's profile, this-machine.json) in --project."""
+    import os
+
+    from phi_get.manifests.errors import ManifestError
+
+    from .detect import load_device
+    from .errors import ProjectExistsError
+    from .resolve import parse_requirement
+    from .sources import REGISTRY_ENV
+
+    target = project / "phi.toml"
+    if target.exists() and not force:
+        raise ProjectExistsError(f"{target} exists already; pass --force to replace it",
+                                 hint="phi-get lock reads it as it is")
+    reqs = [parse_requirement(m, document="command line") for m in (models or ["phi-3.5-mini"])]
+    urls = list(registry or []) or os.environ.get(REGISTRY_ENV, "").replace(",", " ").split()
+    for url in urls:
+        if '"' in url or "\\" in url or "\n" in url:
+            raise ManifestError("a registry URL with quotes, backslashes or line breaks", field="--registry",
+                                value=url, document="command line")
+    profile = load_device(device)
+    machine = f"{profile.os} {profile.arch}, {profile.cores} cores, {_size(profile.memory_bytes)} memory"
+    text = _STARTER.format(
+        machine=machine, name=json.dumps(project.resolve().name or "my-fleet"),
+        registries=", ".join(json.dumps(u) for u in urls),
+        models="\n".join(f"{json.dumps(r.name)} = {json.dumps(str(r.specifier) or '*')}" for r in reqs))
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "this-machine.json").write_text(json.dumps(profile.to_json(), indent=2, sort_keys=True) + "\n")
+    tmp = project / ".phi.toml.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, target)
+    if json_out:
+        _emit({"project": str(target), "profile": str(project / "this-machine.json"), "registries": urls,
+               "models": [str(r) for r in reqs]})
+        return
+    typer.echo(f"wrote {target} and {project / 'this-machine.json'} ({machine})")
+    if not urls:
+        typer.echo("note: no registry yet: add one to [project] registries, or pass --registry to phi-get lock",
+                   err=True)
 
 
 def lock_cmd(
@@ -161,25 +281,61 @@ def sync_cmd(
 
     from .lock import lock_project, sync_locked
 
+    def warn(message: str) -> None:
+        typer.echo(f"warning: {message}", err=True)
+
+    wrote = None
     if not locked:
-        lock_project(project, _home(home), registries=registry, created_by=f"phi-get {__version__}")
-    results = sync_locked(project, _home(home), device_class=device_class, registries=registry, device=device,
-                          offline=offline, reporter=_reporter(json_out, quiet),
-                          warn=lambda message: typer.echo(f"warning: {message}", err=True))
+        wrote, _lock = lock_project(project, _home(home), registries=registry, created_by=f"phi-get {__version__}")
+    chosen = _sync_class(project, device_class, device, warn)
+    if not json_out and not quiet:
+        how = "given by --device-class" if device_class else "the lock's class whose targets this device supports"
+        typer.echo(f"{'wrote ' + str(wrote) if wrote else 'phi.lock not rewritten (--locked)'}; "
+                   f"device class {chosen} ({how})")
+    reporter = _reporter(json_out, quiet)
+    with _resumable(_home(home), reporter):
+        results = sync_locked(project, _home(home), device_class=chosen, registries=registry, device=device,
+                              offline=offline, reporter=reporter, warn=warn)
     if json_out:
-        _emit([r.to_json() for r in results])
+        _emit([{**r.to_json(), "device_class": chosen, "lock_written": wrote is not None} for r in results])
     elif not quiet:
         for r in results:
-            typer.echo(f"synced {r.manifest.name} {r.manifest.version} {r.manifest.variant} at {r.path}")
+            m = r.manifest
+            state = "already installed" if r.already_installed else "installed"
+            typer.echo(f"{state} {m.name} {m.version} {m.variant} ({m.format} {m.precision}, {_size(m.size)}) "
+                       f"at {r.path}")
+
+
+def _sync_class(project: Path, wanted: str | None, device: str | None, warn: Any) -> str | None:
+    """The device class sync installs, and a warning when its artifacts do not run on this device."""
+    from phi_get.manifests.lockfile import parse_lock
+    from phi_get.manifests.targets import supported_targets
+
+    from .detect import load_device
+    from .lock import LOCK_NAME, _pick_class
+
+    path = project / LOCK_NAME
+    try:
+        lock = parse_lock(path.read_bytes(), document=str(path))
+    except FileNotFoundError:
+        return wanted  # sync_locked says what is missing
+    name = _pick_class(lock, wanted, device)
+    profile = load_device(device)
+    here = {t.tag for t in supported_targets(profile)}
+    foreign = sorted({a.target for a in lock.for_class(name) if a.target not in here})
+    if foreign:
+        warn(f"device class {name} pins artifacts for {', '.join(foreign)}, which this device "
+             f"({profile.os} {profile.arch}) does not support: they may not run here")
+    return name
 
 
 def run_cmd(
     name: str = typer.Argument(..., help="An installed model."),
     prompt: str = typer.Option(..., "--prompt", help="Text to continue."),
-    max_tokens: int = typer.Option(32, "--max-tokens", min=1, max=4096),
-    variant: str | None = typer.Option(None, "--variant", help="Which installed variant (default: the latest "
-                                                                  "installed)."),
-    home: Path | None = _HOME, json_out: bool = _JSON,
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1, max=4096, help="How many tokens to generate."),
+    variant: str | None = typer.Option(None, "--variant", help="Which installed variant (default: the one "
+                                                                  "phi-get resolve picks among those installed)."),
+    device: str | None = _DEVICE, home: Path | None = _HOME, json_out: bool = _JSON,
 ) -> None:
     """Load the installed artifact with its runtime and generate text: the smoke test on the device."""
     from phi_get.manifests.names import check_model_name
@@ -188,13 +344,38 @@ def run_cmd(
     from .store import Store
 
     store = Store(_home(home))
-    inst = store.find(check_model_name(name), variant)
-    gen = generate(inst.path, store.load(inst), prompt, max_tokens=max_tokens)
+    inst, why = _pick_installed(store, check_model_name(name), variant, device)
+    manifest = store.load(inst)
+    if not json_out:
+        typer.echo(f"running {inst.name} {inst.version} {inst.variant} ({manifest.format} {manifest.precision}): "
+                   f"{why}", err=True)
+    gen = generate(inst.path, manifest, prompt, max_tokens=max_tokens)
     if json_out:
         _emit({"name": inst.name, "version": inst.version, "variant": inst.variant, "runtime": gen.runtime,
-               "prompt": prompt, "text": gen.text, "new_tokens": gen.new_tokens})
+               "prompt": prompt, "text": gen.text, "new_tokens": gen.new_tokens, "why": why})
     else:
         typer.echo(prompt + gen.text)
+
+
+def _pick_installed(store: Any, name: str, variant: str | None, device: str | None) -> tuple[Any, str]:
+    """The installed artifact ``run`` loads: --variant, else the resolver's choice among those installed."""
+    from phi_get.manifests.index import IndexEntry
+
+    from .detect import load_device
+    from .resolve import make_policy, parse_requirement, resolve
+
+    if variant is not None:
+        return store.find(name, variant), "asked for by --variant"
+    installed = list(store.installed(name))
+    if not installed:
+        return store.find(name), ""  # raises NotInstalledError with its hint
+    by_digest = {i.digest: i for i in installed}
+    entries = [IndexEntry.from_manifest(store.load(i)) for i in installed]
+    res = resolve(parse_requirement(name), load_device(device), entries, make_policy())
+    if res.chosen is not None and res.chosen.entry.manifest in by_digest:
+        return by_digest[res.chosen.entry.manifest], f"the installed variant phi-get resolve picks: {res.chosen.reason}"
+    latest = store.find(name)
+    return latest, "no installed variant fits this device by the resolver's checks; running the latest installed"
 
 
 def list_cmd(home: Path | None = _HOME, json_out: bool = _JSON,
@@ -207,20 +388,42 @@ def list_cmd(home: Path | None = _HOME, json_out: bool = _JSON,
     if available:
         from .sources import sources_from
 
-        models = sources_from(registry, _home(home)).catalog()
+        sources = sources_from(registry, _home(home))
+        models = sources.catalog()
+        variants = {n: _latest_variants(sources, n, v) for n, v, _s in models}
         if json_out:
-            _emit([{"name": n, "latest": v, "source": s} for n, v, s in models])
-        for n, v, s in models if not json_out else []:
-            typer.echo(f"{n} {v or '-'} ({s})")
+            _emit([{"name": n, "latest": v, "source": s,
+                    "variants": [{"variant": e.variant, "format": str(e.format), "precision": str(e.precision),
+                                  "size": e.size, "targets": list(e.targets)} for e in variants[n]]}
+                   for n, v, s in models])
+            return
+        table: list[list[Any]] = []
+        for n, v, s in models:
+            table += [[n, e.version, e.variant, e.format, e.precision, _size(e.size), s] for e in variants[n]]
+            table += [] if variants[n] else [[n, v or "-", None, None, None, None, s]]
+        _table(["MODEL", "VERSION", "VARIANT", "FORMAT", "PRECISION", "SIZE", "SOURCE"], table, right=("SIZE",))
         return
 
-    rows = list(Store(_home(home)).installed())
+    store = Store(_home(home))
+    rows = [(i, store.load(i)) for i in store.installed()]
     if json_out:
         _emit([{"name": i.name, "version": i.version, "variant": i.variant, "manifest": i.digest,
-                "path": str(i.path)} for i in rows])
+                "format": str(m.format), "precision": str(m.precision), "size": m.size,
+                "path": str(i.path)} for i, m in rows])
         return
-    for i in rows:
-        typer.echo(f"{i.name} {i.version} {i.variant} {i.digest[:19]}... {i.path}")
+    if not rows:
+        typer.echo(f"nothing installed in {store.home} (phi-get install NAME)", err=True)
+        return
+    _table(["MODEL", "VERSION", "VARIANT", "FORMAT", "PRECISION", "SIZE", "MANIFEST", "PATH"],
+           [[i.name, i.version, i.variant, m.format, m.precision, _size(m.size), i.digest[:19], i.path]
+            for i, m in rows], right=("SIZE",))
+
+
+def _latest_variants(sources: Any, name: str, latest: str | None) -> list[Any]:
+    """The variants of a model's latest version (the index of the first source that has it)."""
+    _src, index = sources.find_index(name)
+    want = latest or max((str(e.version) for e in index.entries), default="")
+    return [e for e in index.entries if str(e.version) == want and not e.yanked]
 
 
 def verify_cmd(
@@ -231,13 +434,16 @@ def verify_cmd(
     """Re-hash installed artifacts against their manifests; report or repair."""
     from phi_get.manifests.names import check_model_name
 
-    from .errors import IntegrityError
+    from .errors import IntegrityError, NotInstalledError
     from .maintenance import repair as repair_one
     from .maintenance import verify_store
     from .sources import sources_from
     from .store import Store
 
     store = Store(_home(home))
+    if name is not None and not any(store.installed(check_model_name(name))):
+        raise NotInstalledError(f"{name} is not installed in {store.home}: nothing to verify",
+                                hint="phi-get list shows what is installed")
     checked, problems = verify_store(store, check_model_name(name) if name else None)
     repaired = []
     if repair and problems:
@@ -254,7 +460,8 @@ def verify_cmd(
                              actual="damaged files", where=str(store.home))
 
 
-def gc_cmd(home: Path | None = _HOME, dry_run: bool = typer.Option(False, "--dry-run"),
+def gc_cmd(home: Path | None = _HOME,
+           dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be removed and freed."),
            json_out: bool = _JSON) -> None:
     """Remove blobs, manifests and artifacts no installed ref uses, and old temp files."""
     from .maintenance import gc_store
@@ -265,14 +472,15 @@ def gc_cmd(home: Path | None = _HOME, dry_run: bool = typer.Option(False, "--dry
         _emit(report.to_json())
         return
     verb = "would remove" if dry_run else "removed"
-    typer.echo(f"{verb} {len(report.removed)} entries, freed {report.freed_bytes} bytes")
+    freed = "would free" if dry_run else "freed"
+    typer.echo(f"{verb} {len(report.removed)} entries, {freed} {_size(report.freed_bytes)}")
 
 
 def remove_cmd(
-    name: str = typer.Argument(...),
-    version: str | None = typer.Option(None, "--version"),
-    variant: str | None = typer.Option(None, "--variant"),
-    home: Path | None = _HOME,
+    name: str = typer.Argument(..., help="An installed model."),
+    version: str | None = typer.Option(None, "--version", help="Only this version (default: every one)."),
+    variant: str | None = typer.Option(None, "--variant", help="Only this variant (default: every one)."),
+    home: Path | None = _HOME, json_out: bool = _JSON,
 ) -> None:
     """Uninstall a model (its refs and folders); blobs go at the next gc."""
     from phi_get.manifests.names import check_model_name
@@ -287,7 +495,11 @@ def remove_cmd(
         raise NotInstalledError(f"{name} is not installed in {store.home}")
     for inst in doomed:
         store.remove_ref(inst)
-        typer.echo(f"removed {inst.name} {inst.version} {inst.variant}")
+        if not json_out:
+            typer.echo(f"removed {inst.name} {inst.version} {inst.variant} (its bytes go at the next phi-get gc)")
+    if json_out:
+        _emit({"removed": [{"name": i.name, "version": i.version, "variant": i.variant, "manifest": i.digest}
+                           for i in doomed]})
 
 
 def register(app: typer.Typer) -> None:
@@ -296,6 +508,7 @@ def register(app: typer.Typer) -> None:
     app.command("resolve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                              "help_option_names": []}, add_help_option=False)(resolve_cmd)
     app.command("install")(install_cmd)
+    app.command("init")(init_cmd)
     app.command("lock")(lock_cmd)
     app.command("sync")(sync_cmd)
     app.command("run")(run_cmd)

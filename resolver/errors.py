@@ -8,7 +8,7 @@ Imports only :mod:`phi_get.manifests`.
 
 from __future__ import annotations
 
-from phi_get.manifests.errors import PhiGetError
+from phi_get.manifests.errors import ExitCode, PhiGetError
 
 __all__ = [
     "DeviceProfileError",
@@ -17,9 +17,11 @@ __all__ = [
     "LockMismatchError",
     "NoMatchError",
     "NotInstalledError",
+    "ProjectExistsError",
     "ResolverError",
     "RuntimeMissingError",
     "SourceError",
+    "SourceURLError",
 ]
 
 
@@ -30,7 +32,7 @@ class ResolverError(PhiGetError):
 class NoMatchError(ResolverError, LookupError):
     """No artifact satisfies the requirement on this device."""
 
-    exit_code = 3
+    exit_code = ExitCode.NOT_FOUND
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -40,7 +42,7 @@ class NoMatchError(ResolverError, LookupError):
 class NotInstalledError(ResolverError, LookupError):
     """The model is not installed in this store."""
 
-    exit_code = 3
+    exit_code = ExitCode.NOT_FOUND
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -50,7 +52,7 @@ class NotInstalledError(ResolverError, LookupError):
 class IntegrityError(ResolverError, ValueError):
     """Bytes do not match the digest or size that was promised for them."""
 
-    exit_code = 4
+    exit_code = ExitCode.INTEGRITY
 
     def __init__(self, what: str, *, expected: str, actual: str, where: str) -> None:
         self.what, self.expected, self.actual, self.where = what, expected, actual, where
@@ -61,7 +63,7 @@ class IntegrityError(ResolverError, ValueError):
 class SourceError(ResolverError, ConnectionError):
     """A registry or mirror could not be reached or answered badly."""
 
-    exit_code = 5
+    exit_code = ExitCode.UNAVAILABLE
 
     def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
         self.url = url
@@ -69,10 +71,16 @@ class SourceError(ResolverError, ConnectionError):
         self.hint = hint
 
 
+class SourceURLError(SourceError, ValueError):
+    """A registry or mirror URL that is malformed (bad input, not an unreachable service)."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class DiskFullError(ResolverError, OSError):
     """The store's disk has no room (or a file size limit was reached)."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILURE
 
     def __init__(self, path: str, needed: int | None = None) -> None:
         self.path, self.needed = path, needed
@@ -84,7 +92,17 @@ class DiskFullError(ResolverError, OSError):
 class LockMismatchError(ResolverError, ValueError):
     """phi.lock no longer matches phi.toml, or does not cover what was asked."""
 
-    exit_code = 6
+    exit_code = ExitCode.CONFLICT
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ProjectExistsError(ResolverError, FileExistsError):
+    """``phi-get init`` would overwrite a phi.toml (pass --force)."""
+
+    exit_code = ExitCode.CONFLICT
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -94,7 +112,7 @@ class LockMismatchError(ResolverError, ValueError):
 class RuntimeMissingError(ResolverError, ModuleNotFoundError):
     """The artifact's runtime package is not installed."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILURE
 
     def __init__(self, distribution: str, module: str, *, artifact: str) -> None:
         self.distribution = distribution
@@ -106,7 +124,7 @@ class RuntimeMissingError(ResolverError, ModuleNotFoundError):
 class DeviceProfileError(ResolverError, ValueError):
     """A device profile named by --device or PHI_GET_DEVICE cannot be found."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

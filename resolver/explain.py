@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from phi_get.manifests.targets import SupportedTarget
+from phi_get.manifests.display import human_bytes
 
 from .errors import NoMatchError
 
@@ -30,8 +31,7 @@ __all__ = [
 ]
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+_gb = human_bytes  # one size convention for every command (manifests/display.py)
 
 
 def _where(c: Candidate) -> str:

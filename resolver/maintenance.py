@@ -15,6 +15,7 @@ Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -111,6 +112,8 @@ def gc_store(store: Store, *, dry_run: bool = False) -> GcReport:
     def drop(path: Path) -> None:
         if dry_run:
             report.removed.append(str(path.relative_to(store.home)))
+            with contextlib.suppress(FileNotFoundError):  # --dry-run reports what gc would free
+                report.freed_bytes += _size(path) if path.is_dir() else path.stat().st_size
             return
         try:
             size = _size(path) if path.is_dir() else path.stat().st_size

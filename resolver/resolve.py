@@ -44,6 +44,7 @@ from phi_get.manifests.index import IndexEntry
 from phi_get.manifests.manifest import Format, Precision
 from phi_get.manifests.names import check_model_name, check_specifier
 from phi_get.manifests.targets import MemoryPool, SupportedTarget, supported_targets
+from phi_get.manifests.display import human_bytes
 
 __all__ = [
     "DEFAULT_CONTEXT",
@@ -340,8 +341,7 @@ class _Filter:
         return self._runtimes[key]
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+_gb = human_bytes  # one size convention (manifests/display.py)
 
 
 def _check(f: _Filter, e: IndexEntry) -> Candidate:

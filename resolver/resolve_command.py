@@ -15,12 +15,14 @@ sibling modules inside :func:`run_resolve`.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-__all__ = ["main", "resolve_parser", "run_resolve"]
+__all__ = ["main", "policy_from_options", "resolve_parser", "run_resolve"]
 
 _HELP = {
     "requirement": "NAME or NAME with a version specifier: 'phi-3.5-mini>=1.0'.",
@@ -30,7 +32,7 @@ _HELP = {
               "snapdragon-laptop). Default: PHI_GET_DEVICE, else probe this machine.",
     "json": "Print JSON for scripts.",
     "explain": "List every candidate with its verdict and reason.",
-    "prefer": "quality | size | speed",
+    "prefer": "What to favour among the artifacts that fit: quality, size or speed (default quality).",
     "format": "Pin a format: gguf, onnx, openvino, mlx, safetensors.",
     "precision": "Pin a precision: int4, int8, fp16, bf16, fp32.",
     "context": "Context length for the memory check (default min(model maximum, 4096)).",
@@ -39,6 +41,43 @@ _HELP = {
     "home": "The store (default: PHI_GET_HOME or ~/.cache/phi-get).",
     "require_runtime": "Reject artifacts whose runtime is not installed.",
 }
+
+
+def policy_from_options(prefer: str, fmt: str | None, precision: str | None, context: int | None,
+                        require_runtime: bool = False) -> object:
+    """The resolver's Policy from the command line's strings; a bad value names its option and the choices."""
+    from phi_get.manifests.errors import ManifestError
+    from phi_get.manifests.manifest import Format, Precision
+
+    from .resolve import Prefer, make_policy
+
+    for option, value, enum in (("--prefer", prefer, Prefer), ("--format", fmt, Format),
+                                ("--precision", precision, Precision)):
+        choices = [str(v) for v in enum]  # type: ignore[attr-defined]
+        if value is not None and value not in choices:
+            near = difflib.get_close_matches(value, choices, n=1)
+            maybe = f"; did you mean {near[0]!r}?" if near else ""
+            raise ManifestError(f"choose one of {', '.join(choices)}{maybe}", field=option, value=value,
+                                document="command line")
+    return make_policy(prefer=prefer, format=fmt, precision=precision, context=context,
+                       require_runtime=require_runtime)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the other commands' manners: a mistyped option gets the nearest known one."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            tips = []
+            for word in message.partition(":")[2].split():
+                near = difflib.get_close_matches(word.split("=")[0], known, n=1) if word.startswith("-") else []
+                if near:
+                    tips.append(f"{word}: did you mean {near[0]}?")
+            if tips:
+                message += " (" + "; ".join(tips) + ")"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\nTry 'phi-get resolve --help' for help.\n")
 
 
 def _positive(text: str) -> int:
@@ -52,8 +91,8 @@ def _positive(text: str) -> int:
 
 
 def resolve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="phi-get resolve", description="Choose the best artifact for this device and say why "
+    p = _Parser(
+        prog="phi-get resolve", allow_abbrev=False, description="Choose the best artifact for this device and say why "
                                              "(nothing is downloaded).")
     p.add_argument("requirement", help=_HELP["requirement"])
     p.add_argument("--registry", "-r", action="append", help=_HELP["registry"])
@@ -73,25 +112,19 @@ def resolve_parser() -> argparse.ArgumentParser:
 
 def run_resolve(argv: Sequence[str]) -> None:
     """Parse ``argv`` (the arguments after ``resolve``), resolve, print; PhiGetError propagates."""
-    from phi_get.manifests.errors import ManifestError
-
     from .detect import load_device
     from .explain import no_match_error, render_text, resolution_json
-    from .resolve import make_policy, parse_requirement, resolve
+    from .resolve import parse_requirement, resolve
     from .sources import sources_from
     from .store import default_home
 
     args = resolve_parser().parse_args(list(argv))
-    try:
-        pol = make_policy(prefer=args.prefer, format=args.fmt, precision=args.precision, context=args.context,
-                          require_runtime=args.require_runtime)
-    except ValueError as exc:
-        raise ManifestError(str(exc), field="--prefer/--format/--precision", document="command line") from None
+    pol = policy_from_options(args.prefer, args.fmt, args.precision, args.context, args.require_runtime)
     req = parse_requirement(args.requirement)
     sources = sources_from(args.registry, args.home if args.home is not None else default_home(),
                            offline=args.offline)
     _src, index = sources.find_index(req.name)  # not install.resolve_from: resolve downloads nothing
-    res = resolve(req, load_device(args.device), index.entries, pol)
+    res = resolve(req, load_device(args.device), index.entries, pol)  # type: ignore[arg-type]
     if args.json_out:
         print(json.dumps(resolution_json(res), indent=2, sort_keys=True))
     else:
@@ -103,7 +136,7 @@ def run_resolve(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``phi-get resolve ...`` without typer: the exit code; errors rendered as the root CLI renders them."""
-    from phi_get.manifests.errors import PhiGetError
+    from phi_get.manifests.errors import ExitCode, PhiGetError
 
     try:
         run_resolve(sys.argv[2:] if argv is None else argv)
@@ -112,4 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
-    return 0
+    except KeyboardInterrupt:
+        print("interrupted: nothing was downloaded or changed", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK

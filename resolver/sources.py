@@ -38,7 +38,7 @@ from phi_get.manifests.index import (
 )
 from phi_get.manifests.manifest import Manifest, parse_manifest
 
-from .errors import IntegrityError, SourceError
+from .errors import IntegrityError, SourceError, SourceURLError
 
 __all__ = [
     "OFFLINE_ENV",
@@ -227,7 +227,7 @@ def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool 
         if not url.startswith(("http://", "https://", "file://")):
             path = Path(url)
             if not path.is_dir():
-                raise SourceError("a source is an http(s):// or file:// URL or a mirror folder", url=url)
+                raise SourceURLError("a source is an http(s):// or file:// URL or a mirror folder", url=url)
             url = path.resolve().as_uri()
         out.append(Source(base=url.rstrip("/"), cache=home / "cache" / "index", offline=off))
     return Sources(sources=tuple(out))

@@ -99,7 +99,10 @@ def test_list_available_reads_the_catalogs(served: Any, mirror: Any, home: Path)
     out = phi("list", "--available", "--registry", served.url, "--registry", mirror[0].as_uri(), "--json",
               env={"PHI_GET_HOME": str(home)})
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [{"name": "tiny-model", "latest": "", "source": served.url}]
+    doc = json.loads(out.stdout)
+    variants = doc[0].pop("variants")
+    assert doc == [{"name": "tiny-model", "latest": "", "source": served.url}]
+    assert [v["variant"] for v in variants] == ["safetensors-fp32"] and variants[0]["size"] == 810002
     missing = phi("install", "no-such-model", "--registry", served.url, env={"PHI_GET_HOME": str(home)})
     assert missing.returncode == 3
     assert "error: no source lists the model 'no-such-model'" in missing.stderr
