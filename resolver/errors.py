@@ -9,6 +9,7 @@ Imports only :mod:`phi_get.manifests`.
 from __future__ import annotations
 
 from phi_get.manifests.errors import ExitCode, PhiGetError
+from phi_get.manifests.urls import redact_text
 
 __all__ = [
     "DeviceProfileError",
@@ -55,6 +56,7 @@ class IntegrityError(ResolverError, ValueError):
     exit_code = ExitCode.INTEGRITY
 
     def __init__(self, what: str, *, expected: str, actual: str, where: str) -> None:
+        where = redact_text(where)  # a source URL's credentials never reach a message (issue 10, class 2)
         self.what, self.expected, self.actual, self.where = what, expected, actual, where
         super().__init__(f"{what} from {where} does not match: expected {expected}, got {actual}")
         self.hint = "nothing was installed; run the command again to download it afresh"
@@ -66,8 +68,8 @@ class SourceError(ResolverError, ConnectionError):
     exit_code = ExitCode.UNAVAILABLE
 
     def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
-        self.url = url
-        super().__init__(f"{message} ({url})")
+        self.url = redact_text(url)  # a source URL's credentials never reach a message (issue 10, class 2)
+        super().__init__(redact_text(f"{message} ({url})"))
         self.hint = hint
 
 

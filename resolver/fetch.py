@@ -40,8 +40,14 @@ other's file position between a seek and its read or write.
 
 A server that ignores ``Range`` (answers 200) is handled by falling back to
 one whole-file stream.  A dropped connection is retried from where the part
-got to, on the next source URL if there are several.  ``file://`` URLs (a
-static mirror on disk) are read directly.
+got to, on the next source URL if there are several, after a short backoff
+or the ``Retry-After`` a 429 or 503 asked for (:mod:`.transport`: redirects,
+credentials, deadlines).  A connection below the minimum rate
+(``PHI_GET_MIN_RATE`` bytes/s over ``PHI_GET_RATE_WINDOW_S``) is dropped and
+its trickle counts as no progress, so a trickling source fails the part
+instead of holding it for ever.  ``file://`` URLs (a static mirror on disk)
+are read directly: a regular file of exactly the declared size.
+
 
 Imports the standard library and :mod:`phi_get.manifests`.
 """
@@ -67,9 +73,10 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from phi_get.manifests.manifest import FileEntry
+from phi_get.manifests.urls import redact
 
 from .errors import DiskFullError, IntegrityError, SourceError
-from .sources import http_get
+from . import transport
 from .store import Store, is_disk_full
 
 __all__ = [
@@ -101,6 +108,10 @@ _WORK_PREFIX: Final = "w-"
 #: A worker fetching ahead spills once the hasher has had nothing to hash for this long: long enough to
 #: ride out a moment between two chunks, short enough that a connection does not idle when the network is slow.
 _SPILL_AFTER_S: Final = 0.02
+#: Backoff between tries of a part when the source gave no Retry-After (transport.retry_delay): short,
+#: since a dropped connection is the usual cause and the next try resumes where this one stopped.
+_BACKOFF_BASE_S: Final = 0.05
+_BACKOFF_CAP_S: Final = 1.0
 
 
 class Reporter(Protocol):
@@ -336,6 +347,8 @@ def _worker(job: _Job, seg: _Segment) -> None:
         url = job.urls[attempt % len(job.urls)]
         attempt += 1
         before = seg.filled
+        asked: float | None = None  # the source's Retry-After
+        slow = False  # dropped by the minimum-rate rule: the trickle it made is no progress
         try:
             if url.startswith("file://"):
                 _copy_file(job, seg, url)
@@ -349,13 +362,15 @@ def _worker(job: _Job, seg: _Segment) -> None:
         except (OSError, http.client.HTTPException, SourceError) as exc:
             if isinstance(exc, OSError) and is_disk_full(exc):
                 raise DiskFullError(str(job.file_path.parent), job.entry.size) from None
-            errors.append(f"{url}: {exc}")
+            asked, slow = getattr(exc, "asked", None), isinstance(exc, _TooSlow)
+            errors.append(str(exc) if isinstance(exc, SourceError) else f"{exc} ({redact(url)})")
         else:
-            errors.append(f"{url}: the answer ended before the part did")
+            errors.append(f"the answer ended before the part did ({redact(url)})")
         if seg.done or job.stop.is_set():
             return
-        stalled = 0 if seg.filled > before else stalled + 1
-        time.sleep(min(0.05 * 2 ** max(stalled - 1, 0), 1.0))
+        stalled = 0 if seg.filled > before and not slow else stalled + 1
+        # Woken early when the job stops, so a long Retry-After never holds up a cancelled or failed fetch.
+        job.stop.wait(transport.retry_delay(max(stalled - 1, 0), asked, base=_BACKOFF_BASE_S, cap=_BACKOFF_CAP_S))
     if not seg.done and not job.stop.is_set():
         raise SourceError(f"download of {job.label} failed after {len(errors)} attempts; last: {errors[-1]}",
                           url=job.urls[0], hint="run the command again: the download resumes where it stopped")
@@ -513,13 +528,28 @@ def _pump(job: _Job, seg: _Segment, read: Callable[[memoryview, int], int]) -> N
             raise failure[0]
 
 
+class _TooSlow(SourceError):
+    """A blob connection fell below the minimum rate (transport.Limits): dropped; what it trickled is no progress."""
+
+
+class _Busy(SourceError):
+    """The source answered a status worth another try (429, 503, ...); ``asked``: its Retry-After in seconds."""
+
+    def __init__(self, message: str, *, url: str, asked: float | None) -> None:
+        super().__init__(message, url=url)
+        self.asked = asked
+
+
 def _copy_file(job: _Job, seg: _Segment, url: str) -> None:
-    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    """Copy ``seg`` from a ``file://`` mirror: a regular file of exactly the declared size, read no further."""
+    src = transport.open_file(url)
+    if src is None:
+        raise SourceError("blob not found in the mirror", url=url)
     try:
-        src = os.open(path, os.O_RDONLY | _O_BINARY)
-    except FileNotFoundError:
-        raise SourceError("blob not found in the mirror", url=url) from None
-    try:
+        size = os.fstat(src).st_size
+        if size != job.entry.size:
+            raise SourceError(f"blob in the mirror is {size} bytes, not the {job.entry.size} the manifest declares",
+                              url=url)
         _pump(job, seg, PositionalFile(src, native=job.file.native).readinto)
         if not seg.done and not job.stop.is_set():
             raise SourceError(f"blob in the mirror is shorter than {job.entry.size} bytes", url=url)
@@ -528,33 +558,106 @@ def _copy_file(job: _Job, seg: _Segment, url: str) -> None:
 
 
 def _download(job: _Job, seg: _Segment, url: str) -> None:
+    """One try at ``seg`` over http(s) (transport: redirects, credentials to their origin only).
+
+    The answer's head must come within the document deadline; its body at
+    the minimum rate (:func:`_reader`).  A declared length or range other
+    than the one asked for is refused before any byte is used.
+    """
     pos = seg.start + seg.filled
     whole = pos == 0 and seg.end == job.entry.size
     headers = {"Range": f"bytes={pos}-{seg.end - 1}"} if job.ranged else {}
-    conn, resp = http_get(url, headers)
+    lim = transport.limits()
+    opened = transport.open_get(url, headers, deadline=time.monotonic() + lim.doc_timeout_s,
+                                seconds=lim.doc_timeout_s)
+    resp, where = opened.resp, opened.shown
     try:
+        opened.release_deadline()
         if resp.status == 404:
-            raise SourceError("blob not found", url=url)
+            raise SourceError("blob not found", url=where)
+        if resp.status in transport.RETRY_STATUSES:
+            raise _Busy(f"the source answered HTTP {resp.status}", url=where,
+                        asked=transport.retry_after(resp.getheader("Retry-After")))
         if resp.status == 200 and job.ranged and not whole:
             raise _RangeIgnored()
         if resp.status == 206:
+            asked = f"bytes {pos}-{seg.end - 1}/"
             crange = resp.getheader("Content-Range", "")
-            if not crange.startswith(f"bytes {pos}-{seg.end - 1}/"):
-                raise SourceError(f"the source answered the wrong range {crange!r} for bytes={pos}-{seg.end - 1}",
-                                  url=url)
+            if not crange.startswith(asked) or crange[len(asked):] not in (str(job.entry.size), "*"):
+                raise SourceError(f"the source answered the wrong range {crange!r} for bytes={pos}-{seg.end - 1} "
+                                  f"of a {job.entry.size}-byte blob", url=where)
+            expect, first = seg.end - pos, pos
         elif resp.status != 200:
-            raise SourceError(f"the source answered HTTP {resp.status}", url=url)
-        elif pos:  # a whole-file answer, but the bytes before pos are written: skip them
-            _skip(resp, pos, url)
-        _pump(job, seg, lambda view, _pos: resp.readinto(view))
+            raise SourceError(f"the source answered HTTP {resp.status}", url=where)
+        else:
+            expect, first = job.entry.size, 0
+        if resp.length is not None and resp.length != expect:
+            raise SourceError(f"the source declared Content-Length {resp.length} for {expect} bytes", url=where)
+        read = _reader(opened, lim, where)
+        if pos and not first:  # a whole-file answer, but the bytes before pos are written: skip them
+            _skip(read, pos, where)
+        _pump(job, seg, read)
+        if not seg.done and not job.stop.is_set():
+            got = seg.start + seg.filled - first
+            raise SourceError(f"the answer ended after {got} of the {expect} bytes it declared", url=where)
     finally:
-        conn.close()
+        opened.close()
 
 
-def _skip(resp: http.client.HTTPResponse, count: int, url: str) -> None:
+def _reader(opened: transport.Opened, lim: transport.Limits, where: str) -> Callable[[memoryview, int], int]:
+    """``read(view, pos)`` for an answer's body: what one receive brings, at the minimum rate.
+
+    Each call is one receive (``readinto1``), so a trickle cannot hide in a
+    chunk that takes hours to fill.  Only time spent receiving counts (not
+    waiting for a buffer while the hasher is busy): a connection that brings
+    fewer than ``lim.min_bytes`` in ``lim.window_s`` seconds of receiving,
+    or nothing for a whole window, is dropped.  Per receive this costs two
+    clock reads and a comparison.
+    """
+    resp = opened.resp
+    need, window = lim.min_bytes, lim.window_s
+    if need and opened.conn.sock is not None:
+        opened.conn.sock.settimeout(min(transport.TIMEOUT_S, window))
+    if resp.chunked or resp.fp is None:
+        def pull(view: memoryview) -> int:
+            data = resp.read1(len(view))
+            view[: len(data)] = data
+            return len(data)
+    else:
+        pull = resp.fp.readinto1
+    spent, got = 0.0, 0
+
+    def too_slow() -> _TooSlow:
+        return _TooSlow(f"the source sent {got} bytes in {window:g} s, below the minimum rate of "
+                        f"{lim.min_rate:g} bytes/s ({transport.MIN_RATE_ENV}, {transport.RATE_WINDOW_ENV})",
+                        url=where)
+
+    def read(view: memoryview, _pos: int) -> int:
+        nonlocal spent, got
+        start = time.monotonic()
+        try:
+            n = pull(view)
+        except TimeoutError:
+            if need:
+                raise too_slow() from None
+            raise
+        if need:
+            spent += time.monotonic() - start
+            got += n
+            if spent >= window:
+                if got < need:
+                    raise too_slow()
+                spent, got = 0.0, 0
+        return n
+
+    return read
+
+
+def _skip(read: Callable[[memoryview, int], int], count: int, url: str) -> None:
+    """Read and drop the first ``count`` bytes of an answer (through ``read``, so at the minimum rate)."""
     scratch = memoryview(bytearray(min(count, _MIB)))
     while count:
-        n = resp.readinto(scratch[: min(count, len(scratch))])
+        n = read(scratch[: min(count, len(scratch))], 0)
         if not n:
             raise SourceError("the source ended the answer early", url=url)
         count -= n

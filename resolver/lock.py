@@ -30,6 +30,7 @@ from phi_get.manifests.index import blob_path
 from phi_get.manifests.lockfile import Lock, LockedArtifact, LockedDeviceClass, LockedFile, lock_bytes, parse_lock
 from phi_get.manifests.project import DeviceClass, ModelSpec, Project, parse_project
 from phi_get.manifests.targets import supported_targets
+from phi_get.manifests.urls import strip_credentials
 
 from .detect import load_device, sample_profiles
 from .errors import DeviceProfileError, IntegrityError, LockMismatchError
@@ -92,13 +93,14 @@ def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DevicePro
         err = no_match_error(res)
         raise type(err)(f"device class {dc_name!r}: {err}", hint=err.hint)
     manifest, _ = sources.manifest(chosen.entry.manifest, first=src)
-    files = tuple(LockedFile(path=f.path, size=f.size, sha256=f.sha256, url=src.url(blob_path(f.sha256)))
-                  for f in manifest.files)
+    # phi.lock is committed: its URLs carry no credentials (sources_from lends them back from PHI_GET_REGISTRY).
+    files = tuple(LockedFile(path=f.path, size=f.size, sha256=f.sha256,
+                             url=strip_credentials(src.url(blob_path(f.sha256)))) for f in manifest.files)
     return LockedArtifact(
         model=spec.name, device_class=dc_name, requirement=spec.requirement, version=str(manifest.version),
         variant=manifest.variant, manifest=chosen.entry.manifest, format=str(manifest.format),
         precision=str(manifest.precision), target=chosen.target.tag, size=manifest.size,
-        sources=tuple(s.base for s in sources.sources),
+        sources=tuple(s.stored for s in sources.sources),
         policy={"prefer": spec.prefer, "format": spec.format, "precision": spec.precision,
                 "context": chosen.context},
         files=files,

@@ -12,23 +12,33 @@ their ETag and revalidated with ``If-None-Match``; in offline mode (``--offline`
 or ``PHI_GET_OFFLINE=1``) the cache is used without asking.  Manifests are
 verified against the digest the index gave before use.
 
+A source URL may carry credentials (``https://user:TOKEN@host``): the
+:class:`Source` keeps them apart from its shown ``base`` (redacted,
+``https://***@host``) and its ``stored`` form (``https://host``, for
+``phi.lock`` and cache keys), and hands them only to :mod:`.transport`,
+which sends them as HTTP Basic to that origin alone.  A URL without
+credentials (say, one read back from ``phi.lock``) borrows those of a
+``PHI_GET_REGISTRY`` URL of the same origin, so a committed lock needs no
+secret in it.  Deadlines, size limits, redirects and retries:
+:mod:`.transport`.
+
 Imports the standard library and :mod:`phi_get.manifests`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from phi_get.manifests.canonical import digest_of
 from phi_get.manifests.index import (
     LAYOUT,
+    MAX_INDEX_BYTES,
     ModelIndex,
     blob_path,
     index_path,
@@ -37,79 +47,78 @@ from phi_get.manifests.index import (
     parse_model_index,
 )
 from phi_get.manifests.manifest import Manifest, parse_manifest
+from phi_get.manifests.urls import origin, redact, strip_credentials
 
+from . import transport
 from .errors import IntegrityError, SourceError, SourceURLError
 
 __all__ = [
     "OFFLINE_ENV",
     "REGISTRY_ENV",
-    "TIMEOUT_S",
     "Source",
     "Sources",
-    "http_get",
     "sources_from",
 ]
 
 REGISTRY_ENV: Final = "PHI_GET_REGISTRY"
 OFFLINE_ENV: Final = "PHI_GET_OFFLINE"
-TIMEOUT_S: Final = 30.0
-_MAX_DOC: Final = 64 << 20
-
-
-def http_get(url: str, headers: dict[str, str] | None = None,
-             timeout: float = TIMEOUT_S) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    """Open a GET request; the caller reads the response and closes the connection."""
-    parts = urllib.parse.urlsplit(url)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname or "", parts.port, timeout=timeout)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    try:
-        conn.request("GET", path, headers={"User-Agent": "phi-get", **(headers or {})})
-        return conn, conn.getresponse()
-    except (OSError, http.client.HTTPException) as exc:
-        conn.close()
-        raise SourceError(f"cannot reach the source: {exc}", url=url,
-                          hint="check the --registry URL or PHI_GET_REGISTRY; --offline uses the cache") from None
+#: The most bytes one document (index, catalog, manifest) may have, from any transport.
+_MAX_DOC: Final = MAX_INDEX_BYTES
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Source:
-    """One base URL and where its cached indexes live."""
+    """One base URL and where its cached indexes live.
+
+    ``base`` is the URL as shown: its credentials, if it had any, redacted
+    (they move to ``userinfo`` on construction, which no message, repr or
+    stored file shows).
+    """
 
     base: str
     cache: Path
     offline: bool = False
+    userinfo: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.base)
+        if "@" in parts.netloc:
+            object.__setattr__(self, "userinfo", self.userinfo or parts.netloc.rpartition("@")[0])
+        if self.userinfo:
+            object.__setattr__(self, "base", redact(f"{parts.scheme}://{self.userinfo}@"
+                                                    f"{strip_credentials(self.base).partition('://')[2]}"))
 
     @property
     def is_file(self) -> bool:
         return self.base.startswith("file://")
 
+    @property
+    def stored(self) -> str:
+        """The base URL without credentials: what phi.lock and cache keys record."""
+        return strip_credentials(self.base)
+
     def url(self, relative: str) -> str:
+        """The URL of ``relative`` under this source, as shown (credentials redacted)."""
         return f"{self.base.rstrip('/')}/{relative}"
+
+    def fetch_url(self, relative: str) -> str:
+        """The URL of ``relative`` with this source's credentials, for :mod:`.transport` and the fetcher only."""
+        clean = f"{self.stored.rstrip('/')}/{relative}"
+        if not self.userinfo:
+            return clean
+        scheme, _, rest = clean.partition("://")
+        return f"{scheme}://{self.userinfo}@{rest}"
 
     def read(self, relative: str, *, etag: str | None = None) -> tuple[int, bytes, str | None]:
         """(status, body, etag) of ``relative``; status 404 when absent, 304 when ``etag`` still holds."""
         if self.is_file:
-            path = _file_path(self.url(relative))
-            try:
-                return 200, path.read_bytes(), None
-            except FileNotFoundError:
-                return 404, b"", None
-            except OSError as exc:
-                raise SourceError(f"cannot read the mirror: {exc.strerror}", url=self.url(relative)) from None
+            doc = transport.read_file(self.url(relative), limit=_MAX_DOC)
+            return doc.status, doc.body, None
         if self.offline:
             raise SourceError("offline, and this is not in the local cache", url=self.url(relative),
                               hint="run once online, or use a file:// mirror")
-        conn, resp = http_get(self.url(relative), {"If-None-Match": etag} if etag else None)
-        try:
-            body = resp.read(_MAX_DOC + 1)
-        except (OSError, http.client.HTTPException) as exc:
-            raise SourceError(f"connection failed while reading: {exc}", url=self.url(relative)) from None
-        finally:
-            conn.close()
-        if resp.status in (200, 304, 404):
-            return resp.status, body, resp.getheader("ETag")
-        raise SourceError(f"the source answered HTTP {resp.status}", url=self.url(relative))
+        doc = transport.get_document(self.fetch_url(relative), limit=_MAX_DOC, etag=etag)
+        return doc.status, doc.body, doc.etag
 
     def index(self, name: str) -> ModelIndex | None:
         """The model's index, or None when this source does not list the model."""
@@ -117,7 +126,7 @@ class Source:
         if self.is_file:
             status, body, _ = self.read(rel)
             return parse_model_index(body, document=self.url(rel)) if status == 200 else None
-        key = hashlib.sha256(self.base.encode()).hexdigest()[:16]
+        key = hashlib.sha256(self.stored.encode()).hexdigest()[:16]
         cached, tag_file = self.cache / key / f"{name}.json", self.cache / key / f"{name}.etag"
         if self.offline:
             if not cached.exists():
@@ -134,10 +143,6 @@ class Source:
         if new_tag:
             _write_atomic(tag_file, new_tag.encode())
         return index
-
-
-def _file_path(url: str) -> Path:
-    return Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -203,7 +208,7 @@ class Sources:
 
     def blob_urls(self, sha256_hex: str, *, first: Source | None = None) -> list[str]:
         """Where a blob can be fetched from, in order; offline, only file:// mirrors."""
-        urls = [src.url(blob_path(sha256_hex)) for src in self._ordered(first) if src.is_file or not src.offline]
+        urls = [src.fetch_url(blob_path(sha256_hex)) for src in self._ordered(first) if src.is_file or not src.offline]
         if not urls:
             raise SourceError(f"offline, and blob sha256:{sha256_hex} is not in the store",
                               url=", ".join(s.base for s in self.sources), hint="run once online")
@@ -215,19 +220,50 @@ class Sources:
 
 def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool | None = None,
                  environ: dict[str, str] | None = None) -> Sources:
-    """``--registry`` URLs, else ``PHI_GET_REGISTRY`` (space or comma separated)."""
+    """``--registry`` URLs, else ``PHI_GET_REGISTRY`` (space or comma separated).
+
+    An http(s) URL without credentials borrows those of a ``PHI_GET_REGISTRY``
+    URL of the same origin (a lock records its sources without them).
+    """
     env = os.environ if environ is None else environ
-    urls = list(registries or []) or env.get(REGISTRY_ENV, "").replace(",", " ").split()
+    configured = env.get(REGISTRY_ENV, "").replace(",", " ").split()
+    urls = list(registries or []) or configured
     if not urls:
         raise SourceError("no registry configured", url="(none)",
                           hint=f"pass --registry URL (repeatable) or set {REGISTRY_ENV}")
     off = offline if offline is not None else env.get(OFFLINE_ENV, "") not in ("", "0")
+    lenders = [u for u in configured if u.startswith(("http://", "https://")) and _userinfo(u)]
     out = []
     for url in urls:
+        userinfo = ""
         if not url.startswith(("http://", "https://", "file://")):
             path = Path(url)
             if not path.is_dir():
                 raise SourceURLError("a source is an http(s):// or file:// URL or a mirror folder", url=url)
             url = path.resolve().as_uri()
-        out.append(Source(base=url.rstrip("/"), cache=home / "cache" / "index", offline=off))
+        elif not url.startswith("file://"):
+            _check_http_url(url)
+            userinfo = _userinfo(url) or next((_userinfo(u) for u in lenders if _same_origin(u, url)), "")
+        out.append(Source(base=url.rstrip("/"), cache=home / "cache" / "index", offline=off, userinfo=userinfo))
     return Sources(sources=tuple(out))
+
+
+def _userinfo(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc.rpartition("@")[0]
+
+
+def _same_origin(a: str, b: str) -> bool:
+    try:
+        return origin(a) == origin(b)
+    except ValueError:  # a bad port in PHI_GET_REGISTRY: reported when that URL is used
+        return False
+
+
+def _check_http_url(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+    except ValueError:
+        raise SourceURLError("a source URL's port must be a number in 0-65535", url=url) from None
+    if not parts.hostname:
+        raise SourceURLError("a source URL needs a host", url=url)
