@@ -11,6 +11,7 @@ Imports uvicorn/fastapi and the registry only.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -19,10 +20,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .db import create_schema, make_engine
+from .errors import ServeError
 from .service import DEFAULT_MAX_BLOB_SIZE, Registry
 from .storage import FilesystemBlobStore
 
-__all__ = ["default_db_url", "open_registry", "running_server", "serve"]
+__all__ = ["default_db_url", "listen", "open_registry", "running_server", "serve"]
 
 
 def default_db_url(storage: str | os.PathLike[str]) -> str:
@@ -39,23 +41,49 @@ def open_registry(db_url: str, storage: str | os.PathLike[str], *,
     return Registry(engine, store, max_blob_size=max_blob_size)
 
 
-def _config(registry: Registry, *, access_log: bool) -> object:
+def _config(registry: Registry, *, access_log: bool, log_level: str = "warning") -> object:
     import uvicorn
 
     from .api import registry_asgi_app
 
-    return uvicorn.Config(registry_asgi_app(registry), log_level="warning", access_log=access_log,
+    # uvicorn sets its loggers' levels when the Config is made: a level set afterwards is ignored.
+    return uvicorn.Config(registry_asgi_app(registry), log_level=log_level, access_log=access_log,
                           timeout_keep_alive=30, lifespan="off")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or a :class:`ServeError` that says why not (busy port, bad address)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {host!r} is not an address or host name ({exc})",
+                         bad_input=True) from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = {errno.EADDRINUSE: "the port is in use by another process",
+               errno.EACCES: "this user may not listen on that port",
+               errno.EADDRNOTAVAIL: "that address is not one of this machine's"}.get(exc.errno or 0, str(exc))
+        raise ServeError(f"cannot listen on {host}:{port}: {why}",
+                         hint="choose another --port, or stop the server that holds it") from None
+    return sock
 
 
 def serve(registry: Registry, *, host: str, port: int, access_log: bool = True) -> None:
     """Serve in the foreground until interrupted."""
     import uvicorn
 
-    config = _config(registry, access_log=access_log)
+    sock = listen(host, port)  # bound here, so a busy port is a clear error, not uvicorn's exit
+    config = _config(registry, access_log=access_log, log_level="info")
     config.host, config.port = host, port  # type: ignore[attr-defined]
-    config.log_level = "info"  # type: ignore[attr-defined]
-    uvicorn.Server(config).run()  # type: ignore[arg-type]
+    try:
+        uvicorn.Server(config).run(sockets=[sock])  # type: ignore[arg-type]
+    finally:
+        sock.close()
 
 
 @contextmanager

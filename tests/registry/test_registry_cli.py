@@ -73,10 +73,10 @@ def test_demo_flow_through_the_cli(served: tuple[str, str, Path], tmp_path: Path
                    variant="onnx-int4")
     first = run("publish", str(tmp_path / "out"), "--registry", url, env={"PHI_GET_TOKEN": token})
     assert first.stdout.count("published tiny-phi 0.1.0") == 2
-    assert "uploaded 1 blob(s), 50000 bytes" in first.stdout and "uploaded 1 blob(s), 30000 bytes" in first.stdout
+    assert "uploaded 1 blob(s), 50.0 kB" in first.stdout and "uploaded 1 blob(s), 30.0 kB" in first.stdout
     assert token not in first.stdout + first.stderr
     again = run("publish", str(tmp_path / "out"), "--registry", url, "--token", token)
-    assert again.stdout.count("already published") == 2 and again.stdout.count("uploaded 0 blob(s), 0 bytes") == 2
+    assert again.stdout.count("already published") == 2 and again.stdout.count("uploaded 0 blob(s), 0 B") == 2
     assert token not in again.stdout + again.stderr
 
     refused = run("publish", str(tmp_path / "out"), "--registry", url, env={"PHI_GET_TOKEN": "phig_x"}, ok=False)
@@ -89,7 +89,7 @@ def test_demo_flow_through_the_cli(served: tuple[str, str, Path], tmp_path: Path
     assert (mirror / "v1" / "models" / "tiny-phi" / "index.json").read_bytes() == live
 
     gc = run("registry", "gc", "--db", db, "--storage", str(storage), "--grace-seconds", "0")
-    assert gc.stdout.startswith("deleted 0 blob(s) (0 bytes)") and "kept 2 blob(s)" in gc.stdout
+    assert gc.stdout.startswith("deleted 0 blob(s) (freed 0 B)") and "kept 2 blob(s)" in gc.stdout
 
     yanked = run("registry", "yank", "tiny-phi", "0.1.0", "--reason", "broken tokenizer", "--variant", "onnx-int4",
                  "--registry", url, env={"PHI_GET_TOKEN": token})

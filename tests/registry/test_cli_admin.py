@@ -1,0 +1,131 @@
+"""Registry administration mistakes through the real ``phi-get registry`` (issue 13): where the registry
+lives, ``serve`` on a bad or busy port, the access log, and publish/yank/token output for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from phi_get.manifests.errors import ExitCode
+from phi_get.registry.testing import write_artifact
+
+PHI_GET = [sys.executable, "-m", "phi_get"]
+#: No administration setting leaks in from the machine running the tests.
+CLEAN = {"PHI_GET_REGISTRY_STORAGE": "", "PHI_GET_REGISTRY_DB": "", "PHI_GET_REGISTRY": ""}
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PHI_GET, *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd,
+                          env={**os.environ, **CLEAN, "PHI_GET_REGISTRY_CONFIG": os.devnull, **(env or {})})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str], Path]]:
+    """`registry serve` on a fresh storage folder, its stderr in a file; yields (url, storage, process, log)."""
+    storage, log = tmp_path / "reg", tmp_path / "serve.log"
+    port = _free_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([*PHI_GET, "registry", "serve", "--storage", str(storage), "--port", str(port)],
+                                stdout=fh, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **CLEAN, "PHI_GET_REGISTRY_CONFIG": os.devnull})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield url, storage, proc, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_token_create_without_a_storage_creates_nothing_in_the_cwd(tmp_path: Path) -> None:
+    """`token create` without --storage minted into a new ./registry-data the server never reads."""
+    out = run("registry", "token", "create", "--scope", "admin", cwd=tmp_path)
+    assert out.returncode == ExitCode.BAD_INPUT and out.stdout == ""
+    assert "no storage folder given" in out.stderr and "PHI_GET_REGISTRY_STORAGE" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_token_list_on_a_mistyped_storage_is_an_error_not_an_empty_catalog(tmp_path: Path) -> None:
+    """`token list --storage typo` created an empty catalog and exited 0."""
+    for args in (["token", "list"], ["token", "revoke", "abc"], ["gc"], ["export", str(tmp_path / "m")]):
+        out = run("registry", *args, "--storage", str(tmp_path / "typo"))
+        assert out.returncode == ExitCode.NOT_FOUND, (args, out.stderr)
+        assert "no registry at storage folder" in out.stderr
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "m").exists()
+
+
+def test_storage_from_the_environment_is_shared_by_every_admin_command(tmp_path: Path) -> None:
+    """One place finds the registry: PHI_GET_REGISTRY_STORAGE serves token create and token list alike."""
+    env = {"PHI_GET_REGISTRY_STORAGE": str(tmp_path / "reg")}
+    assert run("registry", "token", "create", "--scope", "admin", "--note", "ops", env=env).returncode == 0
+    listed = run("registry", "token", "list", "--json", env=env)
+    rows = json.loads(listed.stdout)
+    assert [r["note"] for r in rows] == ["ops"] and rows[0]["created"].endswith("+00:00")  # ISO 8601, not epoch
+    table = run("registry", "token", "list", env=env).stdout.splitlines()
+    assert table[0].split()[:2] == ["ID", "SCOPES"]
+
+
+def test_serve_refuses_a_port_out_of_range(tmp_path: Path) -> None:
+    """`--port 99999` printed that URL and listened on some other port."""
+    out = run("registry", "serve", "--storage", str(tmp_path / "reg"), "--port", "99999")
+    assert out.returncode == ExitCode.BAD_INPUT and "--port" in out.stderr
+    assert not (tmp_path / "reg").exists()
+
+
+def test_serve_on_a_busy_port_says_so_and_exits_unavailable(tmp_path: Path) -> None:
+    """A busy port gave uvicorn's raw error and exit 3 ("nothing matches")."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        out = run("registry", "serve", "--storage", str(tmp_path / "reg"), "--port", str(port))
+    assert out.returncode == ExitCode.UNAVAILABLE
+    assert f"error: cannot listen on 127.0.0.1:{port}: the port is in use by another process" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "reg").exists()
+
+
+@pytest.mark.slow
+def test_access_log_logs_requests_and_publish_yank_speak_json(server: tuple[str, Path, object, Path],
+                                                              tmp_path: Path) -> None:
+    """--access-log (on by default) logged nothing; publish and yank ignored PHI_GET_REGISTRY and had no --json."""
+    url, storage, _proc, log = server
+    httpx.get(url + "/v1/catalog.json", timeout=5)
+    deadline = time.monotonic() + 10
+    while "GET /v1/catalog.json" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "GET /v1/catalog.json" in log.read_text()
+
+    token = run("registry", "token", "create", "--storage", str(storage), "--scope", "publish:*").stdout.strip()
+    write_artifact(tmp_path / "out" / "tiny-phi" / "0.1.0" / "gguf-q4_k_m", {"model.gguf": os.urandom(20_000)})
+    env = {"PHI_GET_REGISTRY": url, "PHI_GET_TOKEN": token}
+    pub = run("publish", str(tmp_path / "out"), "--json", env=env)
+    assert pub.returncode == 0, pub.stderr
+    doc = json.loads(pub.stdout)
+    assert doc[0]["created"] is True and doc[0]["bytes_uploaded"] == 20_000 and token not in pub.stdout + pub.stderr
+    yank = run("registry", "yank", "tiny-phi", "0.1.0", "--reason", "broken", "--json", env=env)
+    assert yank.returncode == 0, yank.stderr
+    json.loads(yank.stdout)
+    text = run("registry", "yank", "tiny-phi", "0.1.0", "--undo", "-r", url, env={"PHI_GET_TOKEN": token})
+    assert text.stdout.strip() == "un-yanked tiny-phi 0.1.0 (every variant)" and "{" not in text.stdout
