@@ -77,7 +77,7 @@ from phi_get.manifests.urls import redact
 
 from .errors import DiskFullError, IntegrityError, SourceError
 from . import transport
-from .store import Store, is_disk_full
+from .store import Identity, Store, host_tag, is_disk_full, process_alive
 
 __all__ = [
     "LEASE_STALE_S",
@@ -104,6 +104,7 @@ _FLUSH_EVERY_S: Final = 0.25
 LEASE_STALE_S: Final = 10.0
 _LEASE_BEAT_S: Final = 1.0
 _NO_LEASE_ENV: Final = "PHI_GET_NO_LEASE"  # tests: behave as if O_EXCL did not exclude
+_VANISHED_TRIES: Final = 3  # downloads of one blob whose partial/ folder was removed under them, before giving up
 _WORK_PREFIX: Final = "w-"
 #: A worker fetching ahead spills once the hasher has had nothing to hash for this long: long enough to
 #: ride out a moment between two chunks, short enough that a connection does not idle when the network is slow.
@@ -795,36 +796,47 @@ class _Lease:
             self.path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows: rely on the mtime
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_alive = process_alive  # the fact lives in store.py: gc's pins need it too
 
 
 def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Reporter | None = None,
                workers: int = 4, label: str | None = None, cancel: threading.Event | None = None) -> FetchStats:
     """Make ``blobs/sha256/<entry.sha256>`` exist and be correct, downloading what is missing.
 
+    A blob already stored is used only if the store vouches for it
+    (:meth:`.store.Store.vouch`: its verified record, or a re-hash).
     ``cancel``: once set (say, the user pressed Ctrl-C, or another file of
     the artifact failed), the download stops within a chunk and raises
-    :class:`FetchCancelled`; what was written stays for the next run.
+    :class:`FetchCancelled`; what was written stays for the next run.  A
+    download whose ``partial/`` folder was removed under it (a gc that read
+    the pins just before this install wrote its pin) starts again.
     """
     rep = reporter or NullReporter()
     label = label or entry.path
+    if (stats := _reuse(store, entry, rep, label)) is not None:
+        return stats
+    for attempt in range(1, _VANISHED_TRIES + 1):
+        lease = _Lease(store.partial(entry.sha256) / "lease")
+        try:
+            return _fetch_leased(store, entry, urls, rep, workers, label, lease, cancel or threading.Event())
+        except FileNotFoundError:  # nothing else in a download raises it: sources answer SourceError
+            if attempt == _VANISHED_TRIES:
+                raise
+            rep.note(f"{label}: its partial download was removed meanwhile (a concurrent gc?); starting again")
+    raise AssertionError("unreachable")
+
+
+def _fetch_leased(store: Store, entry: FileEntry, urls: list[str], rep: Reporter, workers: int, label: str,
+                  lease: _Lease, cancel: threading.Event) -> FetchStats:
+    """Wait for the lease (or for another process to place the blob), then reuse or download it."""
     blob = store.blob(entry.sha256)
-    if blob.exists() and blob.stat().st_size == entry.size:
-        return FetchStats(reused=True)
-    pdir = store.partial(entry.sha256)
-    lease = _Lease(pdir / "lease")
+    pdir = lease.path.parent
     waited = False
     while True:
-        if blob.exists() and blob.stat().st_size == entry.size:
+        # While another process downloads it: its verified record only (that process writes it as it places
+        # the blob); re-hashing, and moving a bad file aside, is for the lease holder, below.
+        verdict = store.vouch(blob, entry.sha256, entry.size, within=store.home, rehash=False)
+        if verdict is not None and verdict.ok:
             return FetchStats(reused=True, waited=waited)
         pdir.mkdir(parents=True, exist_ok=True)  # the last holder removes it when done
         if lease.acquire():
@@ -836,14 +848,37 @@ def fetch_blob(store: Store, entry: FileEntry, urls: list[str], *, reporter: Rep
             lease.path.unlink(missing_ok=True)
         time.sleep(0.05)
     try:
-        if blob.exists() and blob.stat().st_size == entry.size:
-            return FetchStats(reused=True, waited=waited)
-        pdir.mkdir(parents=True, exist_ok=True)
-        stats = _fetch_into(store, entry, urls, pdir, rep, workers, label, lease, cancel or threading.Event())
+        if (stats := _reuse(store, entry, rep, label)) is None:
+            pdir.mkdir(parents=True, exist_ok=True)
+            try:
+                stats = _fetch_into(store, entry, urls, pdir, rep, workers, label, lease, cancel)
+            except _ResumedMismatch:
+                # The bytes resumed from an earlier run may be what was wrong (a source that served bad bytes
+                # before another file's failure cancelled this one): its work folder is gone; once, from scratch.
+                rep.note(f"{label}: the resumed download does not match its sha256; downloading it whole")
+                stats = _fetch_into(store, entry, urls, pdir, rep, workers, label, lease, cancel)
         stats.waited = waited
         return stats
     finally:
         lease.release()
+
+
+def _reuse(store: Store, entry: FileEntry, rep: Reporter, label: str) -> FetchStats | None:
+    """The blob as stored, if the store vouches for it (verified record, or a re-hash); None: download it.
+
+    A stored file that fails (changed since it was verified, a symlink, the
+    wrong size) is moved out of the way, and the reporter hears why.
+    """
+    blob = store.blob(entry.sha256)
+    verdict = store.vouch(blob, entry.sha256, entry.size, within=store.home)
+    if verdict is None:
+        return None
+    if verdict.ok:
+        return FetchStats(reused=True, read_back=verdict.hashed)
+    rep.note(f"{label}: the stored copy ({blob}) cannot be trusted: {verdict.why}; moved it aside, downloading it "
+             "again")
+    store.discard(blob)
+    return None
 
 
 def _work_name() -> str:
@@ -883,8 +918,7 @@ _IN_USE: set[str] = set()  # names of the work folders this process's downloads 
 _IN_USE_LOCK = threading.Lock()
 
 
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+_host_tag = host_tag
 
 
 def _claim_work_folder(pdir: Path) -> Path:
@@ -951,16 +985,19 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
                 os.close(handle)
         fd = dfd = jfd = -1
 
+    placed = False
     try:
         fd = os.open(data, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o644)
-        if os.fstat(fd).st_size != entry.size:
+        kept = os.fstat(fd).st_size  # a failed run shrank its file to what its journal covers (_shrink)
+        if kept > entry.size:
             os.ftruncate(fd, 0)
             journal.unlink(missing_ok=True)
+            kept = 0
         _preallocate(fd, entry.size, str(store.home))
         dfd = _open_direct(data)
         if dfd >= 0 and hasattr(os, "posix_fadvise"):  # no read-ahead into pages not written yet
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        covered = _read_journal(journal, entry.size)
+        covered = [(a, b) for a, b in _read_journal(journal, entry.size) if b <= kept]
         jfd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o644)
         file = PositionalFile(fd, direct_fd=dfd)
         part = _part_size(entry.size, workers)
@@ -986,13 +1023,15 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
         if actual != entry.sha256:
             close_all()
             shutil.rmtree(work, ignore_errors=True)
-            raise IntegrityError(f"{label} ({entry.size} bytes)", expected=f"sha256:{entry.sha256}",
-                                 actual=f"sha256:{actual}", where=urls[0])
+            error = _ResumedMismatch if resumed else IntegrityError
+            raise error(f"{label} ({entry.size} bytes)", expected=f"sha256:{entry.sha256}",
+                        actual=f"sha256:{actual}", where=urls[0])
         if dfd >= 0:
             os.close(dfd)
             dfd = -1
         handle, fd = fd, -1  # _place closes it: Windows cannot rename an open file
         _place(store, entry, handle, data)
+        placed = True
         rep.finish(label)
         close_all()
         lease.work = None
@@ -1004,25 +1043,66 @@ def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep
         raise
     finally:
         close_all()
+        if not placed:
+            _shrink(work)
         with _IN_USE_LOCK:
             _IN_USE.discard(work.name)
 
 
+class _ResumedMismatch(IntegrityError):
+    """A download that resumed bytes of an earlier run does not match its sha256 (its work folder is removed)."""
+
+
+def _shrink(work: Path) -> None:
+    """After a failed or cancelled download: keep only the bytes its journal covers (issue 10, class 8).
+
+    The preallocated tail would otherwise hold the blob's full size on disk
+    until gc.  The file is cut after the last span written, so the next run
+    resumes every span (holes between spans stay allocated); with nothing
+    written, the work folder goes.  A killed process runs none of this: its
+    folder keeps the full size until the next run adopts it or gc (its
+    owner gone) removes it.
+    """
+    data = work / "data"
+    try:
+        size = os.stat(data).st_size
+    except FileNotFoundError:  # removed already (an integrity failure), or never created
+        return
+    covered = _read_journal(work / "journal", size)
+    end = covered[-1][1] if covered else 0
+    try:
+        if end:
+            os.truncate(data, end)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    except OSError:
+        pass  # only space is lost, until gc
+
+
 def _place(store: Store, entry: FileEntry, fd: int, data: Path) -> None:
-    """fsync, make read-only, close, and move the verified file into blobs/."""
+    """fsync, make read-only, close, move the verified file into blobs/, and record it as verified.
+
+    The record is written from the file's identity, not by reading it again:
+    its bytes were hashed on the way in, and the identity (same inode, not
+    written since) shows the file placed is the file that was hashed.
+    """
     try:
         os.fsync(fd)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o444)
         else:  # Windows (before Python 3.13): by path
             os.chmod(data, 0o444)
+        written = Identity.of(os.fstat(fd))
     finally:
         os.close(fd)
+    blob = store.blob(entry.sha256)
     try:
-        os.replace(data, store.blob(entry.sha256))
+        os.replace(data, blob)
     except FileNotFoundError:
-        if not store.blob(entry.sha256).exists():  # not placed by a concurrent holder either
+        if not blob.exists():  # not placed by a concurrent holder either
             raise
+        return
+    store.record_verified(entry.sha256, blob, like=written)
 
 
 def _preallocate(fd: int, size: int, where: str) -> None:

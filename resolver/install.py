@@ -6,7 +6,16 @@ against its digest), fetches every file's blob (several files at once, each
 large file in parallel byte ranges: :mod:`.fetch`), and places the artifact
 folder atomically (:meth:`.store.Store.place_artifact`).  A locked sync
 calls :func:`install_digest` directly: no resolution, and the digest, not
-any registry answer, decides the bytes.
+any registry answer, decides the bytes; the lock's file list is checked
+against the manifest before any blob is fetched.
+
+No byte is placed unchecked (issue 10, class 1): a downloaded blob was
+hashed on the way in, a stored one is vouched for by the store (its
+verified record, or a re-hash), and an artifact folder that is already
+there is checked the same way before it counts as installed; a damaged
+one is moved aside and installed again.  The install pins what it needs
+(:meth:`.store.Store.pin`) so that a concurrent gc keeps it, and fetches
+again a blob that vanishes or changes before it is linked anyway (class 3).
 
 Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 """
@@ -30,11 +39,17 @@ from .explain import no_match_error
 from .fetch import FetchStats, NullReporter, Reporter, fetch_blob
 from .resolve import Policy, Requirement, Resolution, resolve
 from .sources import Source, Sources
-from .store import Store
+from .store import BlobUnusableError, Store
 
-__all__ = ["FILES_IN_PARALLEL", "InstallResult", "install_digest", "install_requirement", "resolve_from"]
+__all__ = ["FILES_IN_PARALLEL", "PLACE_ATTEMPTS", "InstallResult", "install_digest", "install_requirement",
+           "resolve_from"]
 
 FILES_IN_PARALLEL: Final = 3
+#: Fetch-and-place rounds before giving up on a blob that keeps vanishing or changing before it is linked.
+#: Pins keep gc away, so only a gc pass already under way when the install pinned can take one: few rounds do.
+PLACE_ATTEMPTS: Final = 4
+#: (path, size, sha256) of every file, in manifest order: how a lock lists them.
+FileList = tuple[tuple[str, int, str], ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,27 +91,42 @@ def _cached_manifest(store: Store, digest: str) -> tuple[Manifest, bytes] | None
     return parse_manifest(data, document=str(path)), data
 
 
-def install_digest(store: Store, sources: Sources, digest: str, *, first: Source | None = None,
-                   expect: IndexEntry | None = None, expect_name: str | None = None, reporter: Reporter | None = None,
-                   workers: int = 4) -> InstallResult:
-    """Install the artifact whose manifest has ``digest`` (already there: just the ref)."""
-    rep = reporter or NullReporter()
-    store.ensure()
-    folder = store.artifact(digest)
-    if (folder / MANIFEST_FILENAME).exists():
-        data = (folder / MANIFEST_FILENAME).read_bytes()
-        if digest_of(data) == digest:
-            manifest = parse_manifest(data, document=str(folder / MANIFEST_FILENAME))
-            store.set_ref(manifest)
-            return InstallResult(path=folder, manifest=manifest, already_installed=True)
-    got = _cached_manifest(store, digest) or sources.manifest(digest, first=first)
-    manifest, data = got
+def _check_expected(manifest: Manifest, digest: str, expect: IndexEntry | None, expect_name: str | None,
+                    expect_files: FileList | None, files_where: str) -> None:
     if expect is not None and (manifest.version, manifest.variant) != (expect.version, expect.variant):
         raise IntegrityError("manifest", expected=f"{expect.version} {expect.variant}",
                              actual=f"{manifest.version} {manifest.variant}", where=digest)
     if expect_name is not None and manifest.name != expect_name:
         raise IntegrityError("manifest", expected=expect_name, actual=manifest.name, where=digest)
-    store.save_manifest(digest, data)
+    if expect_files is not None:
+        got = tuple((f.path, f.size, f.sha256) for f in manifest.files)
+        if got != tuple(expect_files):
+            wrong = next((w, g) for w, g in zip((*expect_files, None), (*got, None), strict=False) if w != g)
+            raise IntegrityError(f"files of {manifest.name} {manifest.version} {manifest.variant} (manifest {digest})",
+                                 expected=str(wrong[0]), actual=str(wrong[1]), where=files_where)
+
+
+def _intact(store: Store, digest: str, rep: Reporter) -> tuple[Manifest, bytes] | None:
+    """The installed folder of ``digest`` if it is complete and every file is vouched for; a damaged one is moved aside."""
+    folder = store.artifact(digest)
+    try:
+        data = (folder / MANIFEST_FILENAME).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    problems = ["manifest.json does not match the digest"] if digest_of(data) != digest else []
+    manifest = None
+    if not problems:
+        manifest = parse_manifest(data, document=str(folder / MANIFEST_FILENAME))
+        problems = store.check_artifact(folder, manifest)
+    if manifest is None or problems:
+        rep.note(f"{folder} is damaged ({'; '.join(problems)[:300]}); moved it aside, installing it again")
+        store.discard(folder)
+        return None
+    return manifest, data
+
+
+def _fetch_all(store: Store, sources: Sources, manifest: Manifest, first: Source | None, rep: Reporter,
+               workers: int) -> dict[str, FetchStats]:
     stats: dict[str, FetchStats] = {}
     unique = {e.sha256: e for e in manifest.files}  # one download per distinct blob
     cancel = threading.Event()  # Ctrl-C here, or one file failing, stops the other downloads within a chunk
@@ -113,9 +143,48 @@ def install_digest(store: Store, sources: Sources, digest: str, *, first: Source
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    folder = store.place_artifact(manifest, data)
-    store.set_ref(manifest)
-    return InstallResult(path=folder, manifest=manifest, already_installed=False, files=stats)
+    return stats
+
+
+def install_digest(store: Store, sources: Sources, digest: str, *, first: Source | None = None,
+                   expect: IndexEntry | None = None, expect_name: str | None = None,
+                   expect_files: FileList | None = None, files_where: str = "the lock",
+                   reporter: Reporter | None = None, workers: int = 4) -> InstallResult:
+    """Install the artifact whose manifest has ``digest`` (already there and intact: just the ref).
+
+    ``expect_files`` (a lock's file list, from ``files_where``) must be the
+    manifest's, checked before any blob is fetched or placed.
+    """
+    rep = reporter or NullReporter()
+    store.ensure()
+    with store.pin() as pin:
+        pin.add(digest)  # before looking at anything gc could take
+        if (found := _intact(store, digest, rep)) is not None:
+            manifest = found[0]
+            _check_expected(manifest, digest, expect, expect_name, expect_files, files_where)
+            store.set_ref(manifest)
+            return InstallResult(path=store.artifact(digest), manifest=manifest, already_installed=True)
+        manifest, data = _cached_manifest(store, digest) or sources.manifest(digest, first=first)
+        _check_expected(manifest, digest, expect, expect_name, expect_files, files_where)
+        store.save_manifest(digest, data)
+        pin.add(*(e.sha256 for e in manifest.files))
+        stats: dict[str, FetchStats] = {}
+        for attempt in range(1, PLACE_ATTEMPTS + 1):
+            stats.update(_fetch_all(store, sources, manifest, first, rep, workers))
+            try:
+                store.place_artifact(manifest, data)
+            except BlobUnusableError as exc:
+                if attempt == PLACE_ATTEMPTS:
+                    raise
+                rep.note(f"{manifest.name}: {exc.what} {exc.actual}; fetching it again")
+                continue
+            if _intact(store, digest, rep) is not None:  # ours, or placed first by another process: checked
+                break
+        else:
+            raise IntegrityError(f"artifact {digest}", expected="an intact folder", actual="a damaged one each time",
+                                 where=str(store.artifact(digest)))
+        store.set_ref(manifest)
+    return InstallResult(path=store.artifact(digest), manifest=manifest, already_installed=False, files=stats)
 
 
 def install_requirement(store: Store, sources: Sources, req: Requirement, device: DeviceProfile,

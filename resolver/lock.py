@@ -7,7 +7,8 @@ atomically; the same inputs give byte-identical output.
 
 :func:`sync_locked` installs what the lock pins for one device class:
 nothing is resolved again, the manifest is fetched by its pinned digest and
-verified against it, and the files it lists must be the locked ones.  It
+verified against it, and the files it lists must be the locked ones
+(checked before any blob is fetched: a mismatch installs nothing).  It
 refuses a lock whose recorded inputs no longer match ``phi.toml`` and the
 device profiles.  Sources may be overridden (``--registry file:///mirror``):
 the bytes are content-addressed, so any mirror serves the same ones.
@@ -33,7 +34,7 @@ from phi_get.manifests.targets import supported_targets
 from phi_get.manifests.urls import strip_credentials
 
 from .detect import load_device, sample_profiles
-from .errors import DeviceProfileError, IntegrityError, LockMismatchError
+from .errors import DeviceProfileError, LockMismatchError
 from .explain import no_match_error
 from .fetch import Reporter
 from .install import InstallResult, install_digest, resolve_from
@@ -165,11 +166,9 @@ def sync_locked(folder: Path, home: Path, *, device_class: str | None = None,
     for art in lock.for_class(name):
         bases = list(registries or art.sources)
         sources = sources_from(bases, home, offline=offline)
-        result = install_digest(store, sources, art.manifest, reporter=reporter)
-        got = tuple((f.path, f.size, f.sha256) for f in result.manifest.files)
+        # The locked file list is checked against the manifest before any blob is fetched or placed.
         want = tuple((f.path, f.size, f.sha256) for f in art.files)
-        if got != want:
-            raise IntegrityError(f"files of {art.model} {art.version} {art.variant}", expected=str(want)[:200],
-                                 actual=str(got)[:200], where=str(lock_path))
-        results.append(result)
+        results.append(install_digest(store, sources, art.manifest, expect_files=want,
+                                      files_where=f"{lock_path} ({art.model}, device class {name})",
+                                      reporter=reporter))
     return results

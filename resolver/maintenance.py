@@ -10,6 +10,24 @@ else goes (a download whose process is gone, too: it would only have been
 resumed), as do temp files older than an hour.  Reports are values, not exceptions
 (like huggingface_hub's ``scan_cache_dir``).
 
+gc and running installs (issue 10, class 3).  The rule: gc keeps whatever
+the pin of a live install names (``pins/``, :meth:`.store.Store.pin`: the
+manifest digest and every blob the install needs, written before the
+install looks at any blob, removed once its ref is set), as if a ref
+reached it.  Because an install may pin just after gc read the pins, gc
+deletes in two steps: it moves every doomed artifact folder and blob aside
+(into ``tmp/``, one rename each), then reads the pins and the refs again
+(pins first: an install sets its ref before it drops its pin, so one of
+the two always shows it) and puts back whatever became needed; only the
+rest is deleted.  An install that looked at a blob in the moment it was
+aside finds it gone when it links it, and fetches it again
+(:class:`.store.BlobUnusableError`).  A partial download whose blob a
+live install pins is left alone (read just before it is looked at: an
+install pins before it takes the download's lease), and a download whose
+folder is removed under it anyway starts again (:func:`.fetch.fetch_blob`).
+Pins of processes that are gone are removed; verified records of blobs
+that are gone, too.
+
 Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 """
 
@@ -23,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from phi_get.manifests.artifact import ArtifactFolderError, load_artifact_folder, sha256_file
+from phi_get.manifests.artifact import ArtifactFolderError, load_artifact_folder
 from phi_get.manifests.errors import ManifestError
 
 from .errors import ResolverError
@@ -76,10 +94,10 @@ def repair(store: Store, sources: Sources, problem: Problem, *, reporter: Report
     """Move the damaged artifact and its bad blobs aside, then install the same digest again."""
     inst = problem.installed
     manifest_path = store.manifest_file(inst.digest)
-    for entry in _listed_files(inst.path):
-        blob = store.blob(entry[1])
-        if blob.exists() and (blob.stat().st_size != entry[2] or sha256_file(blob) != entry[1]):
-            blob.unlink()
+    for _path, hex_, size in _listed_files(inst.path):
+        verdict = store.vouch(store.blob(hex_), hex_, size, within=store.home)
+        if verdict is not None and not verdict.ok:
+            store.discard(store.blob(hex_))
     doomed = store.temp_path(".damaged")
     if inst.path.exists():
         os.rename(inst.path, doomed)
@@ -102,14 +120,56 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def gc_store(store: Store, *, dry_run: bool = False) -> GcReport:
-    report = GcReport()
-    live_digests = {i.digest.removeprefix("sha256:") for i in store.installed()}
-    live_blobs: set[str] = set()
-    for hex_ in live_digests:
-        live_blobs |= {f[1] for f in _listed_files(store.home / "artifacts" / "sha256" / hex_)}
+@dataclass(frozen=True, slots=True)
+class _Live:
+    digests: set[str]  # artifact (and manifest) digests, hex
+    blobs: set[str]    # blob sha256s, hex
 
-    def drop(path: Path) -> None:
+
+def _live(store: Store, pinned: set[str], folders: dict[str, Path]) -> _Live:
+    """What refs and pins reach, with ``pinned`` read before the refs; ``folders``: artifacts moved aside."""
+    digests = {i.digest.removeprefix("sha256:") for i in store.installed()} | pinned
+    blobs = set(pinned)
+    for hex_ in digests:
+        folder = folders.get(hex_, store.home / "artifacts" / "sha256" / hex_)
+        blobs |= {f[1] for f in _listed_files(folder)}
+    return _Live(digests=digests, blobs=blobs)
+
+
+def _set_aside(store: Store, path: Path) -> Path | None:
+    """Move ``path`` into tmp/ (it vanishes at once, and can be put back); None if it is gone already."""
+    aside = store.temp_path(".gc")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
+def _put_back(aside: Path, path: Path) -> None:
+    """Return what gc set aside; if something took its place meanwhile (the same bytes, fetched again), drop ours."""
+    try:
+        if aside.is_dir():
+            os.rename(aside, path)
+        else:
+            os.link(aside, path)  # never over a file placed meanwhile
+            aside.unlink()
+        return
+    except OSError:
+        pass
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
+
+
+def gc_store(store: Store, *, dry_run: bool = False) -> GcReport:
+    """Remove what neither a ref nor a live install's pin reaches (see the module docstring for the rule)."""
+    report = GcReport()
+    pinned, dead_pins = store.pinned(drop_dead=not dry_run)
+    live = _live(store, pinned, {})
+
+    def remove(path: Path) -> None:
         if dry_run:
             report.removed.append(str(path.relative_to(store.home)))
             with contextlib.suppress(FileNotFoundError):  # --dry-run reports what gc would free
@@ -128,20 +188,52 @@ def gc_store(store: Store, *, dry_run: bool = False) -> GcReport:
         report.removed.append(str(path.relative_to(store.home)))
         report.freed_bytes += size
 
+    for pin in dead_pins:
+        report.removed.append(str(pin.relative_to(store.home)))
     for pdir in sorted((store.home / "partial").glob("*")):
+        if pdir.name in store.pinned()[0]:  # read afresh: an install that pinned it may be taking its lease now
+            continue
         for path in abandoned_downloads(pdir, blob_present=store.blob(pdir.name).exists()):
-            drop(path)
-    for folder in sorted((store.home / "artifacts" / "sha256").glob("*")):
-        if folder.name not in live_digests:
-            drop(folder)
-    for blob in sorted((store.home / "blobs" / "sha256").glob("*")):
-        if blob.name not in live_blobs:
-            drop(blob)
+            remove(path)
+    doomed = [f for f in sorted((store.home / "artifacts" / "sha256").glob("*")) if f.name not in live.digests]
+    doomed += [b for b in sorted((store.home / "blobs" / "sha256").glob("*")) if b.name not in live.blobs]
+    if dry_run:
+        for path in doomed:
+            remove(path)
+    else:
+        sizes = {}
+        for path in doomed:
+            try:
+                sizes[path] = _size(path)
+            except FileNotFoundError:
+                continue
+        aside = {path: moved for path in sizes if (moved := _set_aside(store, path)) is not None}
+        artifacts = store.home / "artifacts" / "sha256"
+        live = _live(store, store.pinned()[0], {p.name: a for p, a in aside.items() if p.parent == artifacts})
+        for path, moved in aside.items():
+            if path.name in (live.digests if path.parent == artifacts else live.blobs):
+                _put_back(moved, path)  # an install pinned it, or a ref reached it, meanwhile
+                continue
+            if moved.is_dir() and not moved.is_symlink():
+                shutil.rmtree(moved, ignore_errors=True)
+            else:
+                moved.unlink(missing_ok=True)
+            report.removed.append(str(path.relative_to(store.home)))
+            report.freed_bytes += sizes[path]
     for mfile in sorted((store.home / "manifests" / "sha256").glob("*.json")):
-        if mfile.stem not in live_digests:
-            drop(mfile)
+        if mfile.stem not in live.digests:
+            remove(mfile)
+    for record in sorted((store.home / "verified" / "sha256").glob("[!.]*")):  # not one being written
+        if record.name not in live.blobs and not store.blob(record.name).exists():
+            if dry_run:
+                continue
+            record.unlink(missing_ok=True)  # bookkeeping, not reported
     now = time.time()
     for tmp in sorted((store.home / "tmp").glob("*")):
-        if now - tmp.stat().st_mtime > TMP_MAX_AGE_S:
-            drop(tmp)
+        try:
+            old = now - tmp.stat().st_mtime > TMP_MAX_AGE_S
+        except FileNotFoundError:
+            continue
+        if old:
+            remove(tmp)
     return report
