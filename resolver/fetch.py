@@ -11,7 +11,12 @@ writer thread of the worker's own, so receiving overlaps writing.  After
 each chunk the writer appends the span written to the journal, so after a
 kill only the bytes in flight are fetched again: the next run adopts the
 work folder of a process that is gone (by ``rename``, so one process wins
-it) and continues it.
+it) and continues it.  A download that fails or is cancelled (rather than
+killed) cuts its file after the last span its journal covers, so no
+preallocated full-size file waits for gc, and the next run still resumes;
+a resumed download whose sha256 then fails is downloaded once more, whole
+(the resumed bytes may be what was wrong).  A placed blob gets its verified
+record (:meth:`.store.Store.vouch`) from its identity, not a second hash.
 
 The calling thread hashes in file order.  A chunk still in its buffer is
 hashed from memory, so the bytes are not read back; bytes on disk only
