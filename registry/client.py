@@ -11,7 +11,15 @@ against its manifest first:
 
 Every step is idempotent, so a rerun after an interruption finishes the job
 and uploads nothing twice.  The token is sent only in the Authorization
-header; it is never printed, logged or put in an error message.
+header; it is never printed, logged or put in an error message.  Credentials
+in the registry URL (``https://user:password@host``, for a proxy in front of
+the registry) are sent as HTTP Basic instead of a token, and shown redacted
+(:mod:`phi_get.manifests.urls`).
+
+Redirects are refused, not followed: a PUT or POST that a redirect turned
+into another request (or a GET, for 301-303) would upload or commit nothing
+while looking like success.  The error names the URL and the ``Location``,
+so the user can pass the registry's final URL.
 
 Imports httpx and :mod:`phi_get.manifests` only.
 """
@@ -29,6 +37,7 @@ from typing import Any, Final
 import httpx
 from phi_get.manifests.artifact import find_artifact_folders, load_artifact_folder
 from phi_get.manifests.manifest import FileEntry, Manifest
+from phi_get.manifests.urls import redact, redact_text, split_credentials
 
 from .errors import BadRequestError, ServiceError, error_for_code
 
@@ -64,15 +73,22 @@ class PublishReport:
 
 
 def raise_for_error(response: httpx.Response, doing: str) -> None:
-    """Turn an error response into the registry error class it stands for."""
-    if response.status_code < 400:
+    """Turn an error response, or a redirect (never followed), into the registry error class it stands for."""
+    status = response.status_code
+    if 300 <= status < 400:
+        location = response.headers.get("location")
+        to = f"redirecting to {redact(location)}" if location else "a redirect without a Location"
+        raise ServiceError(f"{doing}: the registry answered HTTP {status}, {to} ({redact(str(response.url))}); "
+                           "publishing does not follow redirects",
+                           hint="pass the registry's own URL (the one it redirects to, if you trust it) as --registry")
+    if status < 400:
         return
     try:
         body: Any = response.json()
         code, message = body["error"], body["message"]
     except (ValueError, KeyError, TypeError):
-        raise ServiceError(f"{doing}: HTTP {response.status_code} from {response.url}: "
-                           f"{response.text[:200]!r}") from None
+        raise ServiceError(redact_text(f"{doing}: HTTP {status} from {redact(str(response.url))}: "
+                                       f"{response.text[:200]!r}")) from None
     cls = error_for_code(str(code))
     raise cls(f"{doing}: {message}")
 
@@ -122,12 +138,18 @@ class _Publisher:
             sizes = list(pool.map(lambda f: self.upload(folder, manifest.name, f), missing))
         body = manifest.to_bytes()
         r = self.client.post("/v1/publish", content=body, headers={"content-type": "application/json"})
-        raise_for_error(r, f"committing {manifest.name} {manifest.version} {manifest.variant}")
-        result = json.loads(r.content)
+        doing = f"committing {manifest.name} {manifest.version} {manifest.variant}"
+        raise_for_error(r, doing)
+        try:
+            result = json.loads(r.content)
+            digest, created = str(result["digest"]), bool(result["created"])
+        except (ValueError, KeyError, TypeError):
+            raise ServiceError(f"{doing}: HTTP {r.status_code} from {redact(str(r.url))} is not the registry's "
+                               f"answer (no JSON with digest and created): {r.text[:200]!r}") from None
         self.progress("commit", f"{manifest.name} {manifest.version} {manifest.variant}", 0)
         return ArtifactReport(
             folder=str(folder), name=manifest.name, version=str(manifest.version), variant=manifest.variant,
-            digest=result["digest"], created=bool(result["created"]), blobs_uploaded=len(missing),
+            digest=digest, created=created, blobs_uploaded=len(missing),
             blobs_skipped=len(unique) - len(missing), bytes_uploaded=sum(sizes),
         )
 
@@ -138,15 +160,19 @@ def publish_tree(top: str | os.PathLike[str], registry_url: str, token: str | No
     folders = list(find_artifact_folders(top))
     if not folders:
         raise BadRequestError(f"no artifact folder (with manifest.json) at or under {top}")
-    headers = {"authorization": f"Bearer {token}"} if token else {}
+    base, basic = split_credentials(registry_url.rstrip("/"))
+    if basic and token:
+        raise BadRequestError(f"the registry URL {redact(registry_url)} carries credentials and a token was given: "
+                              "only one can be sent as Authorization", hint="drop the user:password@ or the token")
+    headers = {"authorization": f"Bearer {token}"} if token else {"authorization": basic} if basic else {}
     report = PublishReport()
-    with httpx.Client(base_url=registry_url.rstrip("/"), headers=headers, timeout=timeout_s,
+    with httpx.Client(base_url=base, headers=headers, timeout=timeout_s, follow_redirects=False,
                       limits=httpx.Limits(max_connections=parallel + 2)) as client:
         publisher = _Publisher(client, progress or (lambda *_: None), parallel)
         try:
             for folder in folders:
                 report.artifacts.append(publisher.publish_folder(folder))
         except httpx.TransportError as exc:
-            raise ServiceError(f"registry {registry_url} unreachable or the connection broke: "
-                               f"{type(exc).__name__}: {exc}") from None
+            raise ServiceError(redact_text(f"registry {redact(registry_url)} unreachable or the connection broke: "
+                                           f"{type(exc).__name__}: {exc}")) from None
     return report

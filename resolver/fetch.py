@@ -624,6 +624,7 @@ def _reader(opened: transport.Opened, lim: transport.Limits, where: str) -> Call
     need, window = lim.min_bytes, lim.window_s
     if need and opened.conn.sock is not None:
         opened.conn.sock.settimeout(min(transport.TIMEOUT_S, window))
+    pull: Callable[[memoryview], int]
     if resp.chunked or resp.fp is None:
         def pull(view: memoryview) -> int:
             data = resp.read1(len(view))

@@ -143,7 +143,7 @@ def retry_delay(attempt: int, asked: float | None, *, base: float = 0.25, cap: f
     many clients turned away at once do not come back at once."""
     if asked is not None:
         return min(asked, RETRY_AFTER_CAP_S)
-    return min(cap, base * 2 ** min(attempt, 30)) * random.uniform(0.5, 1.0)
+    return min(cap, base * (1 << min(attempt, 30))) * random.uniform(0.5, 1.0)
 
 
 class _Watchdog:

@@ -62,7 +62,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Request:
-    """One request as the server saw it: when (``time.monotonic()``), what, and its headers."""
+    """One request as the server saw it: when (``time.monotonic()``), what, and its headers (names title-cased)."""
 
     at: float
     method: str
@@ -105,7 +105,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(length)  # drain, so the client reads our answer instead of a reset
         path = self.path.split("?")[0]
         with st.lock:
-            st.requests.append(Request(time.monotonic(), self.command, self.path, dict(self.headers.items())))
+            st.requests.append(Request(time.monotonic(), self.command, self.path,
+                                       {k.title(): v for k, v in self.headers.items()}))
             rule = next((r for r in st.rules if r.match in path and (r.times is None or r.times > 0)
                          and not (r.require_auth and self.headers.get("Authorization") == r.require_auth)), None)
             if rule is not None and rule.times is not None:
