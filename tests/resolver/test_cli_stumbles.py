@@ -68,9 +68,10 @@ def test_list_has_a_header_and_a_size_column_when_piped(served: Any, home: Path)
 
 
 def test_a_closed_pipe_is_not_a_traceback(served: Any, home: Path) -> None:
-    """`phi-get resolve ... | head -1` printed a BrokenPipeError traceback."""
+    """`phi-get resolve ... | head -1` printed a BrokenPipeError traceback (the reader here, `true`, is gone
+    before phi-get writes: every write meets a closed pipe)."""
     cmd = (f"{sys.executable} -m phi_get resolve tiny-model --explain --registry {served.url} "
-           "--device pi-board | head -c 1 >/dev/null; echo ${PIPESTATUS[0]}")
+           "--device pi-board | true; echo ${PIPESTATUS[0]}")
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, check=False)
     assert "Traceback" not in out.stderr and out.stdout.strip() == "0"
 
@@ -83,3 +84,39 @@ def test_init_writes_a_starter_phi_toml_that_locks(mirror: Any, tmp_path: Path, 
     assert phi("lock", "--project", str(project)).returncode == 0
     again = phi("init", "--project", str(project))
     assert again.returncode == ExitCode.CONFLICT and "exists already" in again.stderr
+
+
+def test_a_malformed_registry_url_is_bad_input_not_unreachable(home: Path) -> None:
+    """A bad URL exited 5 (unreachable service): it is bad input, exit 2, naming the URL."""
+    for url in ("http://host:99999/", "ftp-or-typo"):
+        out = phi("resolve", "tiny-model", "--registry", url)
+        assert out.returncode == ExitCode.BAD_INPUT, (url, out.stderr)
+        assert url in out.stderr
+
+
+def test_sync_names_its_device_class_the_lock_and_warns_on_foreign_targets(mirror: Any, tmp_path: Path,
+                                                                           home: Path) -> None:
+    """sync picked a class and wrote phi.lock without saying so, and installed an arm64 class on x86 silently."""
+    project = tmp_path / "fleet"
+    project.mkdir()
+    (project / "phi.toml").write_text(f'[project]\nregistries = ["{mirror[0].as_uri()}"]\n'
+                                      '[models]\n"tiny-model" = "*"\n[device-classes]\nedge = "pi-board"\n'
+                                      'server = "gpu-server"\n')
+    out = phi("sync", "--project", str(project), "--device-class", "edge", "--device", "gpu-server")
+    assert out.returncode == 0, out.stderr
+    assert f"wrote {project / 'phi.lock'}; device class edge (given by --device-class)" in out.stdout
+    assert "warning: device class edge pins artifacts for cpu-arm64, which this device (linux x86_64) " \
+           "does not support" in out.stderr
+    again = phi("sync", "--locked", "--project", str(project), "--device", "gpu-server", "--json")
+    doc = json.loads(again.stdout)
+    assert doc[0]["device_class"] == "server" and doc[0]["lock_written"] is False
+
+
+def test_run_uses_the_resolvers_pick_among_installed_and_names_it(served: Any, home: Path) -> None:
+    """run took the last installed variant, not the resolver's pick, without saying which."""
+    env = {"PHI_GET_REGISTRY": served.url, "PHI_GET_DEVICE": "pi-board"}
+    assert phi("install", "tiny-model", "--quiet", env=env).returncode == 0
+    assert phi("install", "tiny-model==0.1.0", "--quiet", env=env).returncode == 0  # installed last
+    out = phi("run", "tiny-model", "--prompt", "hi", env=env)  # the fake weights may not load: not the point
+    assert "running tiny-model 0.2.0 safetensors-fp32 (safetensors fp32): the installed variant phi-get " \
+           "resolve picks" in out.stderr
