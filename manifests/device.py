@@ -13,6 +13,17 @@ device one is not on (a CI machine locking for a fleet).  Shape::
 
 More keys may be added by later minor versions; unknown keys are kept in
 ``extra`` and written back, so a profile round-trips through this version.
+
+Optional keys added compatibly (issue 11; a profile without them parses as before):
+
+``runtime_devices``
+    installed runtime distribution -> the target families that build can
+    drive (``cpu``, ``cuda``, ``rocm``, ``metal``, ``intel-gpu``,
+    ``intel-npu``, ``qnn-npu``, ``directml``, ``webgpu``), as the build probe
+    (``phi-get device --probe-builds``; ``resolver/capabilities.py``) found it
+    or as written by hand: ``{"llama-cpp-python": ["cpu"]}`` says this
+    llama-cpp-python wheel is CPU-only, so the resolver will not send a GGUF
+    to CUDA through it.  A runtime not listed is unverified.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from typing import Any, Final
 from .canonical import canonical_bytes, load_json_document
 from .fields import Reader
 from .names import normalize_distribution_name
+from .runtimes import ACCELERATOR_FAMILIES
 
 __all__ = [
     "DEVICE_SCHEMA",
@@ -110,6 +122,8 @@ class DeviceProfile:
     accelerators: tuple[Accelerator, ...] = ()
     #: Installed Python distributions, canonical name -> version string.
     runtimes: Mapping[str, str] = field(default_factory=dict)
+    #: Installed runtime build -> target families it can drive (probed or declared); absent: unverified.
+    runtime_devices: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: Keys this version does not know, kept for round-tripping.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -127,6 +141,8 @@ class DeviceProfile:
             "accelerators": [a.to_json() for a in self.accelerators],
             "runtimes": dict(sorted(self.runtimes.items())),
         })
+        if self.runtime_devices:
+            out["runtime_devices"] = {k: sorted(v) for k, v in sorted(self.runtime_devices.items())}
         return out
 
     def to_bytes(self) -> bytes:
@@ -151,7 +167,22 @@ def _accelerator(r: Reader) -> Accelerator:
     )
 
 
-_KNOWN = {"schema", "os", "arch", "cpu", "memory_bytes", "accelerators", "runtimes"}
+_KNOWN = {"schema", "os", "arch", "cpu", "memory_bytes", "accelerators", "runtimes", "runtime_devices"}
+_FAMILIES: Final = ACCELERATOR_FAMILIES | {"cpu"}
+
+
+def _runtime_devices(r: Reader) -> dict[str, frozenset[str]]:
+    raw = r.obj("runtime_devices", {})
+    if not isinstance(raw, Reader):
+        return {}
+    out: dict[str, frozenset[str]] = {}
+    for dist in raw.data:
+        families = raw.texts(dist, max_items=16, max_len=32)
+        for i, fam in enumerate(families):
+            if fam not in _FAMILIES:
+                raise raw.error(f"{dist}[{i}]", f"expected one of {' | '.join(sorted(_FAMILIES))}", fam)
+        out[normalize_distribution_name(dist)] = frozenset(families)
+    return out
 
 
 def device_profile_from_json(data: object, *, document: str = "device profile") -> DeviceProfile:
@@ -170,6 +201,7 @@ def device_profile_from_json(data: object, *, document: str = "device profile") 
         memory_bytes=r.integer("memory_bytes", min=1, max=_MAX_MEMORY),
         accelerators=tuple(_accelerator(a) for a in r.objects("accelerators", [], max_items=64)),
         runtimes=runtimes,
+        runtime_devices=_runtime_devices(r),
         extra={k: v for k, v in r.data.items() if k not in _KNOWN},
     )
 

@@ -92,6 +92,9 @@ class IndexEntry:
     quality: Quality
     #: None when installable; the reason when yanked (still installable by exact pin).
     yanked: str | None = None
+    #: The source checkpoint's precision (the manifest's ``provenance.source.precision``),
+    #: when known; optional key ``source_precision``, written only when set.
+    source_precision: Precision | None = None
 
     @classmethod
     def from_manifest(cls, m: Manifest, digest: str | None = None, yanked: str | None = None) -> IndexEntry:
@@ -99,6 +102,7 @@ class IndexEntry:
             version=m.version, variant=m.variant, manifest=digest or m.digest, format=m.format,
             precision=m.precision, quantization=m.quantization, targets=m.targets, runtime=m.runtime,
             memory=m.memory, size=m.size, quality=m.quality, yanked=yanked,
+            source_precision=m.provenance.source.precision,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -117,6 +121,8 @@ class IndexEntry:
         }
         if self.yanked is not None:
             out["yanked"] = self.yanked
+        if self.source_precision is not None:
+            out["source_precision"] = str(self.source_precision)
         return out
 
     @classmethod
@@ -137,6 +143,7 @@ class IndexEntry:
             size=r.integer("size", max=MAX_FILE_SIZE * 16),
             quality=Quality.from_reader(r.obj("quality")),
             yanked=r.text("yanked", None, max_len=1024),
+            source_precision=r.choice("source_precision", Precision, None),
         )
 
 
@@ -263,10 +270,14 @@ class _EntryParser:
             return None
         if tags is None or runtime is None or memory is None or quality is None:
             return None
+        source = d.get("source_precision")
+        source_precision = None if source is None else _PRECISIONS.get(source) if type(source) is str else None
+        if source is not None and source_precision is None:
+            return None
         return IndexEntry(
             version=version, variant=variant, manifest=check_digest(d.get("manifest")), format=fmt,
             precision=precision, quantization=quant, targets=tags, runtime=runtime, memory=memory, size=size,
-            quality=quality, yanked=yanked,
+            quality=quality, yanked=yanked, source_precision=source_precision,
         )
 
     def _learn(self, d: dict[str, Any], e: IndexEntry) -> None:

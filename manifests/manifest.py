@@ -179,11 +179,18 @@ class Source:
     revision: str | None = None
     #: sha256 over the sorted (path, sha256) list of a local source folder.
     local_sha256: str | None = None
+    #: The precision the source checkpoint's weights are stored in (``torch_dtype``
+    #: of its config.json), when known.  A variant stored at more bits than this
+    #: holds no more quality than the source (issue 11).  Optional: written only
+    #: when known, so manifests without it keep their bytes and digest.
+    precision: Precision | None = None
 
     def to_json(self) -> dict[str, Any]:
-        if self.repo is not None:
-            return {"repo": self.repo, "revision": self.revision}
-        return {"local_sha256": self.local_sha256}
+        out: dict[str, Any] = ({"repo": self.repo, "revision": self.revision} if self.repo is not None
+                               else {"local_sha256": self.local_sha256})
+        if self.precision is not None:
+            out["precision"] = str(self.precision)
+        return out
 
     def __str__(self) -> str:
         return f"{self.repo}@{self.revision}" if self.repo else f"local:{self.local_sha256}"
@@ -197,9 +204,10 @@ class Source:
             revision = r.text("revision", max_len=40)
             if not _REVISION.match(revision):
                 raise r.error("revision", "expected the exact 40-hex commit the source was read at", revision)
-            return cls(repo=repo, revision=revision)
+            return cls(repo=repo, revision=revision, precision=r.choice("precision", Precision, None))
         if "local_sha256" in r.data:
-            return cls(local_sha256=hex_of(r.data["local_sha256"], r.where("local_sha256"), r.document))
+            return cls(local_sha256=hex_of(r.data["local_sha256"], r.where("local_sha256"), r.document),
+                       precision=r.choice("precision", Precision, None))
         raise r.error("repo", "a source names either 'repo' + 'revision' or 'local_sha256'")
 
 

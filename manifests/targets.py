@@ -33,6 +33,30 @@ A CPU level implies the levels below it: an AVX-512 machine also supports
 ``cpu-x86_64-v3``, ``-v2`` and plain ``cpu-x86_64``.  Likewise ``cuda-sm80``
 means "compute capability 8.0 or newer".  The preference order between
 accelerators is written once, in :func:`supported_targets`.
+
+Memory a target will really give (issue 11), written once in :func:`memory_share`:
+
+=============================  ======  ==============================================
+pool / device                   share   origin
+=============================  ======  ==============================================
+discrete GPU VRAM               0.90    the CUDA/ROCm context, cuBLAS workspaces and
+                                        activations take about a tenth of VRAM
+Apple GPU, unified <= 32 GiB    2/3     Metal's ``recommendedMaxWorkingSetSize`` on
+                                        M-series Macs (llama.cpp prints it at load:
+                                        5461 MiB of 8 GiB, 21845 MiB of 32 GiB)
+Apple GPU, unified > 32 GiB     3/4     the same limit on larger Macs (27648 MiB of
+                                        36 GiB, 49152 MiB of 64 GiB)
+other unified (Jetson)          0.75    JetPack's OS, desktop and CUDA carve-outs
+integrated GPU or NPU, no VRAM  0.50    Windows (WDDM/MCDM) lets a GPU or NPU use at
+                                        most half of RAM as "shared GPU memory"; that
+                                        is not VRAM, and Linux i915/amdgpu GTT sizes
+                                        default to the same order
+Android RAM                     0.50    the low-memory killer reclaims the rest for the
+                                        system, the UI and cached apps; on-device LLM
+                                        apps budget about half of RAM
+CPU RAM elsewhere               0.80,   the OS, page cache and other processes; a small
+                                -1 GiB  board (Raspberry Pi) keeps at least 1 GiB
+=============================  ======  ==============================================
 """
 
 from __future__ import annotations
@@ -50,6 +74,8 @@ __all__ = [
     "MemoryPool",
     "SupportedTarget",
     "check_target_tag",
+    "family_of",
+    "memory_share",
     "supported_targets",
 ]
 
@@ -102,6 +128,49 @@ class SupportedTarget:
     memory_bytes: int
     #: Which hardware, for explanations ("NVIDIA H100 80GB HBM3", "CPU").
     hardware: str
+    #: Fraction of ``memory_bytes`` the device really gives a model here (:func:`memory_share`).
+    share: float = 0.8
+    #: Where that fraction comes from, for explanations.
+    share_origin: str = "CPU RAM: the OS and other processes keep a fifth"
+
+    @property
+    def budget_bytes(self) -> int:
+        """Bytes the weights and KV cache may take on this target."""
+        return int(self.memory_bytes * self.share)
+
+    @property
+    def family(self) -> str:
+        return family_of(self.tag)
+
+
+def family_of(tag: str) -> str:
+    """``cuda-sm89`` and ``cuda`` are one family, as are all ``cpu-*`` levels."""
+    if tag.startswith("cuda"):
+        return "cuda"
+    return "cpu" if tag.startswith("cpu-") else tag
+
+
+_GIB: Final = 1 << 30
+
+
+def memory_share(profile: DeviceProfile, pool: MemoryPool, memory_bytes: int, *, integrated: bool,
+                 tag: str) -> tuple[float, str]:
+    """The share of a pool a model may use, and its origin (the table in this module's docstring)."""
+    if pool is MemoryPool.VRAM:
+        return 0.90, "VRAM: the CUDA/ROCm context and activations take a tenth"
+    if pool is MemoryPool.UNIFIED and tag == "metal":
+        if memory_bytes <= 32 * _GIB:
+            return 2 / 3, "unified memory: macOS lets the GPU wire about 2/3 of it (Metal working-set limit)"
+        return 0.75, "unified memory: macOS lets the GPU wire about 3/4 of it (Metal working-set limit)"
+    if pool is MemoryPool.UNIFIED:
+        return 0.75, "unified memory: the OS and driver carve-outs keep a quarter"
+    if integrated:
+        return 0.50, "shared memory: an integrated GPU or NPU may use at most half of RAM, which is not VRAM"
+    if profile.os is OS.ANDROID:
+        return 0.50, "phone RAM: Android's low-memory killer leaves an app about half"
+    if memory_bytes * 0.2 < _GIB:
+        return (memory_bytes - _GIB) / memory_bytes, "small-board RAM: the OS keeps at least 1 GiB"
+    return 0.80, "CPU RAM: the OS and other processes keep a fifth"
 
 
 def _cuda_tags(cc: tuple[int, int]) -> list[str]:
@@ -181,5 +250,8 @@ def supported_targets(profile: DeviceProfile) -> tuple[SupportedTarget, ...]:
         if tag in seen:
             continue  # first (largest) device of a kind wins the tag
         seen.add(tag)
-        result.append(SupportedTarget(tag=tag, rank=len(result), pool=pool, memory_bytes=mem, hardware=hardware))
+        share, origin = memory_share(profile, pool, mem, integrated=hardware != "CPU" and pool is MemoryPool.RAM,
+                                     tag=tag)
+        result.append(SupportedTarget(tag=tag, rank=len(result), pool=pool, memory_bytes=mem, hardware=hardware,
+                                      share=share, share_origin=origin))
     return tuple(result)

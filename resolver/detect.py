@@ -50,7 +50,8 @@ PROBE_TIMEOUT_S: Final = 5.0
 #: Distributions that load artifacts, looked up in package metadata.
 RUNTIME_DISTRIBUTIONS: Final = (
     "llama-cpp-python", "onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml",
-    "onnxruntime", "onnxruntime-gpu", "openvino", "openvino-genai", "mlx", "mlx-lm", "transformers", "torch",
+    "onnxruntime", "onnxruntime-gpu", "onnxruntime-qnn", "openvino", "openvino-genai", "mlx", "mlx-lm",
+    "transformers", "torch",
 )
 _NVIDIA_QUERY: Final = ("nvidia-smi", "--query-gpu=name,memory.total,compute_cap,driver_version",
                         "--format=csv,noheader,nounits")

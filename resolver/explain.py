@@ -26,6 +26,7 @@ __all__ = [
     "eligible_reason",
     "fallback_notes",
     "no_match_error",
+    "quality_budget_lines",
     "render_text",
     "resolution_json",
 ]
@@ -108,6 +109,10 @@ def _fix(c: Candidate) -> str:
         return f"fits with {ctx}{_gb(c.needed - c.budget)} more memory on {c.skipped[0].tag}"
     if code == "runtime":
         return f"pip install '{e.runtime.distribution}{e.runtime.specifier}'"
+    if code == "quality":
+        return "relax the quality budget (max_kl / min_top1 in phi.toml)"
+    if code == "build":
+        return c.reason.rsplit("; ", 1)[-1]
     if code == "context":
         return f"--context {e.memory.max_context} or less"
     if code == "target":
@@ -127,7 +132,19 @@ def no_match_error(res: Resolution) -> NoMatchError:
     lines = [f"no artifact of {res.requirement} fits this device ({total} candidates rejected); nearest misses:"]
     for c in res.nearest_misses():
         lines.append(f"  {c.label}: {c.reason} -> {_fix(c)}")
+    lines += quality_budget_lines(res)
     return NoMatchError("\n".join(lines), hint="--explain lists every candidate with its reason")
+
+
+def quality_budget_lines(res: Resolution) -> list[str]:
+    """What the policy's quality budget excluded (issue 11): reported whenever it excluded anything."""
+    excluded = [c for c in res.candidates if str(c.reject) == "quality"]
+    if not excluded:
+        return []
+    pol = res.policy
+    limits = ", ".join(f"{k} {v:g}" for k, v in (("max_kl", pol.max_kl), ("min_top1", pol.min_top1)) if v is not None)
+    names = ", ".join(c.label for c in excluded[:6]) + (", ..." if len(excluded) > 6 else "")
+    return [f"  the quality budget ({limits}) excluded {len(excluded)} of {len(res.candidates)} candidates: {names}"]
 
 
 def resolution_json(res: Resolution) -> dict[str, Any]:

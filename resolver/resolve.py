@@ -9,17 +9,18 @@ Order of work (issue 5):
 
 1. hard filters, in this order, each recorded as the rejection reason:
    version specifier, yanked (only an exact ``==`` pin may select a yanked
-   version, as PEP 592 says), ``--format`` / ``--precision`` pins, context
-   length, target compatibility, memory fit on some supported target, and,
-   with ``require_runtime``, the runtime being installed;
+   version, as PEP 592 says), ``--format`` / ``--precision`` pins, the
+   quality budget (``max_kl`` / ``min_top1``), context length, target
+   compatibility, memory fit on some supported target, and, with
+   ``require_runtime``, the runtime being installed;
 2. ranking, written once in :func:`preference_key`.
 
 Memory fit: ``weights_bytes + kv_bytes_per_token * context`` must be at most
-the target's memory (:func:`phi_get.manifests.targets.supported_targets`)
-minus a headroom: :data:`HEADROOM` of the pool (VRAM 10 %: CUDA context and
-activations; RAM 20 %: the OS and other processes; unified 25 %: macOS lets
-the GPU wire about 75 % of memory).  The default context is
-``min(max_context, 4096)``.  An artifact that declares an accelerator target
+the share of the target's memory the device really gives
+(:func:`phi_get.manifests.targets.memory_share`: VRAM 90 %, a Mac's GPU 2/3
+or 3/4 of unified memory by size, an integrated GPU or NPU half of RAM,
+a phone half of RAM, other CPU RAM 80 %), or ``1 - headroom`` when a policy
+sets one.  The default context is ``min(max_context, 4096)``.  An artifact that declares an accelerator target
 but does not fit there is tried on its next supported target, and the
 reason the better target was skipped is kept: a fall back from an
 accelerator to the CPU is never silent.
@@ -43,12 +44,14 @@ from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import IndexEntry
 from phi_get.manifests.manifest import Format, Precision
 from phi_get.manifests.names import check_model_name, check_specifier
-from phi_get.manifests.targets import MemoryPool, SupportedTarget, supported_targets
+from phi_get.manifests.runtimes import RUNTIME_PROVIDES, build_families, fix_for, is_vendor_path
+from phi_get.manifests.targets import SupportedTarget, family_of, supported_targets
+
+from .ranking import balanced_cost, measured
 from phi_get.manifests.display import human_bytes
 
 __all__ = [
     "DEFAULT_CONTEXT",
-    "HEADROOM",
     "RUNTIME_PROVIDES",
     "Candidate",
     "IndexView",
@@ -69,22 +72,16 @@ __all__ = [
 ]
 
 DEFAULT_CONTEXT: Final = 4096
-HEADROOM: Final = {MemoryPool.VRAM: 0.10, MemoryPool.RAM: 0.20, MemoryPool.UNIFIED: 0.25}
-#: Builds of a runtime published under another name that load the same artifacts.
-RUNTIME_PROVIDES: Final = {
-    "onnxruntime-genai-cuda": "onnxruntime-genai",
-    "onnxruntime-genai-directml": "onnxruntime-genai",
-    "onnxruntime-gpu": "onnxruntime",
-}
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
 
 
 class Prefer(StrEnum):
-    """What the ranking favours once hardware is decided."""
+    """What the ranking favours once hardware and runtime are decided (README, "How an artifact is chosen")."""
 
-    QUALITY = "quality"  # highest precision, then measured agreement, then smallest
-    SIZE = "size"        # smallest download
-    SPEED = "speed"      # least memory traffic per token: smallest weights
+    BALANCED = "balanced"  # least loss + BALANCED_PRICE x share of the memory budget used (the default)
+    QUALITY = "quality"    # least measured loss, then top-1 agreement, then least memory
+    SIZE = "size"          # smallest download, then least loss
+    SPEED = "speed"        # least memory traffic per token: smallest weights, then least loss
 
 
 class Verdict(StrEnum):
@@ -100,15 +97,17 @@ class Reject(StrEnum):
     YANKED = "yanked"
     FORMAT = "format"
     PRECISION = "precision"
+    QUALITY = "quality"
     CONTEXT = "context"
     TARGET = "target"
+    BUILD = "build"
     MEMORY = "memory"
     RUNTIME = "runtime"
 
 
 #: Which rejections are "nearest": the ones a change of device or flags could lift.
-_MISS_ORDER: Final = (Reject.MEMORY, Reject.RUNTIME, Reject.CONTEXT, Reject.TARGET, Reject.PRECISION,
-                      Reject.FORMAT, Reject.YANKED, Reject.VERSION)
+_MISS_ORDER: Final = (Reject.MEMORY, Reject.RUNTIME, Reject.BUILD, Reject.QUALITY, Reject.CONTEXT, Reject.TARGET,
+                      Reject.PRECISION, Reject.FORMAT, Reject.YANKED, Reject.VERSION)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -127,12 +126,17 @@ class Requirement:
         return f"{self.name}{self.specifier}"
 
 
-def make_policy(*, prefer: str = "quality", format: str | None = None, precision: str | None = None,
-                context: int | None = None, require_runtime: bool = False) -> Policy:
+def make_policy(*, prefer: str = "balanced", format: str | None = None, precision: str | None = None,
+                context: int | None = None, require_runtime: bool = False, max_kl: float | None = None,
+                min_top1: float | None = None) -> Policy:
     """A policy from plain strings (CLI options, phi.toml, the Python API); bad values raise ValueError."""
+    if max_kl is not None and not max_kl >= 0:
+        raise ValueError(f"max_kl must be a KL divergence >= 0 (nats per token), got {max_kl!r}")
+    if min_top1 is not None and not 0 <= min_top1 <= 1:
+        raise ValueError(f"min_top1 must be a top-1 agreement between 0 and 1, got {min_top1!r}")
     return Policy(prefer=Prefer(prefer), format=Format(format) if format else None,
                   precision=Precision(precision) if precision else None, context=context,
-                  require_runtime=require_runtime)
+                  require_runtime=require_runtime, max_kl=max_kl, min_top1=min_top1)
 
 
 def parse_requirement(text: str, *, document: str = "requirement") -> Requirement:
@@ -146,22 +150,31 @@ def parse_requirement(text: str, *, document: str = "requirement") -> Requiremen
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Policy:
-    prefer: Prefer = Prefer.QUALITY
+    prefer: Prefer = Prefer.BALANCED
     format: Format | None = None
     precision: Precision | None = None
     #: Context length the memory check uses; None: min(max_context, 4096).
     context: int | None = None
     #: Reject (instead of ranking last) candidates whose runtime is not installed.
     require_runtime: bool = False
-    #: Fraction of each memory pool kept free; None: :data:`HEADROOM`.
+    #: Fraction of each memory pool kept free; None: the device's share (targets.memory_share).
     headroom: float | None = None
+    #: Quality budget: the largest loss (mean KL divergence, nats/token) accepted; None: any.
+    max_kl: float | None = None
+    #: Quality budget: the smallest top-1 agreement with the reference accepted; None: any.
+    min_top1: float | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "prefer": str(self.prefer), "format": str(self.format or ""), "precision": str(self.precision or ""),
             "context": self.context or 0, "require_runtime": self.require_runtime,
             "headroom": "" if self.headroom is None else repr(self.headroom),
         }
+        if self.max_kl is not None:
+            out["max_kl"] = repr(self.max_kl)
+        if self.min_top1 is not None:
+            out["min_top1"] = repr(self.min_top1)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,6 +200,8 @@ class Candidate:
     #: The installed version of the runtime, or None when it must be installed.
     runtime_version: str | None = None
     skipped: tuple[Skip, ...] = ()
+    #: Better targets the artifact declares that the installed runtime build cannot drive, with the fix.
+    undrivable: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -251,8 +266,10 @@ class Resolution:
 
 
 def budget_of(target: SupportedTarget, headroom: float | None = None) -> int:
-    frac = HEADROOM[target.pool] if headroom is None else headroom
-    return int(target.memory_bytes * (1.0 - frac))
+    """Bytes a model may take on ``target``: the device's share, or ``1 - headroom`` of the pool."""
+    if headroom is None:
+        return target.budget_bytes
+    return int(target.memory_bytes * (1.0 - headroom))
 
 
 def _runtime_version(device_runtimes: Mapping[str, str], distribution: str) -> str | None:
@@ -265,11 +282,7 @@ def _runtime_version(device_runtimes: Mapping[str, str], distribution: str) -> s
     return None
 
 
-def target_family(tag: str) -> str:
-    """``cuda-sm89`` and ``cuda`` are one family, as are all ``cpu-*`` levels."""
-    if tag.startswith("cuda"):
-        return "cuda"
-    return "cpu" if tag.startswith("cpu-") else tag
+target_family = family_of  # kept for callers; the fact lives in manifests/targets.py
 
 
 def family_ranks(targets: Iterable[SupportedTarget]) -> dict[str, int]:
@@ -287,20 +300,33 @@ def preference_key(c: Candidate, version_rank: Mapping[Version, int], prefer: Pr
     1. newest version; 2. runtime already installed; 3. the device's hardware
     rank of the target family the artifact runs on (CUDA, ROCm, Metal, Intel
     GPU, Qualcomm NPU, Intel NPU, DirectML, WebGPU, CPU: ``supported_targets``);
-    4. the policy; 5. the most specific tag (``cuda-sm89`` before ``cuda``,
-    ``cpu-x86_64-v3`` before ``cpu-x86_64``); 6. the variant id, so ties are
-    deterministic.
+    4. the hardware vendor's own runtime on that hardware
+    (:data:`phi_get.manifests.runtimes.RUNTIMES`: MLX on Metal, OpenVINO on
+    Intel GPU/NPU, ONNX Runtime GenAI's CUDA, DirectML and QNN builds);
+    5. the policy, on measured quality (:func:`.ranking.measured`: loss in
+    nats/token, KL divergence first, bits only where nothing was measured):
+    ``balanced`` least loss + :data:`.ranking.BALANCED_PRICE` x needed/budget,
+    ``quality`` least loss then best top-1 then least memory, ``size`` smallest
+    download then least loss, ``speed`` smallest weights then least loss;
+    6. the most specific tag (``cuda-sm89`` before ``cuda``); 7. the variant
+    id, so ties are deterministic.
     """
     e = c.entry
     rank = c.target.rank if c.target is not None else 1 << 20
     hw = hardware_rank.get(c.target.tag, rank) if c.target is not None else rank
-    if prefer is Prefer.QUALITY:
-        policy: tuple[object, ...] = (-e.precision.bits, -e.quality.metrics.get("top1_agreement", 0.0), e.size)
+    vendor = c.target is not None and is_vendor_path(e.runtime.distribution, e.runtime.provider,
+                                                     family_of(c.target.tag))
+    q = measured(e)
+    policy: tuple[object, ...]
+    if prefer is Prefer.BALANCED:
+        policy = (balanced_cost(q.loss, c.needed, c.budget), q.loss, c.needed)
+    elif prefer is Prefer.QUALITY:
+        policy = (q.loss, -q.top1, c.needed)
     elif prefer is Prefer.SIZE:
-        policy = (e.size, -e.precision.bits)
+        policy = (e.size, q.loss)
     else:
-        policy = (e.memory.weights_bytes, e.size)
-    return (version_rank[e.version], c.runtime_version is None, hw, *policy, rank, e.variant)
+        policy = (e.memory.weights_bytes, q.loss, e.size)
+    return (version_rank[e.version], c.runtime_version is None, hw, not vendor, *policy, rank, e.variant)
 
 
 class _Filter:
@@ -315,6 +341,15 @@ class _Filter:
         self._versions: dict[Version, bool] = {}
         self._targets: dict[tuple[str, ...], tuple[SupportedTarget, ...]] = {}
         self._runtimes: dict[tuple[str, str], str | None | bool] = {}
+        self._drives: dict[str, tuple[frozenset[str] | None, str]] = {}
+
+    def drives(self, distribution: str) -> tuple[frozenset[str] | None, str]:
+        """What the installed build of ``distribution`` can drive (None: unverified), and how that is known."""
+        found = self._drives.get(distribution)
+        if found is None:
+            found = self._drives[distribution] = build_families(
+                canonicalize_name(distribution), self.device.runtimes, self.device.runtime_devices)
+        return found
 
     def version_ok(self, v: Version) -> bool:
         ok = self._versions.get(v)
@@ -359,12 +394,29 @@ def _check(f: _Filter, e: IndexEntry) -> Candidate:
         return rejected(Reject.FORMAT, f"format {e.format} is not the pinned {pol.format}")
     if pol.precision is not None and e.precision is not pol.precision:
         return rejected(Reject.PRECISION, f"precision {e.precision} is not the pinned {pol.precision}")
+    if pol.max_kl is not None or pol.min_top1 is not None:
+        q = measured(e)
+        if pol.max_kl is not None and q.loss > pol.max_kl:
+            return rejected(Reject.QUALITY, f"loss {q.loss:.4f} nats/token ({q.basis}) exceeds the quality "
+                            f"budget max_kl {pol.max_kl:g}")
+        if pol.min_top1 is not None and q.top1 < pol.min_top1:
+            top1 = "not measured" if q.top1 < 0 else f"{q.top1:.3f}"
+            return rejected(Reject.QUALITY, f"top-1 agreement {top1} is below the quality budget "
+                            f"min_top1 {pol.min_top1:g}")
     context = pol.context or min(e.memory.max_context, DEFAULT_CONTEXT)
     if context > e.memory.max_context:
         return rejected(Reject.CONTEXT, f"context {context} exceeds the model's maximum {e.memory.max_context}")
     usable = f.usable_targets(e.targets)
     if not usable:
         return rejected(Reject.TARGET, f"targets {', '.join(e.targets)} are not supported by this device")
+    undrivable: list[tuple[str, str]] = []
+    if f.device.runtimes:
+        usable, undrivable = _drivable(f, e, usable)
+        if not usable:
+            tag, fix = undrivable[0]
+            return rejected(Reject.BUILD, f"the installed {e.runtime.distribution} build cannot drive "
+                            f"{', '.join(dict.fromkeys(family_of(t) for t, _ in undrivable))} "
+                            f"(known from {f.drives(e.runtime.distribution)[1]}); {fix}")
     needed = e.memory.weights_bytes + e.memory.kv_bytes_per_token * context
     skipped: list[Skip] = []
     for t in usable:
@@ -390,21 +442,52 @@ def _check(f: _Filter, e: IndexEntry) -> Candidate:
                         target=t, context=context, needed=needed, budget=budget)
     return Candidate(entry=e, verdict=Verdict.ELIGIBLE, reason="", target=t, context=context, needed=needed,
                      budget=budget, runtime_version=runtime if isinstance(runtime, str) else None,
-                     skipped=tuple(skipped))
+                     skipped=tuple(skipped), undrivable=tuple(undrivable))
+
+
+def _drivable(f: _Filter, e: IndexEntry,
+              usable: tuple[SupportedTarget, ...]) -> tuple[tuple[SupportedTarget, ...], list[tuple[str, str]]]:
+    """Split ``usable`` into the targets the installed build can drive and (tag, fix) for the others.
+
+    Only an installed runtime is checked (one to be installed is installed
+    with the fix named), and only where its build is known: probed or
+    declared in the profile's ``runtime_devices``, or told by the package
+    name (``manifests/runtimes.py``).  Unknown builds stay unverified.
+    """
+    if f.runtime(e) is None:
+        return usable, []
+    families, _how = f.drives(e.runtime.distribution)
+    if families is None:
+        return usable, []
+    ok = tuple(t for t in usable if family_of(t.tag) in families)
+    bad = [(t.tag, fix_for(e.runtime.distribution, family_of(t.tag))) for t in usable
+           if family_of(t.tag) not in families]
+    return ok, bad
 
 
 def _rank(f: _Filter, checked: list[Candidate]) -> list[Candidate]:
     """The eligible candidates in preference order, with their verdicts and reasons."""
-    from .explain import chosen_reason, eligible_reason  # pure text helpers
+    from .explain import chosen_reason  # pure text helpers
+    from .ranking import decision
 
     eligible = [c for c in checked if c.verdict is Verdict.ELIGIBLE]
     versions = sorted({c.entry.version for c in eligible}, reverse=True)
     vrank = {v: i for i, v in enumerate(versions)}
     hw = family_ranks(f.targets)
     eligible.sort(key=lambda c: preference_key(c, vrank, f.policy.prefer, hw))
-    return [_with(c, Verdict.CHOSEN, chosen_reason(c, f.targets, f.policy)) if i == 0 else
-            _with(c, Verdict.ELIGIBLE, eligible_reason(c, eligible[0], f.policy, hw))
-            for i, c in enumerate(eligible)]
+    out = []
+    for i, c in enumerate(eligible):
+        if i == 0:
+            why = chosen_reason(c, f.targets, f.policy) + f"; quality: {measured(c.entry).basis}"
+            # The runner-up of the same version: the newest-first shortcut sees only that version.
+            runner = next((r for r in eligible[1:] if r.entry.version == c.entry.version), None)
+            if runner is not None:
+                rule, text = decision(runner, c, f.policy.prefer, hw)
+                why += f"; decided over {runner.label} by rule '{rule}': {text}"
+            out.append(_with(c, Verdict.CHOSEN, why))
+        else:
+            out.append(_with(c, Verdict.ELIGIBLE, "compatible; " + decision(c, eligible[0], f.policy.prefer, hw)[1]))
+    return out
 
 
 def resolve(req: Requirement, device: DeviceProfile, entries: Iterable[IndexEntry] | IndexView,
@@ -430,7 +513,7 @@ def resolve(req: Requirement, device: DeviceProfile, entries: Iterable[IndexEntr
         ranked = _rank(f, checked)
         if ranked:
             chosen = ranked[0]
-            notes = fallback_notes(chosen, checked, f.targets)
+            notes = fallback_notes(chosen, checked, f.targets) + _build_notes(chosen, checked, f.targets)
             break
     return Resolution(requirement=req, policy=policy, targets=f.targets, chosen=chosen, notes=tuple(notes),
                       verdicts=_Verdicts(f, view))
@@ -438,4 +521,22 @@ def resolve(req: Requirement, device: DeviceProfile, entries: Iterable[IndexEntr
 
 def _with(c: Candidate, verdict: Verdict, reason: str) -> Candidate:
     return Candidate(entry=c.entry, verdict=verdict, reason=reason, target=c.target, context=c.context,
-                     needed=c.needed, budget=c.budget, runtime_version=c.runtime_version, skipped=c.skipped)
+                     needed=c.needed, budget=c.budget, runtime_version=c.runtime_version, skipped=c.skipped,
+                     undrivable=c.undrivable)
+
+
+def _build_notes(chosen: Candidate, checked: list[Candidate], targets: tuple[SupportedTarget, ...]) -> list[str]:
+    """Accelerators passed over because an installed runtime build cannot drive them: never silent."""
+    assert chosen.target is not None
+    better = {t.tag: t for t in targets if t.rank < chosen.target.rank}
+    notes: dict[str, str] = {}
+    for c in checked:
+        lost = list(c.undrivable) if c.verdict is not Verdict.REJECTED else []
+        if c.reject is Reject.BUILD:
+            lost = [(t, c.reason.rsplit("; ", 1)[-1]) for t in c.entry.targets if t in better]
+        for tag, fix in lost:
+            t = better.get(tag)
+            if t is not None and t.hardware != chosen.target.hardware:
+                notes.setdefault(t.hardware, f"not using {t.hardware}: the installed {c.entry.runtime.distribution} "
+                                 f"build cannot drive {family_of(tag)} ({c.label}); {fix}")
+    return list(notes.values())

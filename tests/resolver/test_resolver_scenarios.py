@@ -1,8 +1,11 @@
 """Resolution scenarios as data files: index + device profile + policy -> expected choice or error.
 
-Each file in tests/data/resolver/scenarios/ names a catalog, a device (a
-shipped sample profile or an inline profile), a requirement, a policy, and
-the expected choice (with reason fragments) or the expected error.
+Each file in tests/data/resolver/scenarios/ names a catalog (``catalog``:
+a file of tests/data/resolver/catalogs/, default the small phi35-catalog.json),
+a device (a profile of tests/data/resolver/devices/, a shipped sample profile,
+or an inline profile), a requirement, a policy (default: the default policy,
+``balanced``), and the expected choice (with reason fragments, notes and the
+rule that decided between the top two) or the expected error.
 """
 
 from __future__ import annotations
@@ -25,29 +28,42 @@ DATA = Path(__file__).parents[1] / "data" / "resolver"
 SCENARIOS = sorted((DATA / "scenarios").glob("*.json"))
 
 
-def _catalog(kit: Any) -> Any:
-    doc = json.loads((DATA / "phi35-catalog.json").read_text())
-    index = {"schema": "phi-get.index/v1", "name": doc["name"], "variants": [kit.compact_entry(v) for v in doc["variants"]]}
-    return model_index_from_json(index)
+def _catalog(kit: Any, name: str | None = None) -> Any:
+    doc = json.loads((DATA / "phi35-catalog.json" if name is None else DATA / "catalogs" / f"{name}.json").read_text())
+    variants = []
+    for v in doc["variants"]:
+        entry = kit.compact_entry(v)
+        if "source_precision" in doc:  # the checkpoint's dtype, recorded per entry as the index carries it
+            entry["source_precision"] = doc["source_precision"]
+        variants.append(entry)
+    return model_index_from_json({"schema": "phi-get.index/v1", "name": doc["name"], "variants": variants})
+
+
+def _device(spec: Any) -> Any:
+    if not isinstance(spec, str):
+        return device_profile_from_json(spec)
+    path = DATA / "devices" / f"{spec}.json"
+    return load_device(str(path) if path.is_file() else spec, environ={})
 
 
 def _policy(d: dict[str, Any]) -> Policy:
     return Policy(
-        prefer=Prefer(d.get("prefer", "quality")),
+        prefer=Prefer(d.get("prefer", Policy().prefer)),
         format=Format(d["format"]) if "format" in d else None,
         precision=Precision(d["precision"]) if "precision" in d else None,
         context=d.get("context"), require_runtime=d.get("require_runtime", False),
+        max_kl=d.get("max_kl"), min_top1=d.get("min_top1"),
     )
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario(path: Path, kit: Any) -> None:
     sc = json.loads(path.read_text())
-    device = (load_device(sc["device"], environ={}) if isinstance(sc["device"], str)
-              else device_profile_from_json(sc["device"]))
-    res = resolve(parse_requirement(sc["requirement"]), device, _catalog(kit).entries, _policy(sc["policy"]))
+    catalog = _catalog(kit, sc.get("catalog"))
+    res = resolve(parse_requirement(sc["requirement"]), _device(sc["device"]), catalog.entries,
+                  _policy(sc.get("policy", {})))
     expect = sc["expect"]
-    assert len(res.candidates) == 12  # every candidate gets a verdict
+    assert len(res.candidates) == len(catalog.entries)  # every candidate gets a verdict
     if "error" in expect:
         assert res.chosen is None, render_text(res, explain=True)
         message = str(no_match_error(res))
@@ -64,6 +80,8 @@ def test_scenario(path: Path, kit: Any) -> None:
         assert fragment in by_label[label].reason, (label, by_label[label].reason)
     for fragment in expect.get("notes", []):
         assert any(fragment in n for n in res.notes), res.notes
+    if "decided_by" in expect:
+        assert f"by rule '{expect['decided_by']}'" in chosen.reason, chosen.reason
     assert res.candidates[0] == chosen  # the newest-first shortcut agrees with the full ranking
     assert all(c.verdict is not Verdict.CHOSEN for c in res.candidates[1:])
 
