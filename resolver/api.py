@@ -22,7 +22,7 @@ __all__ = ["install", "make_policy"]
 
 
 def install(name: str, *, registry: str | Sequence[str] | None = None, home: str | Path | None = None,
-            device: str | None = None, prefer: str = "quality", format: str | None = None,
+            device: str | None = None, prefer: str = "balanced", format: str | None = None,
             precision: str | None = None, context: int | None = None, offline: bool | None = None,
             require_runtime: bool = False, reporter: Reporter | None = None) -> Path:
     """Resolve ``name`` (``"phi-3.5-mini"``, ``"phi-3.5-mini>=1.0"``) for this device, install it, return its folder.

@@ -13,7 +13,13 @@ sample profile name (``gpu-server``), else the environment variable
 partial override merged over the probe (``{"memory_bytes": 4000000000}``),
 so any field can be overridden on its own.
 
-Imports only the standard library and :mod:`phi_get.manifests`.
+What each installed runtime build can drive (``runtime_devices``) is asked of
+the build itself, in a subprocess per runtime, cached per build
+(:mod:`.capabilities`); ``PHI_GET_PROBE_BUILDS=0`` skips it (the runtimes are
+then unverified), and a profile's ``runtime_devices`` overrides it.
+
+Imports only the standard library, :mod:`phi_get.manifests`, and, when
+probing, :mod:`.capabilities` and :mod:`.store` (the cache folder).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,6 +40,7 @@ from phi_get.manifests.device import DeviceProfile, device_profile_from_json, pa
 from .errors import DeviceProfileError
 
 __all__ = [
+    "BUILD_PROBE_ENV",
     "DEVICE_ENV",
     "PROBE_TIMEOUT_S",
     "RUNTIME_DISTRIBUTIONS",
@@ -46,6 +53,7 @@ __all__ = [
 ]
 
 DEVICE_ENV: Final = "PHI_GET_DEVICE"
+BUILD_PROBE_ENV: Final = "PHI_GET_PROBE_BUILDS"
 PROBE_TIMEOUT_S: Final = 5.0
 #: Distributions that load artifacts, looked up in package metadata.
 RUNTIME_DISTRIBUTIONS: Final = (
@@ -243,8 +251,9 @@ def run_probes(probes: dict[str, Callable[[], Any]], timeout: float = PROBE_TIME
     return results
 
 
-def probe_device(timeout: float = PROBE_TIMEOUT_S) -> DeviceProfile:
+def probe_device(timeout: float = PROBE_TIMEOUT_S, *, environ: Mapping[str, str] | None = None) -> DeviceProfile:
     """Probe this machine.  Undetected facts are recorded with their reason."""
+    env = os.environ if environ is None else environ
     res = run_probes(_PROBES, timeout)
     accelerators = [*(res["nvidia"].value or []), *(res["apple"].value or []), *(res["sysfs"].value or [])]
     doc: dict[str, Any] = {
@@ -257,6 +266,13 @@ def probe_device(timeout: float = PROBE_TIMEOUT_S) -> DeviceProfile:
         "runtimes": res["runtimes"].value or {},
         "probes": {name: (p.reason if p.value is None else "ok") for name, p in sorted(res.items())},
     }
+    if env.get(BUILD_PROBE_ENV, "1") != "0" and doc["runtimes"]:
+        from .capabilities import probe_builds  # only when probing: subprocesses, a cache file
+        from .store import default_home
+
+        drives, outcomes = probe_builds(doc["runtimes"], cache_dir=default_home(dict(env)) / "cache")
+        doc["runtime_devices"] = drives
+        doc["probes"].update({f"build {dist}": outcome for dist, outcome in outcomes.items()})
     return device_profile_from_json(doc, document="probed device profile")
 
 
@@ -288,14 +304,14 @@ def load_device(spec: str | None = None, *, environ: dict[str, str] | None = Non
     env = os.environ if environ is None else environ
     spec = spec or env.get(DEVICE_ENV) or None
     if spec is None:
-        return probe_device()
+        return probe_device(environ=env)
     data, where = _read_override(spec)
     try:
         doc = json.loads(data)
     except ValueError:
         doc = None  # let the parser name the problem
     if isinstance(doc, dict) and "schema" not in doc:
-        base = probe_device().to_json()
+        base = probe_device(environ=env).to_json()
         cpu = {**base.get("cpu", {}), **doc.get("cpu", {})}
         merged = {**base, **doc, "cpu": cpu}
         return device_profile_from_json(merged, document=f"device override {where}")

@@ -32,7 +32,7 @@ _HELP = {
               "snapdragon-laptop). Default: PHI_GET_DEVICE, else probe this machine.",
     "json": "Print JSON for scripts.",
     "explain": "List every candidate with its verdict and reason.",
-    "prefer": "What to favour among the artifacts that fit: quality, size or speed (default quality).",
+    "prefer": "What to favour among the artifacts that fit: balanced, quality, size or speed (default balanced).",
     "format": "Pin a format: gguf, onnx, openvino, mlx, safetensors.",
     "precision": "Pin a precision: int4, int8, fp16, bf16, fp32.",
     "context": "Context length for the memory check (default min(model maximum, 4096)).",
@@ -99,7 +99,7 @@ def resolve_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help=_HELP["device"])
     p.add_argument("--json", dest="json_out", action="store_true", help=_HELP["json"])
     p.add_argument("--explain", action="store_true", help=_HELP["explain"])
-    p.add_argument("--prefer", default="quality", help=_HELP["prefer"])
+    p.add_argument("--prefer", default="balanced", help=_HELP["prefer"])
     p.add_argument("--format", dest="fmt", metavar="FORMAT", help=_HELP["format"])
     p.add_argument("--precision", help=_HELP["precision"])
     p.add_argument("--context", type=_positive, help=_HELP["context"])
