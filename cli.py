@@ -77,8 +77,19 @@ def build_app() -> typer.Typer:
             if exc.name == module_name:
                 continue
             raise
-        module.register(app)
+        module.register(app, **_WIRING.get(module_name, {}))
     return app
+
+
+def _resolver_advisor() -> Any:
+    """The registry's web page "what fits my device", answered by the client's resolver (phi_get.advisor)."""
+    from phi_get.advisor import ResolverAdvisor
+
+    return ResolverAdvisor()
+
+
+#: What the root wires into a part's commands, since the parts never import each other.
+_WIRING: dict[str, dict[str, Any]] = {"phi_get.registry.cli": {"advisor": _resolver_advisor}}
 
 
 def __getattr__(name: str) -> Any:

@@ -102,7 +102,8 @@ class Demo:
         self.processes.append(proc)
         wait_for_port(port, proc, timeout=60)
         self.db, self.storage = db, str(data)
-        return f"{self.url} (SQLite catalog, blobs in {data.name}/)"
+        print(f"  web catalog: {self.url}/ (browse it while the demo runs; models appear once published)", flush=True)
+        return f"{self.url} (SQLite catalog, blobs in {data.name}/; web catalog at {self.url}/)"
 
     def build(self) -> str:
         args = ["build", "tiny-phi", "--source", str(self.work / "source"), "--out", str(self.work / "out")]

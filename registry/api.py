@@ -43,10 +43,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .advice import Advisor
 from .blobresponse import BlobResponse
 from .errors import BadRequestError, NotFoundError, RegistryError, TooLargeError
 from .service import Registry
 from .tokens import Principal, authenticate
+from .web import web_router
 
 __all__ = ["INDEX_MAX_AGE_S", "IndexFastPath", "create_app", "registry_asgi_app"]
 
@@ -78,16 +80,17 @@ def _raw_body(media: str, description: str) -> dict[str, Any]:
                             "content": {media: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-def registry_asgi_app(registry: Registry) -> ASGIApp:
+def registry_asgi_app(registry: Registry, *, advisor: Advisor | None = None) -> ASGIApp:
     """What the server runs: the index fast path in front of the FastAPI app."""
-    return IndexFastPath(create_app(registry), registry=registry, max_age_s=INDEX_MAX_AGE_S)
+    return IndexFastPath(create_app(registry, advisor=advisor), registry=registry, max_age_s=INDEX_MAX_AGE_S)
 
 
-def create_app(registry: Registry) -> FastAPI:
-    """A FastAPI app serving ``registry``; no module-level state."""
+def create_app(registry: Registry, *, advisor: Advisor | None = None) -> FastAPI:
+    """A FastAPI app serving ``registry``; no module-level state.  ``advisor``: the web catalog's device page."""
     app = FastAPI(title="phi-get registry", version=__version__,
                   description="Publish, catalog and serve quantized Phi model artifacts.")
     app.state.registry = registry
+    app.include_router(web_router(registry, advisor))
 
     @app.exception_handler(RegistryError)
     async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:

@@ -40,9 +40,9 @@ def model_index_of(name: str, rows: Iterable[VariantRow]) -> ModelIndex:
     return ModelIndex(name=name, entries=tuple(entry_of(r) for r in rows))
 
 
-def latest_version(rows: Iterable[VariantRow]) -> str:
-    """The highest version with at least one variant not yanked ("" if none)."""
-    versions = [Version(r.version) for r in rows if r.yanked is None]
+def latest_version(rows: Iterable[VariantRow | IndexEntry]) -> str:
+    """The highest version with at least one variant not yanked ("" if none); catalog rows or index entries."""
+    versions = [Version(str(r.version)) for r in rows if r.yanked is None]
     return str(max(versions)) if versions else ""
 
 

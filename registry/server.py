@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .advice import Advisor
 from .db import create_schema, make_engine
 from .errors import ServeError
 from .service import DEFAULT_MAX_BLOB_SIZE, Registry
@@ -41,13 +42,14 @@ def open_registry(db_url: str, storage: str | os.PathLike[str], *,
     return Registry(engine, store, max_blob_size=max_blob_size)
 
 
-def _config(registry: Registry, *, access_log: bool, log_level: str = "warning") -> object:
+def _config(registry: Registry, *, access_log: bool, advisor: Advisor | None = None,
+            log_level: str = "warning") -> object:
     import uvicorn
 
     from .api import registry_asgi_app
 
     # uvicorn sets its loggers' levels when the Config is made: a level set afterwards is ignored.
-    return uvicorn.Config(registry_asgi_app(registry), log_level=log_level, access_log=access_log,
+    return uvicorn.Config(registry_asgi_app(registry, advisor=advisor), log_level=log_level, access_log=access_log,
                           timeout_keep_alive=30, lifespan="off")
 
 
@@ -73,12 +75,13 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(registry: Registry, *, host: str, port: int, access_log: bool = True) -> None:
-    """Serve in the foreground until interrupted."""
+def serve(registry: Registry, *, host: str, port: int, access_log: bool = True,
+          advisor: Advisor | None = None) -> None:
+    """Serve in the foreground until interrupted; ``advisor`` answers the web catalog's device page."""
     import uvicorn
 
     sock = listen(host, port)  # bound here, so a busy port is a clear error, not uvicorn's exit
-    config = _config(registry, access_log=access_log, log_level="info")
+    config = _config(registry, access_log=access_log, advisor=advisor, log_level="info")
     config.host, config.port = host, port  # type: ignore[attr-defined]
     try:
         uvicorn.Server(config).run(sockets=[sock])  # type: ignore[arg-type]
@@ -87,7 +90,7 @@ def serve(registry: Registry, *, host: str, port: int, access_log: bool = True) 
 
 
 @contextmanager
-def running_server(registry: Registry, *, host: str = "127.0.0.1") -> Iterator[str]:
+def running_server(registry: Registry, *, host: str = "127.0.0.1", advisor: Advisor | None = None) -> Iterator[str]:
     """The real HTTP server on an ephemeral loopback port, in a thread.
 
     Yields the base URL (``http://127.0.0.1:PORT``); stops the server on exit.
@@ -98,7 +101,7 @@ def running_server(registry: Registry, *, host: str = "127.0.0.1") -> Iterator[s
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(registry, access_log=False))  # type: ignore[arg-type]
+    server = uvicorn.Server(_config(registry, access_log=False, advisor=advisor))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name=f"registry-{port}")
     thread.start()
