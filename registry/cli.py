@@ -306,6 +306,8 @@ def _registry_url(registry: str | None) -> str:
     import os
     import urllib.parse
 
+    from phi_get.manifests.urls import redact
+
     from .errors import BadRequestError
 
     url = registry or (os.environ.get(_URL_ENV, "").replace(",", " ").split() or [""])[0]
@@ -315,9 +317,9 @@ def _registry_url(registry: str | None) -> str:
     try:
         parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
     except ValueError:
-        raise BadRequestError(f"the registry URL's port must be a number in 0-65535 (got {url!r})") from None
+        raise BadRequestError(f"the registry URL's port must be a number in 0-65535 (got {redact(url)!r})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequestError(f"the registry URL must be http(s)://HOST[:PORT] (got {url!r})")
+        raise BadRequestError(f"the registry URL must be http(s)://HOST[:PORT] (got {redact(url)!r})")
     return url.rstrip("/")
 
 

@@ -77,3 +77,13 @@ def test_publish_sends_url_credentials_as_basic_and_never_shows_them(tmp_path: P
     for p in (proc, both):
         assert "Traceback" not in p.stderr
         assert SECRET not in p.stdout and SECRET not in p.stderr
+
+
+def test_a_malformed_registry_url_is_refused_without_its_credentials(tmp_path: Path) -> None:
+    """Class 2: the URL check's own refusal names the URL redacted."""
+    out, _sha = _artifact(tmp_path)
+    proc = publish(out, f"http://alice:{SECRET}@127.0.0.1:notaport")
+    assert proc.returncode == 2
+    assert "error: the registry URL's port must be a number in 0-65535 (got 'http://***@127.0.0.1:notaport')" \
+        in proc.stderr
+    assert SECRET not in proc.stderr and "Traceback" not in proc.stderr
