@@ -162,13 +162,17 @@ def _size(n: int | None) -> str:
 
 
 def _nice_log_ticks(lo: float, hi: float) -> list[float]:
-    """Byte values for a log axis from 10**lo to 10**hi: powers of ten, with 2x, 3x and 5x when the span is short."""
+    """Byte values for a log axis from 10**lo to 10**hi: powers of ten, with 2x, 3x and 5x when the span is
+    short, and the two ends (two significant digits, inside the span) when none of those falls in it."""
     ticks = []
     for k in range(math.floor(lo), math.ceil(hi) + 1):
         for m in ((1,) if hi - lo > 2 else (1, 2, 3, 5)):
             v = m * 10.0 ** k
             if 10 ** lo <= v <= 10 ** hi:
                 ticks.append(v)
+    if len(ticks) < 2:
+        unit = 10.0 ** (math.floor(lo) - 1)
+        ticks = sorted({*ticks, math.ceil(10 ** lo / unit) * unit, math.floor(10 ** hi / unit) * unit})
     return ticks
 
 
@@ -274,7 +278,8 @@ class _FormError(Exception):
 async def _read_form(request: Request) -> dict[str, str]:
     """The URL-encoded fields of a POSTed form, at most :data:`MAX_FORM_BYTES` of it."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > _DRAIN_BYTES:
+    # ASCII digits, at most 19 ('²'.isdigit() is true; int() of thousands of digits raises).
+    if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > _DRAIN_BYTES):
         raise _FormError(413, f"the form is {int(declared)} bytes; the limit is {MAX_FORM_BYTES} bytes")
     body = bytearray()
     total = 0

@@ -610,6 +610,9 @@ def test_quality_chart_places_points_by_size_and_agreement() -> None:
         assert chart.left <= p.x <= chart.left + chart.plot_width
         assert chart.top <= p.y <= chart.top + chart.plot_height
     assert quality_chart(entries[3:]).points == ()
+    single = quality_chart(entries[:1])  # one point: the axis still has labelled ticks either side of it
+    assert len(single.x_ticks) >= 2
+    assert min(x for x, _ in single.x_ticks) < single.points[0].x < max(x for x, _ in single.x_ticks)
 
 
 # The demo keeps its registry log open for the life of its process (demo.py): not a leak of this test.
