@@ -54,7 +54,7 @@ __all__ = [
 DEVICE_SCHEMA: Final = "phi-get.device/v1"
 _MAX_PROFILE_BYTES: Final = 256 * 1024
 _MAX_MEMORY: Final = 1 << 50  # 1 PiB: more is a corrupt profile, not a machine
-_CC = re.compile(r"^\d{1,2}\.\d{1,2}$")
+_CC = re.compile(r"\d{1,2}\.\d{1,2}", re.ASCII)  # fullmatch: no trailing newline, ASCII digits
 
 
 class OS(StrEnum):
@@ -152,7 +152,7 @@ class DeviceProfile:
 
 def _accelerator(r: Reader) -> Accelerator:
     cc = r.text("compute_capability", None, max_len=8)
-    if cc is not None and not _CC.match(cc):
+    if cc is not None and not _CC.fullmatch(cc):
         raise r.error("compute_capability", "expected MAJOR.MINOR, like '9.0'", cc)
     vendor = r.choice("vendor", Vendor)
     unified = r.flag("unified_memory", vendor is Vendor.APPLE)

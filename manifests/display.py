@@ -25,7 +25,7 @@ __all__ = ["format_table", "human_bytes"]
 _UNITS = ("kB", "MB", "GB", "TB", "PB")
 
 
-def human_bytes(n: int | float) -> str:
+def human_bytes(n: float) -> str:
     """``n`` bytes in decimal units with three significant digits (``0 B``, ``950 B``, ``1.23 GB``)."""
     if n < 0:
         return "-" + human_bytes(-n)

@@ -17,11 +17,11 @@ from enum import IntEnum
 
 __all__ = [
     "EXIT_CODE_HELP",
-    "ExitCode",
-    "PhiGetError",
-    "ManifestError",
-    "SchemaVersionError",
     "DocumentTooLargeError",
+    "ExitCode",
+    "ManifestError",
+    "PhiGetError",
+    "SchemaVersionError",
 ]
 
 _MAX_SHOWN = 80

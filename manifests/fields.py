@@ -3,13 +3,16 @@
 A :class:`Reader` wraps one object of a document and knows its path; each
 accessor checks the type (and optional bounds) of one key and raises
 :class:`~phi_get.manifests.errors.ManifestError` with that key's full path.
-Unknown keys are allowed (formats grow by adding keys), but a reader can list
-the keys it did not consume for strictness where a format wants it.
+Unknown keys are allowed in wire formats (they grow by adding keys); a
+format people write by hand (``phi.toml``, recipes) calls :meth:`Reader.only`
+to refuse a key it does not know, naming the nearest known one: a typo there
+would otherwise be silently ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -18,6 +21,9 @@ from .errors import ManifestError, SchemaVersionError
 __all__ = ["Reader", "MISSING"]
 
 E = TypeVar("E", bound=StrEnum)
+
+_FLOAT_MAX = sys.float_info.max
+_INF = float("inf")
 
 
 class _Missing:
@@ -130,11 +136,31 @@ class Reader:
         self._typed(key, value, (int, float), "a number")
         if value != value:  # NaN
             raise self.error(key, "must be a number, not NaN", value)
+        # An integer too large for a float, or an infinity (JSON's 1e999), has no place in any field.
+        if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX or value in (_INF, -_INF):
+            raise self.error(key, "must be a finite number", value)
         if min is not None and value < min:
             raise self.error(key, f"must be at least {min}", value)
         if max is not None and value > max:
             raise self.error(key, f"must be at most {max}", value)
         return float(value)
+
+    def only(self, known: Iterable[str], table: str | None = None) -> None:
+        """Refuse any key not in ``known``, naming it, its table and the nearest known key.
+
+        ``table`` is how people name this object in their file (``[models.phi-4-mini]``);
+        by default the TOML table of this reader's path.
+        """
+        allowed = tuple(known)
+        for key in self.data:
+            if key in allowed:
+                continue
+            import difflib  # only on this error path: it costs an import on the hot path
+
+            where = f"in {table}" if table else f"in [{self.path}]" if self.path else "at the top level"
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            advice = f"did you mean {close[0]!r}?" if close else f"the known keys are {', '.join(sorted(allowed))}"
+            raise self.error(key, f"unknown key {key!r} {where}; {advice}")
 
     def flag(self, key: str, default: Any = MISSING) -> Any:
         value = self._get(key, default)

@@ -29,7 +29,7 @@ from typing import Any, Final
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from .canonical import canonical_bytes, digest_of, load_json_document
+from .canonical import canonical_bytes, check_plain_data, digest_of, load_json_document
 from .errors import ManifestError
 from .fields import Reader
 from .names import (
@@ -41,6 +41,7 @@ from .names import (
     check_variant_id,
     check_version,
     hex_of,
+    path_key,
 )
 from .targets import check_target_tag
 
@@ -65,10 +66,12 @@ __all__ = [
 MANIFEST_SCHEMA: Final = "phi-get.manifest/v1"
 MAX_MANIFEST_BYTES: Final = 1 << 20
 MAX_FILES: Final = 10_000
-_PROVIDER = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-_QUANT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_REVISION = re.compile(r"^[0-9a-f]{40}$")
+# Matched whole (fullmatch: '$' would allow a trailing newline) and ASCII only (names.py).
+_PROVIDER = re.compile(r"[a-z0-9][a-z0-9-]{0,31}", re.ASCII)
+_QUANT = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}", re.ASCII)
+_REVISION = re.compile(r"[0-9a-f]{40}", re.ASCII)
+_CREATED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", re.ASCII)
 
 
 class Format(StrEnum):
@@ -118,7 +121,7 @@ class RuntimeRequirement:
     @classmethod
     def from_reader(cls, r: Reader) -> RuntimeRequirement:
         provider = r.text("provider", "cpu", max_len=32)
-        if not _PROVIDER.match(provider):
+        if not _PROVIDER.fullmatch(provider):
             raise r.error("provider", "expected a lower-case execution provider name", provider)
         return cls(
             distribution=check_distribution_name(r.text("distribution", max_len=128), r.where("distribution"), r.document),
@@ -199,10 +202,10 @@ class Source:
     def from_reader(cls, r: Reader) -> Source:
         if "repo" in r.data:
             repo = r.text("repo", max_len=200)
-            if not _REPO.match(repo):
+            if not _REPO.fullmatch(repo):
                 raise r.error("repo", "expected a Hugging Face repo id 'owner/name'", repo)
             revision = r.text("revision", max_len=40)
-            if not _REVISION.match(revision):
+            if not _REVISION.fullmatch(revision):
                 raise r.error("revision", "expected the exact 40-hex commit the source was read at", revision)
             return cls(repo=repo, revision=revision, precision=r.choice("precision", Precision, None))
         if "local_sha256" in r.data:
@@ -235,9 +238,11 @@ class Provenance:
     @classmethod
     def from_reader(cls, r: Reader) -> Provenance:
         created = r.text("created", max_len=40)
-        if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$", created):
+        if not _CREATED.fullmatch(created):
             raise r.error("created", "expected an RFC 3339 UTC time like 2026-11-26T09:00:00Z", created)
         recipe = r.obj("recipe", {})
+        if isinstance(recipe, Reader):
+            check_plain_data(recipe.data, field=r.where("recipe"), document=r.document)
         return cls(
             source=Source.from_reader(r.obj("source")),
             recipe=recipe.data if isinstance(recipe, Reader) else recipe,
@@ -345,9 +350,10 @@ def _files(r: Reader) -> tuple[FileEntry, ...]:
     seen: dict[str, str] = {}
     for fr in r.objects("files", max_items=MAX_FILES):
         path = check_relative_path(fr.data.get("path"), fr.where("path"), r.document)
-        # Paths are compared case-folded: two files that differ only in case
-        # would overwrite each other on Windows and macOS.
-        folded = path.casefold()
+        # Paths are compared by path_key (NFC, case-folded): two files that
+        # differ only in case or in Unicode form would overwrite each other on
+        # Windows and macOS.
+        folded = path_key(path)
         if folded in seen:
             raise fr.error("path", f"duplicate path (same as {seen[folded]!r})", path)
         for prefix in _prefixes(folded):
@@ -361,8 +367,11 @@ def _files(r: Reader) -> tuple[FileEntry, ...]:
         ))
     if not entries:
         raise r.error("files", "an artifact has at least one file")
-    for entry in entries:  # a file may not also be a folder of another file
-        if any(p.startswith(entry.path.casefold() + "/") for p in seen):
+    # A file may not also be a folder of another file.  One set of every folder
+    # (each path's proper prefixes): comparing every pair took seconds for 10,000 files.
+    folders = {prefix for key in seen for prefix in _prefixes(key)}
+    for entry in entries:
+        if path_key(entry.path) in folders:
             raise r.error("files", f"{entry.path!r} is both a file and a folder", entry.path)
     return tuple(entries)
 
@@ -376,7 +385,7 @@ def manifest_from_json(data: object, *, document: str = "manifest") -> Manifest:
     r = Reader(data, document=document)
     r.schema(MANIFEST_SCHEMA)
     quant = r.text("quantization", max_len=64)
-    if not _QUANT.match(quant):
+    if not _QUANT.fullmatch(quant):
         raise r.error("quantization", "expected a lower-case method name like q4_k_m or int4-sym-g64", quant)
     targets = r.texts("targets", max_items=64, max_len=32)
     if not targets:
@@ -386,6 +395,8 @@ def manifest_from_json(data: object, *, document: str = "manifest") -> Manifest:
     if len(set(targets)) != len(targets):
         raise r.error("targets", "duplicate target tag", targets)
     arch = r.obj("architecture", {})
+    if isinstance(arch, Reader):  # free-form: hashed and shown as written, so plain JSON data
+        check_plain_data(arch.data, field="architecture", document=document)
     manifest = Manifest(
         name=check_model_name(r.text("name", max_len=128), "name", document),
         version=check_version(r.text("version", max_len=64), "version", document),

@@ -4,11 +4,24 @@ Model names are canonicalized like Python distribution names (PEP 503):
 ``Phi-3.5_Mini`` and ``phi-3.5-mini`` are the same model.  Versions are PEP 440
 (:class:`packaging.version.Version`).  File paths inside an artifact are
 relative POSIX paths that cannot escape the artifact folder on any OS.
+
+Names, variant ids and digests are ASCII and matched whole (``re.fullmatch``
+with ``re.ASCII``; issue 10, names that look alike): Python's ``$`` also
+matches before a final newline, and ``[a-z]`` with ``re.IGNORECASE`` also
+matches the dotless ``ı`` and the Kelvin sign, so ``tiny-phı`` and
+``"tiny-phi\n"`` used to pass as model names.
+
+File paths may be any Unicode, but only in NFC (the composed form): one
+spelling per name, so the bytes a manifest hashes are the name every file
+system shows (macOS and Windows compare names normalization-insensitively,
+so an NFD twin of an NFC name would be the same file there).  Two paths are
+the same file when their :func:`path_key` (NFC, then case-folded) agree.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Final
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -29,16 +42,18 @@ __all__ = [
     "hex_of",
     "normalize_distribution_name",
     "normalize_model_name",
+    "path_key",
 ]
 
 #: Largest size accepted for one file of an artifact: 1 TiB.  The largest Phi
 #: checkpoint in fp32 is under 20 GB; anything near this is a corrupt document.
 MAX_FILE_SIZE: Final = 1 << 40
 
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$", re.IGNORECASE)
-_VARIANT = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,94}[a-z0-9])?$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Matched with fullmatch (never ``$``, which allows a trailing newline) and ASCII only.
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?", re.IGNORECASE | re.ASCII)
+_VARIANT = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,94}[a-z0-9])?", re.ASCII)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 # Windows device names are refused as path components on every OS, so an
 # artifact installs the same everywhere.
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
@@ -60,7 +75,7 @@ def normalize_distribution_name(name: str) -> str:
 
 def check_model_name(name: object, field: str = "name", document: str = "document") -> str:
     """Validate a model name and return its canonical form."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ManifestError(
             "a model name is 1-128 letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
             field=field, value=name, document=document,
@@ -70,7 +85,7 @@ def check_model_name(name: object, field: str = "name", document: str = "documen
 
 def check_distribution_name(name: object, field: str = "distribution", document: str = "document") -> str:
     """Validate a Python distribution name and return its PEP 503 form."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ManifestError(
             "expected a Python distribution name (letters, digits, '.', '_', '-')",
             field=field, value=name, document=document,
@@ -79,7 +94,7 @@ def check_distribution_name(name: object, field: str = "distribution", document:
 
 
 def check_variant_id(variant: object, field: str = "variant", document: str = "document") -> str:
-    if not isinstance(variant, str) or not _VARIANT.match(variant):
+    if not isinstance(variant, str) or not _VARIANT.fullmatch(variant):
         raise ManifestError(
             "a variant id is 1-96 lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
             field=field, value=variant, document=document,
@@ -107,7 +122,7 @@ def check_specifier(spec: object, field: str = "specifier", document: str = "doc
 
 def check_digest(digest: object, field: str = "digest", document: str = "document") -> str:
     """A content digest, always written ``sha256:<64 lower-case hex>``."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise ManifestError(
             "expected 'sha256:' followed by 64 lower-case hex digits", field=field, value=digest, document=document
         )
@@ -116,7 +131,7 @@ def check_digest(digest: object, field: str = "digest", document: str = "documen
 
 def hex_of(value: object, field: str = "sha256", document: str = "document") -> str:
     """A bare sha256 hex digest (64 lower-case hex digits)."""
-    if not isinstance(value, str) or not _HEX.match(value):
+    if not isinstance(value, str) or not _HEX.fullmatch(value):
         raise ManifestError("expected 64 lower-case hex digits", field=field, value=value, document=document)
     return value
 
@@ -128,7 +143,8 @@ def check_relative_path(path: object, field: str = "path", document: str = "docu
     (``/x``), Windows drive paths (``C:\\x``, ``C:x``), UNC paths
     (``\\\\host\\share``), backslashes at all, ``.`` or ``..`` components, empty
     components (``a//b``), NUL and control characters, Windows device names,
-    names ending in a dot or space, and paths over 512 characters.
+    names ending in a dot or space, paths over 512 characters, and paths not
+    in Unicode NFC (see the module docstring).
     """
     def bad(reason: str) -> ManifestError:
         return ManifestError(reason, field=field, value=path, document=document)
@@ -145,7 +161,15 @@ def check_relative_path(path: object, field: str = "path", document: str = "docu
         raise bad("backslashes are not allowed; use '/' as the separator")
     if path.startswith("/"):
         raise bad("absolute paths are not allowed")
-    if re.match(r"^[A-Za-z]:", path):
+    if not path.isascii():
+        categories = {unicodedata.category(c) for c in path}
+        if "Cc" in categories:  # the C1 controls, U+0080-U+009F
+            raise bad("path contains a control character")
+        if "Cf" in categories:  # shown as nothing, or reordering what follows: a name that is not what it looks
+            raise bad("path contains an invisible formatting character (a bidirectional override, a zero-width mark)")
+        if unicodedata.normalize("NFC", path) != path:
+            raise bad("path is not in Unicode NFC form: write it composed (NFC), as file systems show it")
+    if re.match(r"[A-Za-z]:", path):
         raise bad("Windows drive paths are not allowed")
     if ":" in path:
         raise bad("':' is not allowed in a path (Windows streams and drives)")
@@ -159,3 +183,12 @@ def check_relative_path(path: object, field: str = "path", document: str = "docu
         if part.split(".")[0].lower() in _RESERVED:
             raise bad("Windows device names are not allowed as path components")
     return path
+
+
+def path_key(path: str) -> str:
+    """What decides that two artifact paths name the same file on some OS: NFC,
+    then case-folded (Windows and macOS compare names case-insensitively), then
+    NFC again (case folding can decompose: ``"ǰ".casefold()`` is two code points)."""
+    if path.isascii():
+        return path.lower()
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", path).casefold())

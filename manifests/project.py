@@ -19,6 +19,10 @@ Read by ``phi-get lock`` (which writes ``phi.lock``) and by ``phi-get sync``
 :meth:`Project.inputs` is the part of the project a lock depends on, as
 plain data; a lock records its digest.
 
+Every table refuses a key it does not know, naming the key, its table and
+the nearest known key (issue 13: ``prefers = "size"`` used to be ignored and
+the lock recorded the default).
+
 Only the standard library (tomllib) and packaging.
 """
 
@@ -47,6 +51,10 @@ _FORMATS: Final = ("gguf", "onnx", "openvino", "mlx", "safetensors")
 _PRECISIONS: Final = ("int4", "int8", "fp16", "bf16", "fp32")
 _MAX_PROJECT_BYTES: Final = 1 << 20
 _CLASS_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+#: The keys of each table: everything else is a typo to report.
+_TOP_KEYS: Final = ("project", "models", "device-classes")
+_PROJECT_KEYS: Final = ("name", "registries")
+_MODEL_KEYS: Final = ("version", "prefer", "format", "precision", "context")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,6 +104,7 @@ def _model(name: str, value: object, where: str, document: str) -> ModelSpec:
         spec = "" if value.strip() == "*" else value
         return ModelSpec(name=canonical, specifier=check_specifier(spec, where, document))
     r = Reader(value, where, document)
+    r.only(_MODEL_KEYS)
     prefer = r.text("prefer", "quality", max_len=16)
     if prefer not in PREFER_VALUES:
         raise r.error("prefer", f"expected one of {' | '.join(PREFER_VALUES)}", prefer)
@@ -118,8 +127,10 @@ def parse_project(data: bytes | str, *, document: str = "phi.toml") -> Project:
     """Parse and validate a ``phi.toml`` document."""
     doc = load_toml_document(data, limit=_MAX_PROJECT_BYTES, document=document)
     r = Reader(doc, "", document)
+    r.only(_TOP_KEYS)
     proj = r.obj("project", {})
     proj_r = proj if isinstance(proj, Reader) else Reader(proj, "project", document)
+    proj_r.only(_PROJECT_KEYS)
     models_r = r.obj("models")
     if not models_r.data:
         raise r.error("models", "declare at least one model")

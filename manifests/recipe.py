@@ -5,6 +5,8 @@ artifacts are published under, its source (a Hugging Face repo and revision,
 or a local folder) and its variant matrix, picked by id from the variant
 catalog ``manifests/recipes/variants.toml``, where each variant (format,
 precision, quantization, targets, runtime) is defined once for all models.
+Both are written by hand, so a key neither format knows is refused with the
+nearest known one, not ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Final
 
 from packaging.version import Version
 
-from .canonical import load_toml_document
+from .canonical import check_plain_data, load_toml_document
 from .errors import ManifestError
 from .fields import Reader
 from .manifest import Format, Precision, RuntimeRequirement
@@ -38,6 +40,11 @@ __all__ = [
 RECIPE_SCHEMA: Final = "phi-get.recipe/v1"
 VARIANTS_SCHEMA: Final = "phi-get.variants/v1"
 _MAX_TOML: Final = 256 * 1024
+_RECIPE_KEYS: Final = ("schema", "name", "version", "description", "source", "architecture", "matrix")
+_SOURCE_KEYS: Final = ("repo", "revision", "local")
+_MATRIX_KEYS: Final = ("variants", "extra")
+_VARIANT_KEYS: Final = ("id", "format", "precision", "quantization", "targets", "runtime", "reference")
+_RUNTIME_KEYS: Final = ("distribution", "specifier", "provider")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,6 +88,9 @@ class Recipe:
 
 
 def _variant(r: Reader) -> VariantSpec:
+    r.only(_VARIANT_KEYS, "[[variant]]")
+    runtime = r.obj("runtime")
+    runtime.only(_RUNTIME_KEYS, "the runtime of [[variant]]")
     targets = r.texts("targets", max_items=64, max_len=32)
     for i, tag in enumerate(targets):
         check_target_tag(tag, f"{r.where('targets')}[{i}]", r.document)
@@ -90,7 +100,7 @@ def _variant(r: Reader) -> VariantSpec:
         precision=r.choice("precision", Precision),
         quantization=r.text("quantization", max_len=64),
         targets=tuple(targets),
-        runtime=RuntimeRequirement.from_reader(r.obj("runtime")),
+        runtime=RuntimeRequirement.from_reader(runtime),
         reference=r.flag("reference", False),
     )
 
@@ -98,6 +108,7 @@ def _variant(r: Reader) -> VariantSpec:
 def parse_variant_catalog(text: str, *, document: str = "variants.toml") -> dict[str, VariantSpec]:
     r = Reader(load_toml_document(text, limit=_MAX_TOML, document=document), document=document)
     r.schema(VARIANTS_SCHEMA)
+    r.only(("schema", "variant"))
     catalog: dict[str, VariantSpec] = {}
     for vr in r.objects("variant", max_items=1000):
         spec = _variant(vr)
@@ -115,13 +126,16 @@ def load_variant_catalog() -> dict[str, VariantSpec]:
 def parse_recipe(text: str, catalog: Mapping[str, VariantSpec], *, document: str = "recipe") -> Recipe:
     r = Reader(load_toml_document(text, limit=_MAX_TOML, document=document), document=document)
     r.schema(RECIPE_SCHEMA)
+    r.only(_RECIPE_KEYS)
     source = r.obj("source")
+    source.only(_SOURCE_KEYS)
     if source.flag("local", False):
         repo = revision = None
     else:
         repo = source.text("repo", max_len=200)
         revision = source.text("revision", max_len=64)
     matrix = r.obj("matrix")
+    matrix.only(_MATRIX_KEYS)
     picked = matrix.data.get("variants")
     if picked == "*":
         ids = [v for v, spec in catalog.items() if not spec.reference]
@@ -136,6 +150,8 @@ def parse_recipe(text: str, catalog: Mapping[str, VariantSpec], *, document: str
             raise matrix.error("variants", "variant listed twice", vid)
         variants.append(catalog[vid])
     arch = r.obj("architecture", {})
+    if isinstance(arch, Reader):  # free-form, copied into every manifest built from the recipe
+        check_plain_data(arch.data, field="architecture", document=document)
     return Recipe(
         name=check_model_name(r.text("name", max_len=128), "name", document),
         version=check_version(r.text("version", max_len=64), "version", document),

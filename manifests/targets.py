@@ -93,7 +93,7 @@ KNOWN_TAGS: Final = frozenset({
     *(f"cuda-sm{a}{b}" for a, b in _CUDA_CCS), "cuda", "rocm", "metal", "intel-gpu", "qnn-npu",
     "intel-npu", "directml", "webgpu", *_CPU_X86, *_CPU_ARM,
 })
-_CUDA_TAG = re.compile(r"^cuda-sm(\d{2,3})$")
+_CUDA_TAG = re.compile(r"cuda-sm(\d{2,3})", re.ASCII)  # fullmatch: no trailing newline, ASCII digits
 
 
 def check_target_tag(tag: object, field: str = "targets", document: str = "document") -> str:
@@ -103,7 +103,7 @@ def check_target_tag(tag: object, field: str = "targets", document: str = "docum
     phi-get still parse; other unknown tags are refused so a typo cannot make
     an artifact silently unusable everywhere.
     """
-    if isinstance(tag, str) and (tag in KNOWN_TAGS or _CUDA_TAG.match(tag)):
+    if isinstance(tag, str) and (tag in KNOWN_TAGS or _CUDA_TAG.fullmatch(tag)):
         return tag
     raise ManifestError(
         "unknown hardware target; see the target vocabulary in README.md", field=field, value=tag, document=document

@@ -300,7 +300,9 @@ def _content_length(request: Request, limit: int, *, required: bool = True) -> i
         if required:
             raise BadRequestError("Content-Length is required: blobs are uploaded with their exact size")
         return -1
-    if not raw.isdigit():
+    # ASCII digits only ('²'.isdigit() is true, and int() refuses it), and no more
+    # than 19 of them: int() of 5,000 digits raises (Python's int-string limit).
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
         raise BadRequestError(f"invalid Content-Length {raw[:40]!r}")
     size = int(raw)
     if size > limit:

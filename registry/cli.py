@@ -30,7 +30,6 @@ import typer
 if TYPE_CHECKING:  # only for annotations: never imported when the CLI starts
     from sqlalchemy.engine import Engine
 
-    from .advice import Advisor
     from .service import Registry
 
 __all__ = ["register"]
@@ -50,9 +49,10 @@ _TOKEN_ENV = "PHI_GET_TOKEN"
 _URL_ENV = "PHI_GET_REGISTRY"
 _URL_HELP = f"Registry base URL, e.g. http://127.0.0.1:8470. Default: {_URL_ENV}."
 _JSON_HELP = "Print JSON for scripts."
-#: What the root CLI wires in through :func:`register` (the registry cannot import the resolver):
-#: ``advisor`` builds the web catalog's "what fits my device" advisor when ``serve`` starts.
-_WIRED: dict[str, Callable[[], Advisor]] = {}
+_STORAGE = typer.Option(None, "--storage", help=_STORAGE_HELP)
+_SCOPE = typer.Option(..., "--scope", help="admin, publish:* or publish:<model>; repeatable.")
+_MIRROR_OUT = typer.Argument(..., help="Folder to write the static mirror to (created or updated).")
+_PUBLISH_FOLDER = typer.Argument(..., help="An artifact folder, or a folder holding several.")
 
 
 def _config_file() -> tuple[Path, dict[str, object]]:
@@ -127,7 +127,7 @@ def _engine(db: str | None, storage: Path | None, *, create: bool = False) -> En
 @registry_app.command("serve")
 def serve(
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
-    storage: Path | None = typer.Option(None, "--storage", help=_STORAGE_HELP),
+    storage: Path | None = _STORAGE,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8470, "--port", min=1, max=65535, help="TCP port to listen on (1-65535)."),
     max_blob_size: int = typer.Option(64 << 30, "--max-blob-size", help="Largest blob upload accepted, in bytes."),
@@ -144,17 +144,15 @@ def serve(
     assert folder is not None
     storage = folder
     registry = open_registry(url, storage, max_blob_size=max_blob_size)
-    factory = _WIRED.get("advisor")
     typer.echo(f"phi-get registry: catalog {redact_url(url)}, blobs {storage}, http://{host}:{port}", err=True)
-    typer.echo(f"phi-get registry: web catalog at http://{host}:{port}/", err=True)
-    run(registry, host=host, port=port, access_log=access_log, advisor=factory() if factory else None)
+    run(registry, host=host, port=port, access_log=access_log)
 
 
 @registry_app.command("export")
 def export(
-    out: Path = typer.Argument(..., help="Folder to write the static mirror to (created or updated)."),
+    out: Path = _MIRROR_OUT,
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
-    storage: Path | None = typer.Option(None, "--storage", help=_STORAGE_HELP),
+    storage: Path | None = _STORAGE,
     json_out: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Write a static mirror (catalog, indexes, manifests, blobs) servable as plain files or file://."""
@@ -174,7 +172,7 @@ def export(
 @registry_app.command("gc")
 def gc(
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
-    storage: Path | None = typer.Option(None, "--storage", help=_STORAGE_HELP),
+    storage: Path | None = _STORAGE,
     grace: float = typer.Option(3600.0, "--grace-seconds",
                                 help="Spare unreferenced blobs and uploads younger than this (publishes in flight)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted."),
@@ -193,9 +191,9 @@ def gc(
 
 @token_app.command("create")
 def token_create(
-    scope: list[str] = typer.Option(..., "--scope", help="admin, publish:* or publish:<model>; repeatable."),
+    scope: list[str] = _SCOPE,
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
-    storage: Path | None = typer.Option(None, "--storage", help=_STORAGE_HELP),
+    storage: Path | None = _STORAGE,
     expires_in: float | None = typer.Option(None, "--expires-in", help="Seconds until it expires."),
     note: str = typer.Option("", "--note", help="What the token is for."),
 ) -> None:
@@ -209,7 +207,7 @@ def token_create(
 @token_app.command("list")
 def token_list(
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
-    storage: Path | None = typer.Option(None, "--storage", help=_STORAGE_HELP),
+    storage: Path | None = _STORAGE,
     json_out: bool = typer.Option(False, "--json", help=_JSON_HELP + " Times are ISO 8601 UTC."),
 ) -> None:
     """List tokens (id, scopes, note, times); secrets are never stored or shown."""
@@ -254,7 +252,7 @@ def _size(n: int) -> str:
 def token_revoke(
     token_id: str = typer.Argument(..., help="The token's id (the hex after 'phig_')."),
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
-    storage: Path | None = typer.Option(None, "--storage", help=_STORAGE_HELP),
+    storage: Path | None = _STORAGE,
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
     from .tokens import revoke_token
@@ -324,7 +322,7 @@ def _registry_url(registry: str | None) -> str:
 
 
 def publish(
-    folder: Path = typer.Argument(..., help="An artifact folder, or a folder holding several."),
+    folder: Path = _PUBLISH_FOLDER,
     registry: str | None = typer.Option(None, "--registry", "-r", help=_URL_HELP),
     token: str | None = typer.Option(None, "--token", envvar=_TOKEN_ENV, show_envvar=True,
                                         help="Publish token (prefer the environment variable)."),
@@ -381,9 +379,6 @@ def _progress_printer() -> Callable[[str, str, int], None]:
     return report
 
 
-def register(app: typer.Typer, *, advisor: Callable[[], Advisor] | None = None) -> None:
-    """Add the registry's commands; ``advisor`` (from the root CLI) answers the web catalog's device page."""
-    if advisor is not None:
-        _WIRED["advisor"] = advisor
+def register(app: typer.Typer) -> None:
     app.add_typer(registry_app)
     app.command("publish")(publish)

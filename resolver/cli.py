@@ -32,8 +32,8 @@ _DEVICE = typer.Option(None, "--device", help="Device profile file or sample nam
                                               "pi-board, intel-ai-pc, snapdragon-laptop). Default: "
                                               "PHI_GET_DEVICE, else probe this machine.")
 _OFFLINE = typer.Option(None, "--offline/--online", help="Use cached indexes only (default: PHI_GET_OFFLINE).")
-_PREFER = typer.Option("balanced", "--prefer", help="What to favour among the artifacts that fit: balanced "
-                                                     "(default), quality, size or speed.")
+_PREFER = typer.Option("quality", "--prefer", help="What to favour among the artifacts that fit: quality, size "
+                                                    "or speed.")
 _FORMAT = typer.Option(None, "--format", help="Pin a format: gguf, onnx, openvino, mlx, safetensors.")
 _PRECISION = typer.Option(None, "--precision", help="Pin a precision: int4, int8, fp16, bf16, fp32.")
 _CONTEXT = typer.Option(None, "--context", min=1, help="Context length for the memory check "
@@ -41,6 +41,8 @@ _CONTEXT = typer.Option(None, "--context", min=1, help="Context length for the m
 _JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 _PROJECT = typer.Option(Path(), "--project", help="Folder holding phi.toml (and phi.lock).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
+_INIT_MODELS = typer.Argument(None, help="Models to declare, NAME or NAME with a version specifier "
+                                         "(default: phi-3.5-mini).")
 
 
 def _emit(doc: Any) -> None:
@@ -150,7 +152,7 @@ def install_cmd(
                        f"{m.runtime.specifier}'", err=True)
 
 
-class _resumable:  # noqa: N801 - used as a context manager
+class _resumable:  # a context manager, named as one reads it: with _resumable(...)
     """Ctrl-C during a download: stop the bars (the cursor comes back), say how to resume, exit 130."""
 
     def __init__(self, home: Path, reporter: Any) -> None:
@@ -204,8 +206,7 @@ this-machine = "this-machine.json"
 
 
 def init_cmd(
-    models: list[str] | None = typer.Argument(None, help="Models to declare, NAME or NAME with a version "
-                                                          "specifier (default: phi-3.5-mini)."),
+    models: list[str] | None = _INIT_MODELS,
     project: Path = _PROJECT, registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE,
     force: bool = typer.Option(False, "--force", help="Replace an existing phi.toml."),
     json_out: bool = _JSON,
@@ -256,11 +257,7 @@ def lock_cmd(
     registry: list[str] | None = _REGISTRY, home: Path | None = _HOME, json_out: bool = _JSON,
 ) -> None:
     """Resolve phi.toml's models for each device class and write phi.lock (byte-identical for the same inputs)."""
-    from phi_get import __version__
-
-    from .lock import lock_project
-
-    path, lock = lock_project(project, _home(home), registries=registry, created_by=f"phi-get {__version__}")
+    path, lock = _locked(project, _home(home), registry)
     if json_out:
         _emit({"lock": str(path), "artifacts": [a.to_json() for a in lock.artifacts]})
         return
@@ -277,16 +274,14 @@ def sync_cmd(
     offline: bool | None = _OFFLINE, json_out: bool = _JSON, quiet: bool = _QUIET,
 ) -> None:
     """Install what phi.lock pins for this device class (without --locked: lock first)."""
-    from phi_get import __version__
-
-    from .lock import lock_project, sync_locked
+    from .lock import sync_locked
 
     def warn(message: str) -> None:
         typer.echo(f"warning: {message}", err=True)
 
     wrote = None
     if not locked:
-        wrote, _lock = lock_project(project, _home(home), registries=registry, created_by=f"phi-get {__version__}")
+        wrote, _lock = _locked(project, _home(home), registry)
     chosen = _sync_class(project, device_class, device, warn)
     if not json_out and not quiet:
         how = "given by --device-class" if device_class else "the lock's class whose targets this device supports"
@@ -304,6 +299,21 @@ def sync_cmd(
             state = "already installed" if r.already_installed else "installed"
             typer.echo(f"{state} {m.name} {m.version} {m.variant} ({m.format} {m.precision}, {_size(m.size)}) "
                        f"at {r.path}")
+
+
+def _locked(project: Path, home: Path, registry: list[str] | None) -> tuple[Path, Any]:
+    """lock_project, with a missing registry explained in phi.toml's terms."""
+    from phi_get import __version__
+
+    from .errors import NoRegistryError
+    from .lock import lock_project
+
+    try:
+        return lock_project(project, home, registries=registry, created_by=f"phi-get {__version__}")
+    except NoRegistryError:
+        raise NoRegistryError(f"no registry configured for {project / 'phi.toml'}",
+                              hint="add registries = [\"URL\"] to its [project] table, pass --registry URL, "
+                                   "or set PHI_GET_REGISTRY") from None
 
 
 def _sync_class(project: Path, wanted: str | None, device: str | None, warn: Any) -> str | None:

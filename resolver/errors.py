@@ -17,6 +17,7 @@ __all__ = [
     "IntegrityError",
     "LockMismatchError",
     "NoMatchError",
+    "NoRegistryError",
     "NotInstalledError",
     "ProjectExistsError",
     "ResolverError",
@@ -77,6 +78,16 @@ class SourceURLError(SourceError, ValueError):
     """A registry or mirror URL that is malformed (bad input, not an unreachable service)."""
 
     exit_code = ExitCode.BAD_INPUT
+
+
+class NoRegistryError(ResolverError, ValueError):
+    """No registry or mirror is configured: a usage error (exit 2), not an unreachable one."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class DiskFullError(ResolverError, OSError):

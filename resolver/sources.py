@@ -50,7 +50,7 @@ from phi_get.manifests.manifest import Manifest, parse_manifest
 from phi_get.manifests.urls import origin, redact, strip_credentials
 
 from . import transport
-from .errors import IntegrityError, SourceError, SourceURLError
+from .errors import IntegrityError, NoRegistryError, SourceError, SourceURLError
 
 __all__ = [
     "OFFLINE_ENV",
@@ -229,8 +229,7 @@ def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool 
     configured = env.get(REGISTRY_ENV, "").replace(",", " ").split()
     urls = list(registries or []) or configured
     if not urls:
-        raise SourceError("no registry configured", url="(none)",
-                          hint=f"pass --registry URL (repeatable) or set {REGISTRY_ENV}")
+        raise NoRegistryError(f"no registry configured: pass --registry URL (repeatable) or set {REGISTRY_ENV}")
     off = offline if offline is not None else env.get(OFFLINE_ENV, "") not in ("", "0")
     lenders = [u for u in configured if u.startswith(("http://", "https://")) and _userinfo(u)]
     out = []

@@ -1,4 +1,5 @@
-"""Property tests (hypothesis) over the parsers and the target ranking."""
+"""Property tests (hypothesis) over the parsers and the target ranking, including hostile input
+(issue 10: oversized integers, deep nesting, structure hidden in strings)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ntpath
 import posixpath
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,9 @@ from phi_get.manifests.manifest import (
     FileEntry, Format, Manifest, MemoryNeeds, Precision, Provenance, Quality, QualityCheck,
     RuntimeRequirement, Source, manifest_from_json,
 )
+from phi_get.manifests.canonical import MAX_DEPTH, _json_too_deep, load_toml_document
+from phi_get.manifests.lockfile import parse_lock
+from phi_get.manifests.project import parse_project
 from phi_get.manifests.names import check_relative_path
 from phi_get.manifests.targets import KNOWN_TAGS
 
@@ -135,3 +140,119 @@ def test_ranking_is_total_and_ends_with_the_cpu(p: DeviceProfile) -> None:
     assert all(t.startswith("cpu-") for t in tags[first_cpu:])
     assert supported_targets(p) == targets  # deterministic
     assert parse_device_profile(p.to_bytes()) == p
+
+
+# ---- hostile numbers and nesting (issue 10, class 4) ----------------------------------------------
+
+
+# Strings that look like structure: brackets, quotes, escapes, dots, comment marks.
+tricky_text = st.text(alphabet='[]{}"\\\'.#=,ab \n\u0131', max_size=12)
+hostile_ints = st.integers(min_value=2**63, max_value=10**400) | st.integers(max_value=-(2**63) - 1, min_value=-(10**400))
+hostile_fragments = st.sampled_from([
+    b"[" * 70 + b"]" * 70, b"[" * 5000, b"{\"a\":" * 100, b"9" * 5000, b"-" + b"9" * 4400, b"1e99999", b'"\\ud800"',
+    b'"\\udc00\\ud800"', b"NaN", b"-Infinity", b"\xff", b"\"\\", b"0" * 5000,
+])
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@st.composite
+def nested_json(draw: st.DrawFn) -> Any:
+    """A JSON value wrapped in up to 80 arrays and objects, strings full of brackets and escapes beside."""
+    value: Any = draw(st.recursive(st.none() | st.integers() | tricky_text, lambda c: st.lists(c, max_size=3)
+                                   | st.dictionaries(tricky_text, c, max_size=3), max_leaves=8))
+    for _ in range(draw(st.integers(0, 80))):
+        noise = draw(tricky_text)
+        value = draw(st.sampled_from([[noise, value], [value], {noise: value}, {"k": value, noise: noise}]))
+    return value
+
+
+@given(nested_json(), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_depth_scan_is_exact_for_valid_json(value: Any, ascii_only: bool) -> None:
+    """The byte-level depth scan agrees with the parsed depth on every valid document."""
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
+    assert _json_too_deep(raw) == (_depth(value) > MAX_DEPTH)
+
+
+@given(st.lists(hostile_fragments | st.binary(max_size=8) | tricky_text.map(str.encode), max_size=6).map(b"".join))
+@settings(max_examples=400, deadline=None)
+def test_hostile_json_bytes_raise_only_manifest_error(data: bytes) -> None:
+    for parser in (parse_manifest, parse_device_profile, parse_model_index):
+        try:
+            parser(data)
+        except ManifestError:
+            pass
+
+
+@given(hostile_ints)
+@settings(max_examples=200, deadline=None)
+def test_oversized_integers_anywhere_in_a_manifest_are_named(big: int) -> None:
+    """An integer past 64 bits in any field, known or free-form, is a ManifestError, never a crash."""
+    from phi_get.manifests.canonical import canonical_bytes
+
+    base = json.loads((__import__("pathlib").Path(__file__).parents[1] / "data" / "manifests"
+                       / "good-manifest.json").read_text())
+    for path in (("files", 0, "size"), ("memory", "weights_bytes"), ("architecture", "layers"),
+                 ("provenance", "recipe", "x"), ("quality", "metrics", "perplexity")):
+        mutated = json.loads(json.dumps(base))
+        target = mutated
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = big * 10**31 if path[0] == "quality" else big  # metrics are floats up to 1e30
+        try:
+            canonical_bytes(parse_manifest(json.dumps(mutated).encode()).to_json())
+        except ManifestError as exc:
+            assert exc.field.startswith(path[0]), (path, str(exc))
+        else:
+            raise AssertionError(f"{path} accepted {big}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        return '""'
+    if isinstance(value, str):
+        return json.dumps(value).replace("\x7f", "\\u007f")
+    return str(value)
+
+
+@given(nested_json())
+@settings(max_examples=300, deadline=None)
+def test_toml_scan_never_refuses_a_shallow_document(value: Any) -> None:
+    """TOML inline tables and arrays with tricky strings: accepted when at most 64 deep, refused beyond."""
+    import tomllib
+
+    text = f"x = {_toml_value(value)}\n# {_toml_value(value)}\n"
+    expected_depth = 1 + _depth(value)  # the top-level table counts
+    try:
+        tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return  # e.g. TOML arrays of mixed types in old grammars; not this scan's concern
+    if expected_depth > MAX_DEPTH:
+        with pytest.raises(ManifestError, match="nested more than 64"):
+            load_toml_document(text, limit=1 << 20, document="t")
+    else:
+        assert load_toml_document(text, limit=1 << 20, document="t") == tomllib.loads(text)
+
+
+@given(st.lists(st.sampled_from(["[", "]", "{", "}", ".", "=", '"', "'", "#", "\n", "x", "1", " ", "9" * 5000,
+                                 "a" + ".a" * 200, "[" * 70, "x = ", "[models]\n", "'''", '"""', "\\",
+                                 "\nx = " + "9" * 5000 + "\n", "\ny = " + "[" * 2000, "\nz = 1979-05-27\n"]), max_size=12)
+       .map("".join))
+@settings(max_examples=300, deadline=None)
+def test_hostile_toml_raises_only_manifest_error(text: str) -> None:
+    for parser in (parse_project, parse_lock):
+        try:
+            parser(text)
+        except ManifestError:
+            pass

@@ -120,3 +120,12 @@ def test_run_uses_the_resolvers_pick_among_installed_and_names_it(served: Any, h
     out = phi("run", "tiny-model", "--prompt", "hi", env=env)  # the fake weights may not load: not the point
     assert "running tiny-model 0.2.0 safetensors-fp32 (safetensors fp32): the installed variant phi-get " \
            "resolve picks" in out.stderr
+
+
+def test_lock_without_a_registry_names_phi_toml(tmp_path: Path, home: Path) -> None:
+    """lock said "no registry configured ((none))" (exit 5) without naming phi.toml or its key."""
+    (tmp_path / "phi.toml").write_text('[models]\n"tiny-model" = "*"\n[device-classes]\nedge = "pi-board"\n')
+    out = phi("lock", "--project", str(tmp_path))
+    assert out.returncode == ExitCode.BAD_INPUT
+    assert f"no registry configured for {tmp_path / 'phi.toml'}" in out.stderr and "registries = " in out.stderr
+    assert "((none))" not in out.stderr

@@ -70,12 +70,12 @@ def test_no_progress_bars_when_stderr_is_a_pipe(served: Any, home: Path) -> None
 def test_ctrl_c_during_resolve_exits_130_without_a_traceback(served: Any, home: Path) -> None:
     """Ctrl-C during resolve (its own argparse path) printed a traceback instead of exiting 130."""
     served.faults.down = False
-    proc = subprocess.Popen([sys.executable, "-c", "import signal, os, sys\n"
+    proc = subprocess.Popen([sys.executable, "-c", ("import signal, os, sys\n"
                              "from phi_get.resolver import resolve_command\n"
                              "orig = resolve_command.run_resolve\n"
                              "def slow(argv):\n    os.kill(os.getpid(), signal.SIGINT)\n    orig(argv)\n"
                              "resolve_command.run_resolve = slow\n"
-                             f"sys.exit(resolve_command.main(['tiny-model', '--registry', '{served.url}']))"],
+                             f"sys.exit(resolve_command.main(['tiny-model', '--registry', '{served.url}']))")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.INTERRUPTED and b"Traceback" not in err, err
