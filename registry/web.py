@@ -73,19 +73,13 @@ _CSP: Final = ("default-src 'none'; style-src 'self'; img-src 'self'; form-actio
 _HEADERS: Final = {"content-security-policy": _CSP, "x-content-type-options": "nosniff",
                    "referrer-policy": "same-origin", "cache-control": "no-cache"}
 
-#: Hardware families the model page groups variants by, in the order shown
-#: (accelerators first, the CPU last): (label, does a target tag belong).
+#: Hardware families the model page groups variants by, in the order shown (accelerators first, the
+#: CPU last): (label, tag stem); a tag belongs when it is the stem or the stem plus ``-...`` (cuda-sm80).
 _FAMILIES: Final = (
-    ("NVIDIA GPU (CUDA)", lambda t: t.startswith("cuda")),
-    ("AMD GPU (ROCm)", lambda t: t == "rocm"),
-    ("Apple GPU (Metal)", lambda t: t == "metal"),
-    ("Intel GPU", lambda t: t == "intel-gpu"),
-    ("Qualcomm NPU", lambda t: t == "qnn-npu"),
-    ("Intel NPU", lambda t: t == "intel-npu"),
-    ("Any GPU on Windows (DirectML)", lambda t: t == "directml"),
-    ("Any GPU (WebGPU)", lambda t: t == "webgpu"),
-    ("x86-64 CPU", lambda t: t.startswith("cpu-x86_64")),
-    ("Arm64 CPU", lambda t: t.startswith("cpu-arm64")),
+    ("NVIDIA GPU (CUDA)", "cuda"), ("AMD GPU (ROCm)", "rocm"), ("Apple GPU (Metal)", "metal"),
+    ("Intel GPU", "intel-gpu"), ("Qualcomm NPU", "qnn-npu"), ("Intel NPU", "intel-npu"),
+    ("Any GPU on Windows (DirectML)", "directml"), ("Any GPU (WebGPU)", "webgpu"),
+    ("x86-64 CPU", "cpu-x86_64"), ("Arm64 CPU", "cpu-arm64"),
 )
 #: Chart colours per format (WCAG AA contrast on white), with a shape each so colour is not the only cue.
 _FORMAT_STYLE: Final = {
@@ -232,10 +226,10 @@ def _groups(entries: Iterable[IndexEntry], downloads: Mapping[tuple[str, str], i
     """The variants under each hardware family they declare (one variant may run on several)."""
     groups = []
     ordered = sorted(entries, key=lambda e: (-e.precision.bits, e.size, e.variant))
-    for label, belongs in _FAMILIES:
+    for label, stem in _FAMILIES:
         rows = []
         for e in ordered:
-            tags = tuple(t for t in e.targets if belongs(t))
+            tags = tuple(t for t in e.targets if t == stem or t.startswith(stem + "-"))
             if tags:
                 memory = tuple(e.memory.total_bytes(c) if c <= e.memory.max_context else None
                                for c in MEMORY_CONTEXTS)
@@ -343,8 +337,9 @@ class _Pages:
         return index
 
     def downloads(self, name: str) -> dict[tuple[str, str], int]:
-        stats = self.registry.stats(name)
-        return {(v["version"], v["variant"]): v["downloads"] for v in stats["variants"]}  # type: ignore[index, union-attr, attr-defined]
+        variants = self.registry.stats(name)["variants"]
+        assert isinstance(variants, list)
+        return {(v["version"], v["variant"]): v["downloads"] for v in variants}
 
     # ---- pages ----
 
