@@ -11,6 +11,7 @@ Read by ``phi-get lock`` (which writes ``phi.lock``) and by ``phi-get sync``
     "phi-3.5-mini" = ">=1.0"                   # a specifier ("" or "*" for any)
     "phi-4-mini" = { version = ">=1", prefer = "size", format = "gguf",
                      precision = "int4", context = 4096 }
+    "phi-3-mini-4k" = { max_kl = 0.02, min_top1 = 0.95 }   # a quality budget (issue 11)
 
     [device-classes]
     edge = "profiles/pi.json"                  # a device profile file, relative to phi.toml
@@ -65,14 +66,24 @@ class ModelSpec:
     format: str = ""
     precision: str = ""
     context: int = 0  # 0: the resolver's default
+    #: Quality budget: the largest mean KL divergence (nats/token) accepted; None: any.
+    max_kl: float | None = None
+    #: Quality budget: the smallest top-1 agreement with the reference accepted; None: any.
+    min_top1: float | None = None
 
     @property
     def requirement(self) -> str:
         return f"{self.name}{self.specifier}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "specifier": str(self.specifier), "prefer": self.prefer,
-                "format": self.format, "precision": self.precision, "context": self.context}
+        out: dict[str, Any] = {"name": self.name, "specifier": str(self.specifier), "prefer": self.prefer,
+                               "format": self.format, "precision": self.precision, "context": self.context}
+        # Written only when set, so the inputs digest of a project without a budget is unchanged.
+        if self.max_kl is not None:
+            out["max_kl"] = self.max_kl
+        if self.min_top1 is not None:
+            out["min_top1"] = self.min_top1
+        return out
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,7 +131,13 @@ def _model(name: str, value: object, where: str, document: str) -> ModelSpec:
         specifier=check_specifier("" if spec.strip() == "*" else spec, r.where("version"), document),
         prefer=prefer, format=fmt, precision=precision,
         context=r.integer("context", 0, min=0, max=1 << 24),
+        max_kl=_float_or_none(r.number("max_kl", None, min=0, max=100)),
+        min_top1=_float_or_none(r.number("min_top1", None, min=0, max=1)),
     )
+
+
+def _float_or_none(value: int | float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def parse_project(data: bytes | str, *, document: str = "phi.toml") -> Project:

@@ -87,7 +87,7 @@ def load_project(folder: Path) -> LoadedProject:
 
 def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DeviceProfile) -> LockedArtifact:
     policy = make_policy(prefer=spec.prefer, format=spec.format or None, precision=spec.precision or None,
-                         context=spec.context or None)
+                         context=spec.context or None, max_kl=spec.max_kl, min_top1=spec.min_top1)
     src, res = resolve_from(sources, parse_requirement(spec.requirement), device, policy)
     chosen = res.chosen
     if chosen is None or chosen.target is None:
@@ -103,7 +103,9 @@ def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DevicePro
         precision=str(manifest.precision), target=chosen.target.tag, size=manifest.size,
         sources=tuple(s.stored for s in sources.sources),
         policy={"prefer": spec.prefer, "format": spec.format, "precision": spec.precision,
-                "context": chosen.context},
+                "context": chosen.context,
+                # The quality budget, as Policy.to_json writes it (repr strings: a lock holds no floats).
+                **{k: repr(v) for k, v in (("max_kl", spec.max_kl), ("min_top1", spec.min_top1)) if v is not None}},
         files=files,
     )
 

@@ -287,3 +287,44 @@ def test_sample_profiles_still_load() -> None:
     """The five sample names keep working."""
     for name in ("gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop"):
         assert load_device(name, environ={}).memory_bytes > 0
+
+
+# --- the quality budget in phi.toml, recorded in phi.lock -----------------------------------------------
+
+def _budget_project(tmp_path: Path, kit: Any, budget: str) -> tuple[Path, str]:
+    arts = []
+    for variant, precision, kl, size in (("gguf-q4_k_m", "int4", 0.032, 1000), ("gguf-q8_0", "int8", 0.0015, 2000)):
+        files: dict[str, bytes | Path] = {"model.gguf": variant.encode()[-1:] * size}  # q4 is the smaller
+        arts.append((kit.make_manifest("m", "1.0.0", variant, files, format="gguf", precision=precision,
+                                       targets=("cpu-x86_64", "cpu-arm64"), runtime=("llama-cpp-python", ">=0.3"),
+                                       metrics={"kl_divergence": kl}), files))
+    mirror = kit.write_mirror(tmp_path / "mirror", arts)
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    (folder / "phi.toml").write_text(f'[models]\n"m" = {{ prefer = "size", {budget} }}\n\n'
+                                     '[device-classes]\nedge = "pi-board"\n')
+    return folder, mirror.resolve().as_uri()
+
+
+def test_quality_budget_in_phi_toml_is_enforced_and_locked(tmp_path: Path, kit: Any) -> None:
+    """phi.toml's max_kl excludes the 4-bit build that prefer=size would pick, and phi.lock records the budget."""
+    from phi_get.manifests.lockfile import parse_lock
+    from phi_get.resolver.lock import lock_project
+
+    folder, mirror = _budget_project(tmp_path, kit, "max_kl = 0.01")
+    path, _ = lock_project(folder, tmp_path / "home", registries=[mirror])
+    lock = parse_lock(path.read_bytes())
+    (art,) = lock.artifacts
+    assert art.variant == "gguf-q8_0" and art.policy["max_kl"] == "0.01"
+
+
+def test_quality_budget_in_phi_toml_that_excludes_everything_is_reported(tmp_path: Path, kit: Any) -> None:
+    """A budget nothing meets fails the lock with the budget named, not a generic no-match."""
+    from phi_get.resolver.errors import NoMatchError
+    from phi_get.resolver.lock import lock_project
+
+    folder, mirror = _budget_project(tmp_path, kit, "max_kl = 0.001, min_top1 = 0.5")
+    with pytest.raises(NoMatchError) as info:
+        lock_project(folder, tmp_path / "home", registries=[mirror])
+    assert "device class 'edge'" in str(info.value)
+    assert "the quality budget (max_kl 0.001, min_top1 0.5) excluded 2 of 2 candidates" in str(info.value)
