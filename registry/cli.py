@@ -30,6 +30,7 @@ import typer
 if TYPE_CHECKING:  # only for annotations: never imported when the CLI starts
     from sqlalchemy.engine import Engine
 
+    from .advice import Advisor
     from .service import Registry
 
 __all__ = ["register"]
@@ -53,6 +54,9 @@ _STORAGE = typer.Option(None, "--storage", help=_STORAGE_HELP)
 _SCOPE = typer.Option(..., "--scope", help="admin, publish:* or publish:<model>; repeatable.")
 _MIRROR_OUT = typer.Argument(..., help="Folder to write the static mirror to (created or updated).")
 _PUBLISH_FOLDER = typer.Argument(..., help="An artifact folder, or a folder holding several.")
+#: What the root CLI wires in through :func:`register` (the registry cannot import the resolver):
+#: ``advisor`` builds the web catalog's "what fits my device" advisor when ``serve`` starts.
+_WIRED: dict[str, Callable[[], Advisor]] = {}
 
 
 def _config_file() -> tuple[Path, dict[str, object]]:
@@ -144,8 +148,10 @@ def serve(
     assert folder is not None
     storage = folder
     registry = open_registry(url, storage, max_blob_size=max_blob_size)
+    factory = _WIRED.get("advisor")
     typer.echo(f"phi-get registry: catalog {redact_url(url)}, blobs {storage}, http://{host}:{port}", err=True)
-    run(registry, host=host, port=port, access_log=access_log)
+    typer.echo(f"phi-get registry: web catalog at http://{host}:{port}/", err=True)
+    run(registry, host=host, port=port, access_log=access_log, advisor=factory() if factory else None)
 
 
 @registry_app.command("export")
@@ -379,6 +385,9 @@ def _progress_printer() -> Callable[[str, str, int], None]:
     return report
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, *, advisor: Callable[[], Advisor] | None = None) -> None:
+    """Add the registry's commands; ``advisor`` (from the root CLI) answers the web catalog's device page."""
+    if advisor is not None:
+        _WIRED["advisor"] = advisor
     app.add_typer(registry_app)
     app.command("publish")(publish)
