@@ -55,7 +55,7 @@ _CLASS_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 #: The keys of each table: everything else is a typo to report.
 _TOP_KEYS: Final = ("project", "models", "device-classes")
 _PROJECT_KEYS: Final = ("name", "registries")
-_MODEL_KEYS: Final = ("version", "prefer", "format", "precision", "context")
+_MODEL_KEYS: Final = ("version", "prefer", "format", "precision", "context", "max_kl", "min_top1")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

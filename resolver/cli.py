@@ -32,8 +32,8 @@ _DEVICE = typer.Option(None, "--device", help="Device profile file or sample nam
                                               "pi-board, intel-ai-pc, snapdragon-laptop). Default: "
                                               "PHI_GET_DEVICE, else probe this machine.")
 _OFFLINE = typer.Option(None, "--offline/--online", help="Use cached indexes only (default: PHI_GET_OFFLINE).")
-_PREFER = typer.Option("quality", "--prefer", help="What to favour among the artifacts that fit: quality, size "
-                                                    "or speed.")
+_PREFER = typer.Option("balanced", "--prefer", help="What to favour among the artifacts that fit: balanced "
+                                                     "(default), quality, size or speed.")
 _FORMAT = typer.Option(None, "--format", help="Pin a format: gguf, onnx, openvino, mlx, safetensors.")
 _PRECISION = typer.Option(None, "--precision", help="Pin a precision: int4, int8, fp16, bf16, fp32.")
 _CONTEXT = typer.Option(None, "--context", min=1, help="Context length for the memory check "
