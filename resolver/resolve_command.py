@@ -15,7 +15,6 @@ sibling modules inside :func:`run_resolve`.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from collections.abc import Sequence
@@ -55,6 +54,8 @@ def policy_from_options(prefer: str, fmt: str | None, precision: str | None, con
                                 ("--precision", precision, Precision)):
         choices = [str(v) for v in enum]  # type: ignore[attr-defined]
         if value is not None and value not in choices:
+            import difflib  # only on the error path: resolve's normal run stays lean
+
             near = difflib.get_close_matches(value, choices, n=1)
             maybe = f"; did you mean {near[0]!r}?" if near else ""
             raise ManifestError(f"choose one of {', '.join(choices)}{maybe}", field=option, value=value,
@@ -68,6 +69,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):
+            import difflib
+
             known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
             tips = []
             for word in message.partition(":")[2].split():
