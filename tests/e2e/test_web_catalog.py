@@ -68,7 +68,7 @@ IN_CI = os.environ.get("CI") == "true"
 HOSTILE = "<script>window.__pwned=1</script>"
 GB = 10**9
 MODEL = "tiny-phi"
-WAIT_S = 30
+WAIT_S = 60  # generous: a loaded 2-core CI machine
 
 # variant, format, precision, method, targets, runtime, provider, weights bytes, top-1 agreement, file bytes
 MATRIX: tuple[tuple[Any, ...], ...] = (
@@ -249,9 +249,19 @@ def _shot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
 
-def _click_and_wait(driver: Any, element: Any, h1: str) -> None:
-    element.click()
+def _navigate(driver: Any, go: Any, h1: str) -> None:
+    """Do ``go()`` (a click, back) and wait until the old page is gone and the new one's h1 says ``h1``."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = _one(driver, "main")
+    go()
+    WebDriverWait(driver, WAIT_S).until(ec.staleness_of(old))
     _wait_h1(driver, h1)
+
+
+def _click_and_wait(driver: Any, element: Any, h1: str) -> None:
+    _navigate(driver, element.click, h1)
 
 
 def _samples() -> dict[str, DeviceProfile]:
@@ -286,13 +296,7 @@ def _submit_device_form(driver: Any, *, model: str = MODEL, sample: str = "", pr
     ctx = _one(driver, "#context")
     ctx.clear()
     ctx.send_keys(context)
-    old = _one(driver, "main")
-    _one(driver, "#advise").click()
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, WAIT_S).until(ec.staleness_of(old))
-    _wait(driver, "main")
+    _navigate(driver, _one(driver, "#advise").click, "What fits my device")
 
 
 # ---- the tests ----------------------------------------------------------------------------------
@@ -318,8 +322,8 @@ def test_catalog_page_shows_what_the_catalog_and_index_say(site: Site, browser: 
 
     box = _one(browser, "#q")
     box.send_keys("phi-3")
-    box.submit()
-    _wait(browser, "#result-count")
+    _navigate(browser, box.submit, "Models")
+    assert "matching" in _one(browser, "#result-count").text
     assert [r.get_attribute("data-model") for r in _all(browser, "#models tbody tr")] == ["phi-3.5-mini"]
 
 
@@ -379,8 +383,7 @@ def test_user_follows_catalog_model_variant_and_back(site: Site, browser: Any) -
     assert "microsoft/Phi-3.5-mini-instruct@" + "a" * 40 in _one(browser, "#provenance").text
     _shot(browser, "variant")
 
-    browser.back()
-    _wait_h1(browser, MODEL)
+    _navigate(browser, browser.back, MODEL)
     assert browser.current_url == f"{site.url}/models/{MODEL}"
     _click_and_wait(browser, _one(browser, '#versions tr[data-version="0.1.0"] th a'), MODEL)
     assert _one(browser, "#current-version").text == "0.1.0"
@@ -451,7 +454,7 @@ def test_device_form_bad_input_shows_a_readable_message(site: Site, browser: Any
     _wait(browser, "#advise")
     _submit_device_form(browser, profile=profile)
     problem = _wait(browser, "#problem")
-    assert message in problem.text
+    assert message in problem.text, _one(browser, "main").text[:2000]
     assert _one(browser, "h1").text == "What fits my device"
     assert "Internal Server Error" not in browser.page_source
     if message == "limit":
@@ -524,7 +527,7 @@ def test_hostile_text_is_escaped_and_no_script_runs(site: Site, browser: Any) ->
         browser.get(site.url + path)
         _wait(browser, "main")
         assert browser.execute_script("return window.__pwned === undefined"), path
-        assert not _all(browser, "main script"), path
+        assert browser.execute_script("return document.scripts.length") == 0, path  # no script: works without JS
     browser.get(site.url + pages[2])
     _wait(browser, "main")
     assert "measured " + HOSTILE in _one(browser, "main").text
