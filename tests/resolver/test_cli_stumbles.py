@@ -118,8 +118,8 @@ def test_run_uses_the_resolvers_pick_among_installed_and_names_it(served: Any, h
     assert phi("install", "tiny-model", "--quiet", env=env).returncode == 0
     assert phi("install", "tiny-model==0.1.0", "--quiet", env=env).returncode == 0  # installed last
     out = phi("run", "tiny-model", "--prompt", "hi", env=env)  # the fake weights may not load: not the point
-    assert "running tiny-model 0.2.0 safetensors-fp32 (safetensors fp32): the installed variant phi-get " \
-           "resolve picks" in out.stderr
+    assert "running tiny-model 0.2.0 safetensors-fp32 (safetensors fp32)" in out.stderr
+    assert "the installed variant phi-get resolve picks" in out.stderr
 
 
 def test_lock_without_a_registry_names_phi_toml(tmp_path: Path, home: Path) -> None:
