@@ -22,23 +22,20 @@ from typing import Any
 
 import typer
 
+from .resolve_command import DEFAULT_PREFER, OPTION_HELP
+
 __all__ = ["register"]
 
-_REGISTRY = typer.Option(None, "--registry", "-r",
-                         help="Registry or mirror base URL (http(s):// or file://); repeatable, tried in order. "
-                              "Default: PHI_GET_REGISTRY.")
-_HOME = typer.Option(None, "--home", help="The store (default: PHI_GET_HOME or ~/.cache/phi-get).")
-_DEVICE = typer.Option(None, "--device", help="Device profile file or sample name (gpu-server, apple-laptop, "
-                                              "pi-board, intel-ai-pc, snapdragon-laptop). Default: "
-                                              "PHI_GET_DEVICE, else probe this machine.")
-_OFFLINE = typer.Option(None, "--offline/--online", help="Use cached indexes only (default: PHI_GET_OFFLINE).")
-_PREFER = typer.Option("balanced", "--prefer", help="What to favour among the artifacts that fit: balanced "
-                                                     "(default), quality, size or speed.")
-_FORMAT = typer.Option(None, "--format", help="Pin a format: gguf, onnx, openvino, mlx, safetensors.")
-_PRECISION = typer.Option(None, "--precision", help="Pin a precision: int4, int8, fp16, bf16, fp32.")
-_CONTEXT = typer.Option(None, "--context", min=1, help="Context length for the memory check "
-                                                       "(default min(model maximum, 4096)).")
-_JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+# One definition of the options resolve shares with the other commands: its argparse parser's texts.
+_REGISTRY = typer.Option(None, "--registry", "-r", help=OPTION_HELP["registry"])
+_HOME = typer.Option(None, "--home", help=OPTION_HELP["home"])
+_DEVICE = typer.Option(None, "--device", help=OPTION_HELP["device"])
+_OFFLINE = typer.Option(None, "--offline/--online", help=OPTION_HELP["offline"])
+_PREFER = typer.Option(DEFAULT_PREFER, "--prefer", help=OPTION_HELP["prefer"])
+_FORMAT = typer.Option(None, "--format", help=OPTION_HELP["format"])
+_PRECISION = typer.Option(None, "--precision", help=OPTION_HELP["precision"])
+_CONTEXT = typer.Option(None, "--context", min=1, help=OPTION_HELP["context"])
+_JSON = typer.Option(False, "--json", help=OPTION_HELP["json"])
 _PROJECT = typer.Option(Path(), "--project", help="Folder holding phi.toml (and phi.lock).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
 _INIT_MODELS = typer.Argument(None, help="Models to declare, NAME or NAME with a version specifier "

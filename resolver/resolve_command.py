@@ -21,9 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["main", "policy_from_options", "resolve_parser", "run_resolve"]
+__all__ = ["DEFAULT_PREFER", "OPTION_HELP", "main", "policy_from_options", "resolve_parser", "run_resolve"]
 
-_HELP = {
+#: The default policy, for resolve and every command that resolves.
+DEFAULT_PREFER = "balanced"
+
+#: Help texts of the options resolve shares with the typer commands (resolver/cli.py uses these).
+OPTION_HELP = _HELP = {
     "requirement": "NAME or NAME with a version specifier: 'phi-3.5-mini>=1.0'.",
     "registry": "Registry or mirror base URL (http(s):// or file://); repeatable, tried in order. "
                 "Default: PHI_GET_REGISTRY.",
@@ -102,7 +106,7 @@ def resolve_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help=_HELP["device"])
     p.add_argument("--json", dest="json_out", action="store_true", help=_HELP["json"])
     p.add_argument("--explain", action="store_true", help=_HELP["explain"])
-    p.add_argument("--prefer", default="balanced", help=_HELP["prefer"])
+    p.add_argument("--prefer", default=DEFAULT_PREFER, help=_HELP["prefer"])
     p.add_argument("--format", dest="fmt", metavar="FORMAT", help=_HELP["format"])
     p.add_argument("--precision", help=_HELP["precision"])
     p.add_argument("--context", type=_positive, help=_HELP["context"])
