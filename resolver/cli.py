@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from .resolve_command import DEFAULT_PREFER, OPTION_HELP
+from .options import DEFAULT_PREFER, OPTION_HELP
 
 __all__ = ["register"]
 
