@@ -45,7 +45,7 @@ import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -66,6 +66,7 @@ __all__ = [
     "Document",
     "Limits",
     "Opened",
+    "authorize",
     "file_path",
     "get_document",
     "limits",
@@ -208,15 +209,31 @@ def _connection(url: str, deadline: float) -> http.client.HTTPConnection:
     return cls(parts.hostname or "", port, timeout=left)
 
 
+#: URL prefix -> the ``Authorization`` value to send there, asked per request (an OCI registry's
+#: bearer token renews itself); sent to that origin only, like userinfo (:func:`authorize`).
+_AUTHORIZERS: dict[str, Callable[[], str | None]] = {}
+
+
+def authorize(prefix: str, header: Callable[[], str | None]) -> None:
+    """GETs of URLs under ``prefix`` send ``Authorization: header()`` (not after a redirect to another origin)."""
+    _AUTHORIZERS[prefix] = header
+
+
+def _authorizer(url: str) -> Callable[[], str | None] | None:
+    return next((fn for prefix, fn in _AUTHORIZERS.items() if url.startswith(prefix)), None)
+
+
 def open_get(url: str, headers: Mapping[str, str] | None = None, *, deadline: float,
              seconds: float | None = None) -> Opened:
     """GET ``url`` and read the answer's head by ``deadline`` (``time.monotonic()``), following redirects.
 
-    The credentials in ``url``'s userinfo go, as Basic, to its origin only.
+    The credentials in ``url``'s userinfo go, as Basic, to its origin only
+    (so does the header of an :func:`authorize` hook for the URL).
     ``seconds``: the deadline's length, for the message when it passes.
     """
     target, auth = split_credentials(url)
     home = target
+    hook = _authorizer(target) if auth is None else None
     for _hop in range(MAX_REDIRECTS + 1):
         conn = _connection(target, deadline)
         send = {"User-Agent": "phi-get", **(headers or {})}
@@ -224,6 +241,8 @@ def open_get(url: str, headers: Mapping[str, str] | None = None, *, deadline: fl
         if auth is not None and same_origin(home, target):
             send["Authorization"] = auth
             shown = target.replace("://", f"://{REDACTED}@", 1)
+        elif hook is not None and same_origin(home, target) and (value := hook()):
+            send["Authorization"] = value
         dog = _Watchdog(conn, deadline)
         parts = urllib.parse.urlsplit(target)
         try:
