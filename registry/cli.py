@@ -335,12 +335,19 @@ def publish(
     parallel: int = typer.Option(4, "--parallel", min=1, max=32, help="Concurrent blob uploads."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help=_JSON_HELP + " (no progress output)"),
+    to: str | None = typer.Option(None, "--to", help="Push to an OCI registry instead: oci://HOST[:PORT]/NAMESPACE "
+                                  "(credentials: PHI_GET_OCI_USERNAME/PASSWORD or ~/.docker/config.json)."),
 ) -> None:
     """Publish every artifact folder at or under FOLDER: missing blobs first, then the manifest."""
     from .client import publish_tree
 
     progress = None if quiet or json_out else _progress_printer()
-    report = publish_tree(folder, _registry_url(registry), token, progress=progress, parallel=parallel)
+    if to is not None:
+        from .oci_push import push_tree
+
+        report = push_tree(folder, to, progress=progress, parallel=parallel)
+    else:
+        report = publish_tree(folder, _registry_url(registry), token, progress=progress, parallel=parallel)
     if json_out:
         _emit([{"name": a.name, "version": a.version, "variant": a.variant, "manifest": a.digest,
                 "created": a.created, "blobs_uploaded": a.blobs_uploaded, "bytes_uploaded": a.bytes_uploaded,
