@@ -342,6 +342,8 @@ def run_cmd(
     max_tokens: int = typer.Option(32, "--max-tokens", min=1, max=4096, help="How many tokens to generate."),
     variant: str | None = typer.Option(None, "--variant", help="Which installed variant (default: the one "
                                                                   "phi-get resolve picks among those installed)."),
+    target: str | None = typer.Option(None, "--target", help="Run on this target instead of the resolved one; "
+                                                             "'cpu' opts out of the accelerator explicitly."),
     device: str | None = _DEVICE, home: Path | None = _HOME, json_out: bool = _JSON,
 ) -> None:
     """Load the installed artifact with its runtime and generate text: the smoke test on the device."""
@@ -351,38 +353,53 @@ def run_cmd(
     from .store import Store
 
     store = Store(_home(home))
-    inst, why = _pick_installed(store, check_model_name(name), variant, device)
+    inst, why, resolved = _pick_installed(store, check_model_name(name), variant, device)
     manifest = store.load(inst)
+    chosen_target = target or resolved  # the resolution's target (issue 11): GPU offload where it said so
     if not json_out:
         typer.echo(f"running {inst.name} {inst.version} {inst.variant} ({manifest.format} {manifest.precision}): "
-                   f"{why}", err=True)
-    gen = generate(inst.path, manifest, prompt, max_tokens=max_tokens)
+                   f"{why}; target {chosen_target or 'cpu'}", err=True)
+    gen = generate(inst.path, manifest, prompt, max_tokens=max_tokens, target=chosen_target)
+    stats = {"target": chosen_target or "cpu", "device": gen.device, "prompt_tokens": gen.prompt_tokens,
+             "prompt_tokens_per_s": gen.prompt_tokens_per_s, "tokens_per_s": gen.tokens_per_s,
+             "peak_memory_bytes": gen.peak_memory_bytes}
     if json_out:
         _emit({"name": inst.name, "version": inst.version, "variant": inst.variant, "runtime": gen.runtime,
-               "prompt": prompt, "text": gen.text, "new_tokens": gen.new_tokens, "why": why})
+               "prompt": prompt, "text": gen.text, "new_tokens": gen.new_tokens, "why": why, **stats})
     else:
         typer.echo(prompt + gen.text)
+        rates = ", ".join(f"{k} {v}" for k, v in (("prompt tok/s", gen.prompt_tokens_per_s),
+                                                   ("gen tok/s", gen.tokens_per_s)) if v is not None)
+        peak = f", peak memory {_size(gen.peak_memory_bytes)}" if gen.peak_memory_bytes else ""
+        typer.echo(f"ran on {gen.device} ({gen.runtime}): {gen.new_tokens} tokens{', ' + rates if rates else ''}"
+                   f"{peak}", err=True)
 
 
-def _pick_installed(store: Any, name: str, variant: str | None, device: str | None) -> tuple[Any, str]:
-    """The installed artifact ``run`` loads: --variant, else the resolver's choice among those installed."""
+def _pick_installed(store: Any, name: str, variant: str | None,
+                    device: str | None) -> tuple[Any, str, str | None]:
+    """The installed artifact ``run`` loads (--variant, else the resolver's pick among those installed), and where."""
     from phi_get.manifests.index import IndexEntry
 
     from .detect import load_device
     from .resolve import make_policy, parse_requirement, resolve
 
     if variant is not None:
-        return store.find(name, variant), "asked for by --variant"
+        inst = store.find(name, variant)
+        res = resolve(parse_requirement(name), load_device(device), [IndexEntry.from_manifest(store.load(inst))],
+                      make_policy())
+        where = res.chosen.target.tag if res.chosen is not None and res.chosen.target is not None else None
+        return inst, "asked for by --variant", where
     installed = list(store.installed(name))
     if not installed:
-        return store.find(name), ""  # raises NotInstalledError with its hint
+        return store.find(name), "", None  # raises NotInstalledError with its hint
     by_digest = {i.digest: i for i in installed}
     entries = [IndexEntry.from_manifest(store.load(i)) for i in installed]
     res = resolve(parse_requirement(name), load_device(device), entries, make_policy())
-    if res.chosen is not None and res.chosen.entry.manifest in by_digest:
-        return by_digest[res.chosen.entry.manifest], f"the installed variant phi-get resolve picks: {res.chosen.reason}"
+    if res.chosen is not None and res.chosen.entry.manifest in by_digest and res.chosen.target is not None:
+        return (by_digest[res.chosen.entry.manifest],
+                f"the installed variant phi-get resolve picks: {res.chosen.reason}", res.chosen.target.tag)
     latest = store.find(name)
-    return latest, "no installed variant fits this device by the resolver's checks; running the latest installed"
+    return latest, "no installed variant fits this device by the resolver's checks; running the latest installed", None
 
 
 def list_cmd(home: Path | None = _HOME, json_out: bool = _JSON,

@@ -12,6 +12,7 @@ from phi_get.manifests.errors import ExitCode, PhiGetError
 from phi_get.manifests.urls import redact_text
 
 __all__ = [
+    "AcceleratorUnavailableError",
     "DeviceProfileError",
     "DiskFullError",
     "IntegrityError",
@@ -132,6 +133,17 @@ class RuntimeMissingError(ResolverError, ModuleNotFoundError):
         super().__init__(f"{artifact} needs the runtime {distribution!r} (module {module!r}), which is not installed")
         self.name = module
         self.hint = f"pip install {distribution}"
+
+
+class AcceleratorUnavailableError(ResolverError, RuntimeError):
+    """The resolved accelerator cannot be used by the installed runtime build: never run on the CPU instead."""
+
+    exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, runtime: str, target: str, fix: str) -> None:
+        super().__init__(message)
+        self.runtime, self.target = runtime, target
+        self.hint = f"{fix}; or run on the CPU explicitly with --target cpu"
 
 
 class DeviceProfileError(ResolverError, ValueError):
