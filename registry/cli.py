@@ -359,14 +359,19 @@ def publish(
                    f"(uploaded {a.blobs_uploaded} blob(s), {_size(a.bytes_uploaded)}; {a.blobs_skipped} present)")
 
 
+#: A progress line at least this often while uploading, however fast the link (and at least once a second).
+_PROGRESS_BYTES = 100_000_000
+
+
 def _progress_printer() -> Callable[[str, str, int], None]:
-    """Progress on stderr: one line per blob event, and while a large upload runs, the bytes sent every second."""
+    """Progress on stderr: one line per blob event, and while a large upload runs, the bytes sent so far
+    every second or every :data:`_PROGRESS_BYTES`, whichever comes first."""
     import threading
     import time
 
     lock = threading.Lock()
     sent: dict[str, int] = {}
-    said = {"at": time.monotonic()}
+    said = {"at": time.monotonic(), "bytes": 0}
 
     def report(event: str, detail: str, n: int) -> None:
         with lock:
@@ -376,12 +381,12 @@ def _progress_printer() -> Callable[[str, str, int], None]:
                 sent[detail] = before + n
                 if before == 0:
                     typer.echo(f"uploading {detail}", err=True)
-                elif now - said["at"] >= 1.0:
+                elif now - said["at"] >= 1.0 or sum(sent.values()) - said["bytes"] >= _PROGRESS_BYTES:
                     typer.echo(f"  sent {_size(sum(sent.values()))} so far ({detail}: {_size(sent[detail])})",
                                err=True)
                 else:
                     return
-                said["at"] = now
+                said["at"], said["bytes"] = now, sum(sent.values())
             elif event == "skip":
                 typer.echo(f"present   {detail} ({_size(n)}), not sent", err=True)
             elif event == "commit":

@@ -129,3 +129,21 @@ def test_access_log_logs_requests_and_publish_yank_speak_json(server: tuple[str,
     json.loads(yank.stdout)
     text = run("registry", "yank", "tiny-phi", "0.1.0", "--undo", "-r", url, env={"PHI_GET_TOKEN": token})
     assert text.stdout.strip() == "un-yanked tiny-phi 0.1.0 (every variant)" and "{" not in text.stdout
+
+
+@pytest.mark.slow
+def test_publish_shows_progress_during_a_large_upload(server: tuple[str, Path, object, Path], tmp_path: Path) -> None:
+    """Publishing 2 GiB showed no progress for 8 s: a large blob reports the bytes sent while it travels."""
+    url, storage, _proc, _log = server
+    token = run("registry", "token", "create", "--storage", str(storage), "--scope", "publish:*").stdout.strip()
+    folder = tmp_path / "out" / "tiny-phi" / "0.1.0" / "gguf-q4_k_m"
+    write_artifact(folder, {"model.gguf": b"x"})
+    with open(folder / "model.gguf", "wb") as fh:  # 210 MB, written in pieces (the manifest is rewritten below)
+        for _ in range(210):
+            fh.write(os.urandom(1_000_000))
+    write_artifact(folder, {"model.gguf": (folder / "model.gguf").read_bytes()})
+    out = run("publish", str(tmp_path / "out"), "-r", url, env={"PHI_GET_TOKEN": token})
+    assert out.returncode == 0, out.stderr
+    progress = [line for line in out.stderr.splitlines() if line.startswith("  sent ")]
+    assert len(progress) >= 2 and "MB so far" in progress[0], out.stderr
+    assert "committed tiny-phi 0.1.0 gguf-q4_k_m after uploading 210 MB" in out.stderr
