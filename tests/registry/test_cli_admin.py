@@ -139,8 +139,7 @@ def test_publish_shows_progress_during_a_large_upload(server: tuple[str, Path, o
     folder = tmp_path / "out" / "tiny-phi" / "0.1.0" / "gguf-q4_k_m"
     write_artifact(folder, {"model.gguf": b"x"})
     with open(folder / "model.gguf", "wb") as fh:  # 210 MB, written in pieces (the manifest is rewritten below)
-        for _ in range(210):
-            fh.write(os.urandom(1_000_000))
+        fh.writelines(os.urandom(1_000_000) for _ in range(210))
     write_artifact(folder, {"model.gguf": (folder / "model.gguf").read_bytes()})
     out = run("publish", str(tmp_path / "out"), "-r", url, env={"PHI_GET_TOKEN": token})
     assert out.returncode == 0, out.stderr
