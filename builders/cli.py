@@ -35,6 +35,7 @@ def tiny_phi(
     style: Annotated[str, typer.Option(
         "--style", help="phi3 (sentencepiece, multi-head attention) or phi4 (byte-level BPE tokenizer.json, "
         "grouped-query attention, partial rotary, tied embeddings).")] = "phi3",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Generate the tiny random-weight Phi-3 checkpoint used by tests and the demo."""
     _quiet_libraries()
@@ -46,6 +47,10 @@ def tiny_phi(
     path = make_tiny_phi(out, spec, force=force)
     size = sum(p.stat().st_size for p in path.iterdir())
     label = "Phi-3" if spec.style is TinyStyle.PHI3 else "Phi-4-style"
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "style": str(spec.style), "seed": seed, "size": size},
+                              sort_keys=True))
+        return
     typer.echo(f"wrote tiny {label} checkpoint to {path} ({human_bytes(size)})")
 
 

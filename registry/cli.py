@@ -259,11 +259,15 @@ def token_revoke(
     token_id: str = typer.Argument(..., help="The token's id (the hex after 'phig_')."),
     db: str | None = typer.Option(None, "--db", help=_DB_HELP),
     storage: Path | None = _STORAGE,
+    json_out: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
     from .tokens import revoke_token
 
     revoke_token(_engine(db, storage), token_id)
+    if json_out:
+        _emit({"revoked": token_id})
+        return
     typer.echo(f"revoked token {token_id}")
 
 

@@ -27,6 +27,8 @@ def test_tiny_phi_prints_no_library_progress_bars(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "it/s" not in out.stderr and "\r" not in out.stderr and "Writing model shards" not in out.stderr
     assert "MB)" in out.stdout
+    doc = json.loads(phi("tiny-phi", str(tmp_path / "ckpt"), "--force", "--json").stdout)
+    assert doc["size"] > 1_000_000 and doc["style"] == "phi3"  # --json: exact bytes
 
 
 def test_tiny_phi_into_a_non_empty_folder_is_a_conflict(tmp_path: Path) -> None:

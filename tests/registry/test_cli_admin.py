@@ -85,6 +85,8 @@ def test_storage_from_the_environment_is_shared_by_every_admin_command(tmp_path:
     assert [r["note"] for r in rows] == ["ops"] and rows[0]["created"].endswith("+00:00")  # ISO 8601, not epoch
     table = run("registry", "token", "list", env=env).stdout.splitlines()
     assert table[0].split()[:2] == ["ID", "SCOPES"]
+    revoked = run("registry", "token", "revoke", rows[0]["id"], "--json", env=env)
+    assert json.loads(revoked.stdout) == {"revoked": rows[0]["id"]}
 
 
 def test_serve_refuses_a_port_out_of_range(tmp_path: Path) -> None:
