@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["build_app", "main"]
 
 #: Parts that add commands; a part missing from this install is skipped.
-PARTS = ("phi_get.resolver.cli", "phi_get.builders.cli", "phi_get.registry.cli")
+PARTS = ("phi_get.resolver.cli", "phi_get.builders.cli", "phi_get.registry.cli",
+         "phi_get.resolver.trust_cli", "phi_get.registry.trust_cli", "phi_get.resolver.bundle_cli")
 
 
 @cache

@@ -22,6 +22,7 @@ from typing import Final
 
 from .errors import ExitCode, ManifestError
 from .manifest import FileEntry, Manifest, parse_manifest
+from .signing import MODEL_SIGNATURE_FILENAME
 
 __all__ = [
     "MANIFEST_FILENAME",
@@ -170,7 +171,8 @@ def load_artifact_folder(folder: str | os.PathLike[str], *, verify: bool = True)
     for dirpath, dirs, files in os.walk(root):  # a link to a folder is listed in dirs, not followed
         for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
             rel = Path(dirpath, name).relative_to(root).as_posix()
-            if rel != MANIFEST_FILENAME and rel not in listed:
+            # model.sig: the publisher's signature of the folder (manifests/signing.py), never a listed file
+            if rel not in (MANIFEST_FILENAME, MODEL_SIGNATURE_FILENAME) and rel not in listed:
                 raise ArtifactFolderError("file on disk is not listed in the manifest", field="files",
                                           value=rel, document=doc)
     return manifest

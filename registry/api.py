@@ -156,6 +156,29 @@ def create_app(registry: Registry, *, advisor: Advisor | None = None) -> FastAPI
         app.add_api_route("/v1/blobs/sha256/{hex}", blob, methods=[method], tags=["read"], response_class=Response,
                           responses=blob_responses, operation_id=f"blob_{method.lower()}")
 
+    # Signed metadata and publisher signatures (issue 15; registry/tuf_repo.py).
+    @app.get("/v1/tuf/{name}", tags=["read"], response_class=Response)
+    def tuf_metadata(name: str) -> Response:
+        body = registry.tuf.file(name) if registry.tuf is not None else None
+        if body is None:
+            raise NotFoundError(f"no signed metadata {name!r} in this registry")
+        return Response(body, media_type=_JSON, headers={"cache-control": "no-cache"})
+
+    @app.get("/v1/signatures/sha256/{hex}.sig", tags=["read"], response_class=Response)
+    def signature(hex: str) -> Response:
+        body = registry.tuf.signature(_hex(hex)) if registry.tuf is not None else None
+        if body is None:
+            raise NotFoundError(f"no publisher signature of sha256:{hex} in this registry")
+        return Response(body, media_type=_JSON)
+
+    @app.put("/v1/signatures/sha256/{hex}.sig", tags=["publish"], status_code=201,
+             openapi_extra=_raw_body(_JSON, "a model-signing bundle of the artifact"))
+    async def put_signature(hex: str, request: Request) -> dict[str, object]:
+        principal = await principal_of(request)
+        body = await request.body()
+        await run_in_threadpool(registry.put_signature, principal, "sha256:" + _hex(hex), body)
+        return {"signed": f"sha256:{hex}"}
+
     @app.get("/v1/search", tags=["read"])
     def search(q: str = "", limit: int = 100) -> list[dict[str, object]]:
         if not 1 <= limit <= 1000:

@@ -37,6 +37,7 @@ from typing import Any, Final
 import httpx
 from phi_get.manifests.artifact import find_artifact_folders, load_artifact_folder
 from phi_get.manifests.manifest import FileEntry, Manifest
+from phi_get.manifests.signing import MODEL_SIGNATURE_FILENAME
 from phi_get.manifests.urls import redact, redact_text, split_credentials
 
 from .errors import BadRequestError, ServiceError, error_for_code
@@ -147,6 +148,12 @@ class _Publisher:
             raise ServiceError(f"{doing}: HTTP {r.status_code} from {redact(str(r.url))} is not the registry's "
                                f"answer (no JSON with digest and created): {r.text[:200]!r}") from None
         self.progress("commit", f"{manifest.name} {manifest.version} {manifest.variant}", 0)
+        signature = folder / MODEL_SIGNATURE_FILENAME
+        if signature.is_file():  # the publisher's model-signing bundle goes beside the manifest (issue 15)
+            hex_ = digest.removeprefix("sha256:")
+            raise_for_error(self.client.put(f"/v1/signatures/sha256/{hex_}.sig", content=signature.read_bytes(),
+                                            headers={"content-type": "application/json"}),
+                            f"uploading the signature {signature}")
         return ArtifactReport(
             folder=str(folder), name=manifest.name, version=str(manifest.version), variant=manifest.variant,
             digest=digest, created=created, blobs_uploaded=len(missing),

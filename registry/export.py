@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phi_get.manifests.index import LAYOUT, blob_path, index_path, manifest_path
+from phi_get.manifests.signing import TUF_PREFIX, signature_path
 
 from .errors import IntegrityError
 from .service import Registry
@@ -98,5 +99,13 @@ def export_mirror(registry: Registry, out: str | os.PathLike[str]) -> ExportRepo
         body, _etag = registry.index(name)
         _write_atomic(root / index_path(name), body)
     _write_atomic(root / LAYOUT["catalog"], registry.catalog_bytes())
+    if registry.tuf is not None:  # signed metadata last: a mirror never signs what it does not hold yet
+        for digest, _content in manifests:
+            sig = registry.tuf.signature(digest)
+            if sig is not None:
+                _write_atomic(root / signature_path(digest), sig)
+        meta = [(n, b) for n, b in registry.tuf.files() if n != "timestamp.json"]
+        for name, body in meta + [(n, b) for n, b in registry.tuf.files() if n == "timestamp.json"]:
+            _write_atomic(root / TUF_PREFIX / name, body)
     return ExportReport(models=len(names), manifests=len(manifests), blobs_written=written, blobs_kept=kept,
                         bytes_written=nbytes)

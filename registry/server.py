@@ -39,7 +39,11 @@ def open_registry(db_url: str, storage: str | os.PathLike[str], *,
     store = FilesystemBlobStore(storage)
     engine = make_engine(db_url)
     create_schema(engine)
-    return Registry(engine, store, max_blob_size=max_blob_size)
+    registry = Registry(engine, store, max_blob_size=max_blob_size)
+    from .tuf_repo import TufRepository  # stdlib-only at import; tuf itself loads when signing
+
+    registry.tuf = TufRepository.of(storage)
+    return registry
 
 
 def _config(registry: Registry, *, access_log: bool, advisor: Advisor | None = None,

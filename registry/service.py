@@ -26,7 +26,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from packaging.version import Version
 from phi_get.manifests.canonical import digest_of
@@ -43,6 +43,9 @@ from .errors import BadRequestError, ConflictError, NotFoundError
 from .storage import BlobStore
 from .tables import BlobRefRow, ManifestRow, ModelRow, VariantRow
 from .tokens import Principal
+
+if TYPE_CHECKING:
+    from .tuf_repo import TufRepository
 
 __all__ = ["DEFAULT_MAX_BLOB_SIZE", "GcReport", "PublishResult", "Registry"]
 
@@ -78,6 +81,8 @@ class Registry:
         #: name -> (revision, index bytes, etag, monotonic time last checked)
         self._index_cache: dict[str, tuple[int, bytes, str, float]] = {}
         self._lock = threading.Lock()
+        #: The TUF repository that signs every change (registry/tuf_repo.py); None: this registry is unsigned.
+        self.tuf: TufRepository | None = None
 
     # ---- reading -----------------------------------------------------------------
 
@@ -276,6 +281,8 @@ class Registry:
                             .values(revision=ModelRow.revision + 1))
             session.commit()
         self._index_cache.pop(name, None)
+        if self.tuf is not None:
+            self.tuf.sync(self)
 
     def yank(self, principal: Principal, name: str, version: str, reason: str | None,
              variant: str | None = None) -> int:
@@ -300,7 +307,20 @@ class Registry:
                             .values(revision=ModelRow.revision + 1))
             session.commit()
         self._index_cache.pop(name, None)
+        if self.tuf is not None:
+            self.tuf.sync(self)
         return len(rows)
+
+    def put_signature(self, principal: Principal, digest: str, body: bytes) -> None:
+        """Keep a publisher signature of a published manifest (registry/tuf_repo.py signs it as a target)."""
+        if self.tuf is None:
+            raise BadRequestError("this registry does not sign: `phi-get registry trust init` sets signing up")
+        manifest = parse_manifest(self.manifest_bytes(digest), document=digest)
+        principal.require_publish(manifest.name)
+        if len(body) > 4 << 20:
+            raise BadRequestError("a signature is at most 4 MiB")
+        self.tuf.store_signature(self._digest(digest), body)
+        self.tuf.sync(self)
 
     # ---- garbage collection -----------------------------------------------------
 

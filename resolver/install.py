@@ -38,7 +38,7 @@ from .errors import IntegrityError
 from .explain import no_match_error
 from .fetch import FetchStats, NullReporter, Reporter, fetch_blob
 from .resolve import Policy, Requirement, Resolution, resolve
-from .sources import Source, Sources
+from .sources import Source, Sources, check_publisher
 from .store import BlobUnusableError, Store
 
 __all__ = ["FILES_IN_PARALLEL", "PLACE_ATTEMPTS", "InstallResult", "install_digest", "install_requirement",
@@ -132,7 +132,8 @@ def _fetch_all(store: Store, sources: Sources, manifest: Manifest, first: Source
     cancel = threading.Event()  # Ctrl-C here, or one file failing, stops the other downloads within a chunk
     pool = ThreadPoolExecutor(max_workers=FILES_IN_PARALLEL, thread_name_prefix="phi-get-files")
     try:
-        futures = {e.path: pool.submit(fetch_blob, store, e, sources.blob_urls(e.sha256, first=first),
+        futures = {e.path: pool.submit(fetch_blob, store, e, sources.blob_urls(e.sha256, first=first,
+                                                                               name=manifest.name),
                                        reporter=rep, workers=workers, label=f"{manifest.name} {e.path}",
                                        cancel=cancel)
                    for e in unique.values()}
@@ -164,8 +165,9 @@ def install_digest(store: Store, sources: Sources, digest: str, *, first: Source
             _check_expected(manifest, digest, expect, expect_name, expect_files, files_where)
             store.set_ref(manifest)
             return InstallResult(path=store.artifact(digest), manifest=manifest, already_installed=True)
-        manifest, data = _cached_manifest(store, digest) or sources.manifest(digest, first=first)
+        manifest, data = _cached_manifest(store, digest) or sources.manifest(digest, first=first, name=expect_name)
         _check_expected(manifest, digest, expect, expect_name, expect_files, files_where)
+        check_publisher(sources, manifest, data, first=first)  # before any blob is fetched (issue 15)
         store.save_manifest(digest, data)
         pin.add(*(e.sha256 for e in manifest.files))
         stats: dict[str, FetchStats] = {}

@@ -96,12 +96,14 @@ def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DevicePro
     manifest, _ = sources.manifest(chosen.entry.manifest, first=src)
     # phi.lock is committed: its URLs carry no credentials (sources_from lends them back from PHI_GET_REGISTRY).
     files = tuple(LockedFile(path=f.path, size=f.size, sha256=f.sha256,
-                             url=strip_credentials(src.url(blob_path(f.sha256)))) for f in manifest.files)
+                             url=strip_credentials(src.url(blob_path(f.sha256), name=manifest.name)))
+                  for f in manifest.files)
     return LockedArtifact(
         model=spec.name, device_class=dc_name, requirement=spec.requirement, version=str(manifest.version),
         variant=manifest.variant, manifest=chosen.entry.manifest, format=str(manifest.format),
         precision=str(manifest.precision), target=chosen.target.tag, size=manifest.size,
         sources=tuple(s.stored for s in sources.sources),
+        unsigned_sources=tuple(s.stored for s in sources.sources if not s.signed),
         policy={"prefer": spec.prefer, "format": spec.format, "precision": spec.precision,
                 "context": chosen.context,
                 # The quality budget, as Policy.to_json writes it (repr strings: a lock holds no floats).
@@ -170,7 +172,7 @@ def sync_locked(folder: Path, home: Path, *, device_class: str | None = None,
         sources = sources_from(bases, home, offline=offline)
         # The locked file list is checked against the manifest before any blob is fetched or placed.
         want = tuple((f.path, f.size, f.sha256) for f in art.files)
-        results.append(install_digest(store, sources, art.manifest, expect_files=want,
+        results.append(install_digest(store, sources, art.manifest, expect_files=want, expect_name=art.model,
                                       files_where=f"{lock_path} ({art.model}, device class {name})",
                                       reporter=reporter))
     return results

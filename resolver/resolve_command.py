@@ -113,12 +113,17 @@ def run_resolve(argv: Sequence[str]) -> None:
     req = parse_requirement(args.requirement)
     sources = sources_from(args.registry, args.home if args.home is not None else default_home(),
                            offline=args.offline)
-    _src, index = sources.find_index(req.name)  # not install.resolve_from: resolve downloads nothing
+    src, index = sources.find_index(req.name)  # not install.resolve_from: resolve downloads nothing
     res = resolve(req, load_device(args.device), index.entries, pol)  # type: ignore[arg-type]
+    # Where the index came from and whether it was verified (issue 15: an unsigned source is always said).
+    signed = bool(getattr(src, "signed", False))
     if args.json_out:
-        print(json.dumps(resolution_json(res), indent=2, sort_keys=True))
+        print(json.dumps({**resolution_json(res), "source": {"url": src.stored, "signed": signed}},
+                         indent=2, sort_keys=True))
     else:
         print(render_text(res, explain=args.explain))
+        if args.explain:
+            print(f"source: {src.stored} " + ("signed (TUF verified)" if signed else "UNSIGNED (accepted by the user)"))
     sys.stdout.flush()
     if res.chosen is None:
         raise no_match_error(res)

@@ -30,8 +30,8 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -51,6 +51,7 @@ from phi_get.manifests.urls import origin, redact, strip_credentials
 
 from . import transport
 from .errors import IntegrityError, NoRegistryError, SourceError, SourceURLError
+from .trust import Verifier, policy_for
 
 __all__ = [
     "OFFLINE_ENV",
@@ -79,6 +80,8 @@ class Source:
     cache: Path
     offline: bool = False
     userinfo: str = field(default="", repr=False, compare=False)
+    #: The TUF verifier of a signed source; None for one the user accepted unsigned (:mod:`.trust`).
+    trust: Verifier | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urllib.parse.urlsplit(self.base)
@@ -97,11 +100,14 @@ class Source:
         """The base URL without credentials: what phi.lock and cache keys record."""
         return strip_credentials(self.base)
 
-    def url(self, relative: str) -> str:
-        """The URL of ``relative`` under this source, as shown (credentials redacted)."""
+    def url(self, relative: str, *, name: str | None = None) -> str:
+        """The URL of ``relative`` under this source, as shown (credentials redacted).
+
+        ``name``: the model it belongs to (an OCI source keeps each model in its own repository).
+        """
         return f"{self.base.rstrip('/')}/{relative}"
 
-    def fetch_url(self, relative: str) -> str:
+    def fetch_url(self, relative: str, *, name: str | None = None) -> str:
         """The URL of ``relative`` with this source's credentials, for :mod:`.transport` and the fetcher only."""
         clean = f"{self.stored.rstrip('/')}/{relative}"
         if not self.userinfo:
@@ -109,7 +115,17 @@ class Source:
         scheme, _, rest = clean.partition("://")
         return f"{scheme}://{self.userinfo}@{rest}"
 
-    def read(self, relative: str, *, etag: str | None = None) -> tuple[int, bytes, str | None]:
+    @property
+    def signed(self) -> bool:
+        return self.trust is not None
+
+    def verify(self, relative: str, body: bytes) -> None:
+        """Refuse ``body`` unless it is the signed target ``relative`` (no-op for a source accepted unsigned)."""
+        if self.trust is not None:
+            self.trust.check(relative, body, self.url(relative))
+
+    def read(self, relative: str, *, etag: str | None = None,
+             name: str | None = None) -> tuple[int, bytes, str | None]:
         """(status, body, etag) of ``relative``; status 404 when absent, 304 when ``etag`` still holds."""
         if self.is_file:
             doc = transport.read_file(self.url(relative), limit=_MAX_DOC)
@@ -125,19 +141,27 @@ class Source:
         rel = index_path(name)
         if self.is_file:
             status, body, _ = self.read(rel)
-            return parse_model_index(body, document=self.url(rel)) if status == 200 else None
+            if status != 200:
+                return None
+            self.verify(rel, body)
+            return parse_model_index(body, document=self.url(rel))
         key = hashlib.sha256(self.stored.encode()).hexdigest()[:16]
         cached, tag_file = self.cache / key / f"{name}.json", self.cache / key / f"{name}.etag"
         if self.offline:
             if not cached.exists():
                 raise SourceError(f"offline, and {name} was never fetched from this source", url=self.url(rel))
-            return parse_model_index(cached.read_bytes(), document=str(cached))
+            body = cached.read_bytes()
+            self.verify(rel, body)
+            return parse_model_index(body, document=str(cached))
         etag = tag_file.read_text() if cached.exists() and tag_file.exists() else None
         status, body, new_tag = self.read(rel, etag=etag)
         if status == 404:
             return None
         if status == 304:
-            return parse_model_index(cached.read_bytes(), document=str(cached))
+            body = cached.read_bytes()
+            self.verify(rel, body)
+            return parse_model_index(body, document=str(cached))
+        self.verify(rel, body)
         index = parse_model_index(body, document=self.url(rel))
         _write_atomic(cached, body)
         if new_tag:
@@ -175,13 +199,17 @@ class Sources:
         raise NoMatchError(f"no source lists the model {name!r} (searched {', '.join(s.base for s in self.sources)})",
                            hint="`phi-get list --available` shows the models the sources serve")
 
-    def manifest(self, digest: str, *, first: Source | None = None) -> tuple[Manifest, bytes]:
-        """A manifest by digest, from the first source that has it, verified against the digest."""
+    def manifest(self, digest: str, *, first: Source | None = None,
+                 name: str | None = None) -> tuple[Manifest, bytes]:
+        """A manifest by digest, from the first source that has it, verified against the digest.
+
+        ``name``: the model, when known (an OCI source needs it to find the repository).
+        """
         rel = manifest_path(digest)
         last: SourceError | None = None
         for src in self._ordered(first):
             try:
-                status, body, _ = src.read(rel)
+                status, body, _ = src.read(rel, name=name)
             except SourceError as exc:
                 last = exc
                 continue
@@ -190,6 +218,7 @@ class Sources:
             actual = digest_of(body)
             if actual != digest:
                 raise IntegrityError("manifest", expected=digest, actual=actual, where=src.url(rel))
+            src.verify(rel, body)
             return parse_manifest(body, document=src.url(rel)), body
         if last is not None:
             raise last
@@ -202,13 +231,15 @@ class Sources:
             status, body, _ = src.read(LAYOUT["catalog"])
             if status != 200:
                 continue
+            src.verify(LAYOUT["catalog"], body)
             for name, latest in parse_catalog(body, document=src.url(LAYOUT["catalog"])).models:
                 seen.setdefault(name, (name, latest, src.base))
         return sorted(seen.values())
 
-    def blob_urls(self, sha256_hex: str, *, first: Source | None = None) -> list[str]:
-        """Where a blob can be fetched from, in order; offline, only file:// mirrors."""
-        urls = [src.fetch_url(blob_path(sha256_hex)) for src in self._ordered(first) if src.is_file or not src.offline]
+    def blob_urls(self, sha256_hex: str, *, first: Source | None = None, name: str | None = None) -> list[str]:
+        """Where a blob can be fetched from, in order; offline, only file:// mirrors (``name``: the model's)."""
+        urls = [url for src in self._ordered(first) if src.is_file or not src.offline
+                if (url := src.fetch_url(blob_path(sha256_hex), name=name))]
         if not urls:
             raise SourceError(f"offline, and blob sha256:{sha256_hex} is not in the store",
                               url=", ".join(s.base for s in self.sources), hint="run once online")
@@ -235,6 +266,9 @@ def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool 
     out = []
     for url in urls:
         userinfo = ""
+        if url.startswith(("oci://", "oci+http://")) or _is_oci_layout(url):
+            out.append(_oci_source(url, home / "cache" / "index", off, env))
+            continue
         if not url.startswith(("http://", "https://", "file://")):
             path = Path(url)
             if not path.is_dir():
@@ -243,8 +277,31 @@ def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool 
         elif not url.startswith("file://"):
             _check_http_url(url)
             userinfo = _userinfo(url) or next((_userinfo(u) for u in lenders if _same_origin(u, url)), "")
-        out.append(Source(base=url.rstrip("/"), cache=home / "cache" / "index", offline=off, userinfo=userinfo))
+        src = Source(base=url.rstrip("/"), cache=home / "cache" / "index", offline=off, userinfo=userinfo)
+        trust = policy_for(src.stored, src.fetch_url(""), home, offline=off, environ=env)
+        out.append(src if trust is None else replace(src, trust=trust))
     return Sources(sources=tuple(out))
+
+
+def _is_oci_layout(url: str) -> bool:
+    """A folder (or file:// URL) holding an ``oci-layout`` file: an OCI image layout, not a wire-layout mirror."""
+    if url.startswith(("http://", "https://")):
+        return False
+    path = Path(transport.file_path(url)) if url.startswith("file://") else Path(url)
+    return (path / "oci-layout").is_file()
+
+
+def _oci_source(url: str, cache: Path, offline: bool, env: Mapping[str, str]) -> Source:
+    """An OCI registry (``oci://``) or an OCI image layout folder (a bundle): :mod:`.oci`.
+
+    Imported only when one is configured, so the HTTP sources' hot path (``resolve``) does not load it.
+    """
+    from .oci import OciLayoutSource, OciSource
+
+    if url.startswith(("oci://", "oci+http://")):
+        return OciSource(base=url.rstrip("/"), cache=cache, offline=offline, environ=env)
+    folder = Path(transport.file_path(url)) if url.startswith("file://") else Path(url)
+    return OciLayoutSource(base=folder.resolve().as_uri(), cache=cache, offline=offline)
 
 
 def _userinfo(url: str) -> str:
@@ -266,3 +323,35 @@ def _check_http_url(url: str) -> None:
         raise SourceURLError("a source URL's port must be a number in 0-65535", url=url) from None
     if not parts.hostname:
         raise SourceURLError("a source URL needs a host", url=url)
+
+
+def check_publisher(sources: Sources, manifest: Manifest, data: bytes, *, first: Source | None = None) -> str | None:
+    """Enforce the publisher keys a signed source lists for the model; returns the signing key id, or None.
+
+    A signed source whose offline targets key lists publisher keys for the
+    model requires the manifest's signature (``v1/signatures/...``, itself a
+    signed target) to verify with one of them.  Sources that list none
+    require nothing (the artifact is then bound by the signed index alone).
+    """
+    from phi_get.manifests.artifact import MANIFEST_FILENAME
+    from phi_get.manifests.signing import signature_path
+
+    from .trust import TrustError, verify_bundle
+
+    digest = digest_of(data)
+    files = {f.path: f.sha256 for f in manifest.files}
+    files[MANIFEST_FILENAME] = digest.removeprefix("sha256:")
+    rel = signature_path(digest)
+    for src in sources._ordered(first):
+        if src.trust is None:
+            continue
+        keys = src.trust.publishers(manifest.name)
+        if keys is None:
+            continue
+        status, body, _ = src.read(rel)
+        if status != 200:
+            raise TrustError(f"{manifest.name} {manifest.version} {manifest.variant} has no publisher signature "
+                             f"({src.url(rel)} answered {status}), and the source requires one", source=src.stored)
+        src.verify(rel, body)
+        return verify_bundle(body, files=files, keys=keys, shown=src.url(rel), source=src.stored)
+    return None

@@ -1,0 +1,52 @@
+"""``phi-get trust``: pin a source's root of trust, or accept a source unsigned (issue 15).
+
+Where it is stored and what is checked: :mod:`.trust`.  Imports the
+resolver's own modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .trust import add_root, allow_unsigned
+
+__all__ = ["register"]
+
+trust_app = typer.Typer(name="trust", help="Pin a source's TUF root, or accept a source unsigned.",
+                        no_args_is_help=True, rich_markup_mode=None)
+_HOME = typer.Option(None, "--home", help="The store (default: PHI_GET_HOME or ~/.cache/phi-get).")
+
+
+def _home(home: Path | None) -> Path:
+    from .store import default_home
+
+    return home if home is not None else default_home()
+
+
+@trust_app.command("add")
+def add(url: str = typer.Argument(..., help="The source (registry or mirror URL, or a mirror folder)."),
+        root: Path = typer.Argument(..., help="root.json as the operator handed it over (never from the source)."),
+        home: Path | None = _HOME, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Pin ROOT as the root of trust of URL: from now on every document of URL must be signed."""
+    if not url.startswith(("http://", "https://", "file://")):
+        url = Path(url).resolve().as_uri()
+    stored, version, digest = add_root(_home(home), url, root.read_bytes())
+    if as_json:
+        typer.echo(json.dumps({"source": stored, "root_version": version, "sha256": digest}))
+    else:
+        typer.echo(f"pinned root v{version} (sha256 {digest}) for {stored}; compare the sha256 with the operator's")
+
+
+@trust_app.command("allow-unsigned")
+def unsigned(url: str = typer.Argument(...), home: Path | None = _HOME) -> None:
+    """Accept URL without signatures (recorded in every lock and explanation)."""
+    if not url.startswith(("http://", "https://", "file://")):
+        url = Path(url).resolve().as_uri()
+    typer.echo(f"{allow_unsigned(_home(home), url)} accepted unsigned")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(trust_app)
