@@ -187,15 +187,15 @@ registries = [{registries}]
 # NAME = "PEP 440 specifier" ("*" for any version), or a table:
 #   NAME = {{ version = ">=1.0", prefer = "quality", format = "gguf",
 #            precision = "int4", context = 4096 }}
-# prefer: quality | size | speed; format: gguf | onnx | openvino | mlx |
-# safetensors; precision: int4 | int8 | fp16 | bf16 | fp32; context: tokens
-# the memory check assumes (default min(model maximum, 4096)).
+# prefer: {prefer}; format: {formats};
+# precision: {precisions}; context: tokens the memory check
+# assumes (default min(model maximum, 4096)).
 {models}
 
 [device-classes]
 # CLASS = "a device profile file, relative to this file" or a sample profile
-# shipped with phi-get: gpu-server, apple-laptop, pi-board, intel-ai-pc,
-# snapdragon-laptop.  `phi-get device --json > FILE` writes a device's profile.
+# shipped with phi-get: {samples}.
+# `phi-get device --json > FILE` writes a device's profile.
 this-machine = "this-machine.json"
 # edge = "pi-board"
 # gpu = "gpu-server"
@@ -212,8 +212,10 @@ def init_cmd(
     import os
 
     from phi_get.manifests.errors import ManifestError
+    from phi_get.manifests.manifest import Format, Precision
+    from phi_get.manifests.project import PREFER_VALUES
 
-    from .detect import load_device
+    from .detect import load_device, sample_profiles
     from .errors import ProjectExistsError
     from .resolve import parse_requirement
     from .sources import REGISTRY_ENV
@@ -232,6 +234,8 @@ def init_cmd(
     machine = f"{profile.os} {profile.arch}, {profile.cores} cores, {_size(profile.memory_bytes)} memory"
     text = _STARTER.format(
         machine=machine, name=json.dumps(project.resolve().name or "my-fleet"),
+        prefer=" | ".join(PREFER_VALUES), formats=" | ".join(map(str, Format)),
+        precisions=" | ".join(map(str, Precision)), samples=", ".join(sample_profiles()),
         registries=", ".join(json.dumps(u) for u in urls),
         models="\n".join(f"{json.dumps(r.name)} = {json.dumps(str(r.specifier) or '*')}" for r in reqs))
     project.mkdir(parents=True, exist_ok=True)
