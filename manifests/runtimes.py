@@ -26,6 +26,7 @@ from typing import Final
 
 __all__ = [
     "ACCELERATOR_FAMILIES",
+    "DISTRIBUTIONS",
     "RUNTIMES",
     "RUNTIME_PROVIDES",
     "Runtime",
@@ -54,6 +55,8 @@ class Runtime:
     base_families: tuple[str, ...] | None = None
     #: Packages that add an execution provider to an installed build, and what they add.
     addons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The libraries beneath it, whose versions a device profile records too (torch under transformers).
+    requires: tuple[str, ...] = ()
     #: Target family -> the command that installs a build able to drive it.
     fixes: Mapping[str, str] = field(default_factory=dict)
 
@@ -78,6 +81,7 @@ RUNTIMES: Final = (
         builds={"onnxruntime-genai-cuda": ("cpu", "cuda"), "onnxruntime-genai-directml": ("cpu", "directml")},
         base_families=("cpu",),
         addons={"onnxruntime-qnn": ("qnn-npu",)},
+        requires=("onnxruntime",),
         fixes={
             "cuda": "pip install onnxruntime-genai-cuda",
             "directml": "pip install onnxruntime-genai-directml",
@@ -87,6 +91,7 @@ RUNTIMES: Final = (
     Runtime(
         distribution="openvino-genai", import_name="openvino_genai", formats=("openvino",),
         vendor_paths=(("gpu", "intel-gpu"), ("npu", "intel-npu"), ("", "intel-gpu"), ("", "intel-npu")),
+        requires=("openvino",),
         fixes={
             "intel-gpu": "pip install openvino-genai, and the Intel GPU driver (compute runtime / Level Zero)",
             "intel-npu": "pip install openvino-genai, and the Intel NPU driver",
@@ -95,10 +100,11 @@ RUNTIMES: Final = (
     Runtime(
         distribution="mlx-lm", import_name="mlx_lm", formats=("mlx",),
         vendor_paths=(("", "metal"),),
+        requires=("mlx",),
         fixes={"metal": "pip install mlx-lm (macOS 14+ on Apple silicon)"},
     ),
     Runtime(
-        distribution="transformers", import_name="transformers", formats=("safetensors",),
+        distribution="transformers", import_name="transformers", formats=("safetensors",), requires=("torch",),
         # transformers drives what its torch build drives.
         fixes={
             "cuda": "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu124",
@@ -115,6 +121,10 @@ RUNTIME_PROVIDES: Final = {
     **{build: r.distribution for r in RUNTIMES for build in r.builds},
     "onnxruntime-gpu": "onnxruntime",
 }
+
+#: Every distribution a device profile records (looked up in package metadata by the device probe).
+DISTRIBUTIONS: Final = tuple(dict.fromkeys(
+    [name for r in RUNTIMES for name in (r.distribution, *r.builds, *r.addons, *r.requires)] + list(RUNTIME_PROVIDES)))
 
 
 def runtime_of(distribution: str) -> Runtime | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from phi_get.manifests.device import DeviceProfile, device_profile_from_json, parse_device_profile
+from phi_get.manifests.runtimes import DISTRIBUTIONS
 
 from .errors import DeviceProfileError
 
@@ -55,12 +56,8 @@ __all__ = [
 DEVICE_ENV: Final = "PHI_GET_DEVICE"
 BUILD_PROBE_ENV: Final = "PHI_GET_PROBE_BUILDS"
 PROBE_TIMEOUT_S: Final = 5.0
-#: Distributions that load artifacts, looked up in package metadata.
-RUNTIME_DISTRIBUTIONS: Final = (
-    "llama-cpp-python", "onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml",
-    "onnxruntime", "onnxruntime-gpu", "onnxruntime-qnn", "openvino", "openvino-genai", "mlx", "mlx-lm",
-    "transformers", "torch",
-)
+#: Distributions that load artifacts, looked up in package metadata (the runtimes table's names).
+RUNTIME_DISTRIBUTIONS: Final = DISTRIBUTIONS
 _NVIDIA_QUERY: Final = ("nvidia-smi", "--query-gpu=name,memory.total,compute_cap,driver_version",
                         "--format=csv,noheader,nounits")
 

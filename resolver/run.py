@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from phi_get.manifests.manifest import Format, Manifest
+from phi_get.manifests.runtimes import RUNTIMES as RUNTIME_TABLE
 from phi_get.manifests.runtimes import fix_for
 from phi_get.manifests.targets import family_of
 
@@ -39,14 +40,8 @@ from .errors import AcceleratorUnavailableError, RuntimeMissingError
 
 __all__ = ["RUNTIMES", "Generation", "generate"]
 
-#: format -> (import name, distribution that provides it)
-RUNTIMES: Final = {
-    Format.GGUF: ("llama_cpp", "llama-cpp-python"),
-    Format.ONNX: ("onnxruntime_genai", "onnxruntime-genai"),
-    Format.SAFETENSORS: ("transformers", "transformers"),
-    Format.OPENVINO: ("openvino_genai", "openvino-genai"),
-    Format.MLX: ("mlx_lm", "mlx-lm"),
-}
+#: format -> (import name, distribution that provides it), from the one runtimes table (manifests/runtimes.py)
+RUNTIMES: Final = {Format(f): (r.import_name, r.distribution) for r in RUNTIME_TABLE for f in r.formats}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
