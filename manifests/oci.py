@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .canonical import canonical_bytes
 from .errors import ManifestError
 from .fields import Reader
 from .index import IndexEntry
@@ -143,9 +144,23 @@ _USER_ENV: Final = "PHI_GET_OCI_USERNAME"
 _PASS_ENV: Final = "PHI_GET_OCI_PASSWORD"
 
 
+#: What Go's encoding/json escapes in strings (its HTML-safe default); JSON has these only inside strings.
+_GO_ESCAPES: Final = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def dumps(doc: Mapping[str, Any]) -> bytes:
-    """The bytes phi-get writes for an OCI document: sorted keys, no spaces, UTF-8; the same doc, the same digest."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes phi-get writes for an OCI document: Go's ``encoding/json`` output for the image-spec types.
+
+    Keys in the order of the image-spec's Go structs (the order the dicts
+    are built in here; annotation maps sorted, as Go sorts map keys), no
+    spaces, UTF-8, ``<``, ``>``, ``&`` escaped.  Tools written in Go
+    (skopeo, containerd, distribution) that decode and re-encode an index
+    then write the very same bytes, so its digest survives a copy.
+    """
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in _GO_ESCAPES.items():
+        text = text.replace(char, escaped)
+    return text.encode()
 
 
 def _digest(data: bytes) -> str:
@@ -256,16 +271,16 @@ def model_config(manifest: Manifest) -> bytes:
 
 def descriptor(media_type: str, data_or_digest: bytes | str, size: int | None = None,
                annotations: Mapping[str, str] | None = None, artifact_type: str | None = None) -> dict[str, Any]:
-    """An OCI content descriptor of some bytes (or of a digest and size)."""
+    """An OCI content descriptor of some bytes (or of a digest and size), keys in the Go struct's order."""
     if isinstance(data_or_digest, bytes):
         digest, size = _digest(data_or_digest), len(data_or_digest)
     else:
         digest = data_or_digest
     out: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size}
+    if annotations:
+        out["annotations"] = dict(sorted(annotations.items()))
     if artifact_type:
         out["artifactType"] = artifact_type
-    if annotations:
-        out["annotations"] = dict(annotations)
     return out
 
 
@@ -279,8 +294,8 @@ def image_manifest(manifest: Manifest, manifest_bytes: bytes, config: bytes) -> 
     doc = {
         "schemaVersion": 2, "mediaType": IMAGE_MANIFEST, "artifactType": MODEL_ARTIFACT,
         "config": descriptor(MODEL_CONFIG, config), "layers": layers,
-        "annotations": {_VERSION: str(manifest.version), "dev.phi-get.name": manifest.name,
-                        "dev.phi-get.variant": manifest.variant},
+        "annotations": dict(sorted({_VERSION: str(manifest.version), _NAME_KEY: manifest.name,
+                                    "dev.phi-get.variant": manifest.variant}.items())),
     }
     return dumps(doc)
 
@@ -291,7 +306,7 @@ _NAME_KEY: Final = "dev.phi-get.name"
 def variant_annotations(name: str, entry: IndexEntry) -> dict[str, str]:
     """What a variant's descriptor in an index carries: the entry, and the headline facts for people."""
     shown = (str(entry.format), str(entry.precision), ",".join(entry.targets), entry.runtime.distribution)
-    return {ENTRY: dumps(entry.to_json()).decode(), _VERSION: str(entry.version), _NAME_KEY: name,
+    return {ENTRY: canonical_bytes(entry.to_json()).decode(), _VERSION: str(entry.version), _NAME_KEY: name,
             "dev.phi-get.variant": entry.variant, **dict(zip(SHOWN, shown, strict=True))}
 
 
@@ -316,7 +331,9 @@ def image_index(variants: Iterable[Variant], ref_names: Mapping[str, str] | None
         ann = variant_annotations(v.name, v.entry)
         if ref_names and v.digest in ref_names:
             ann[REF_NAME] = ref_names[v.digest]
-        items.append(descriptor(IMAGE_MANIFEST, v.digest, v.size, ann, MODEL_ARTIFACT))
+        # No descriptor artifactType (the manifest itself has it): skopeo 1.9's image-spec types drop it
+        # when they re-encode an index, which would change the index's digest.
+        items.append(descriptor(IMAGE_MANIFEST, v.digest, v.size, ann))
     return dumps({"schemaVersion": 2, "mediaType": IMAGE_INDEX, "manifests": items})
 
 

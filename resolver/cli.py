@@ -273,9 +273,16 @@ def sync_cmd(
     project: Path = _PROJECT,
     registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE, home: Path | None = _HOME,
     offline: bool | None = _OFFLINE, json_out: bool = _JSON, quiet: bool = _QUIET,
+    bundle: Path | None = typer.Option(None, "--from", help="Install from a bundle folder (phi-get bundle export) "
+                                       "instead of the lock's sources, with no network."),
 ) -> None:
     """Install what phi.lock pins for this device class (without --locked: lock first)."""
     from .lock import sync_locked
+
+    if bundle is not None:  # a bundle holds what the lock pins: nothing to lock again from it
+        if not locked:
+            raise typer.BadParameter("--from installs phi.lock as written: pass --locked too", param_hint="--from")
+        registry, offline = [str(bundle)], True
 
     def warn(message: str) -> None:
         typer.echo(f"warning: {message}", err=True)

@@ -93,7 +93,7 @@ def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DevicePro
     if chosen is None or chosen.target is None:
         err = no_match_error(res)
         raise type(err)(f"device class {dc_name!r}: {err}", hint=err.hint)
-    manifest, _ = sources.manifest(chosen.entry.manifest, first=src)
+    manifest, _ = sources.manifest(chosen.entry.manifest, first=src, name=spec.name)
     # phi.lock is committed: its URLs carry no credentials (sources_from lends them back from PHI_GET_REGISTRY).
     files = tuple(LockedFile(path=f.path, size=f.size, sha256=f.sha256,
                              url=strip_credentials(src.url(blob_path(f.sha256), name=manifest.name)))

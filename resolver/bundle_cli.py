@@ -1,0 +1,36 @@
+"""``phi-get bundle export --lock phi.lock DIR``: an air-gapped bundle (:mod:`.bundle`, issue 16).
+
+Imports typer and the standard library at import time; the bundle code when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["register"]
+
+bundle_app = typer.Typer(name="bundle", help="Air-gapped bundles: what phi.lock pins, as an OCI image layout.",
+                         no_args_is_help=True)
+
+
+@bundle_app.command("export")
+def export(
+    folder: Path = typer.Argument(..., help="The bundle folder to write (new, empty, or an earlier bundle)."),
+    lock: Path = typer.Option(Path("phi.lock"), "--lock", help="The lock whose artifacts go in."),
+    registry: list[str] | None = typer.Option(None, "--registry", "-r",
+                                              help="Fetch from these sources instead of the lock's."),
+    home: Path | None = typer.Option(None, "--home", help="The store (default: PHI_GET_HOME or ~/.phi-get)."),
+) -> None:
+    """Write an OCI image layout holding exactly what the lock pins (install it with sync --locked --from DIR)."""
+    from .bundle import export_bundle
+    from .store import default_home
+
+    report = export_bundle(lock, folder, home or default_home(), registries=registry)
+    typer.echo(f"wrote {report.folder}: {report.variants} variant(s), {report.blobs} file blob(s), "
+               f"{report.bytes} bytes; install with `phi-get sync --locked --from {report.folder}`")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bundle_app)

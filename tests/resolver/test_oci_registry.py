@@ -1,0 +1,251 @@
+"""Models as OCI artifacts (issue 16), against real programs on loopback.
+
+The registry is the CNCF distribution registry (Debian ``docker-registry``
+2.8) with htpasswd auth, or with bearer tokens from this kit's token server
+(tests/resolver/ocikit.py); ``skopeo`` (Debian) is the other client.  phi-get
+pushes with ``phi-get publish --to``, and pulls with the real CLI: resolve,
+install, lock, sync --locked, bundle export, sync --from.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from phi_get.manifests.manifest import Manifest
+from phi_get.manifests.oci import FILEPATH, IMAGE_INDEX, MODEL_ARTIFACT, MODEL_CONFIG, PHI_MANIFEST
+from phi_get.registry.testing import write_artifact
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ocikit import PASSWORD, USER, OciRegistry, oci_registry  # noqa: E402
+
+PHI_GET = str(Path(sys.executable).parent / "phi-get")
+SECRETS = (PASSWORD, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
+TARGETS = ("cpu-x86_64", "cpu-arm64")
+PROJECT = """
+[project]
+name = "fleet"
+registries = ["{url}"]
+
+[models]
+"tiny-phi" = ">=0.1"
+
+[device-classes]
+edge = "pi-board"
+"""
+
+
+def _env(home: Path, *, creds: bool = True, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHI_GET_", "DOCKER_CONFIG", "REGISTRY_AUTH"))}
+    env.update(PHI_GET_HOME=str(home), DOCKER_CONFIG=str(home / "no-docker"), PHI_GET_MIN_RATE="0",
+               PHI_GET_DEVICE="intel-ai-pc", **extra)  # a sample profile: no probing
+    if creds:
+        env.update(PHI_GET_OCI_USERNAME=USER, PHI_GET_OCI_PASSWORD=PASSWORD)
+    return env
+
+
+def phi(*args: str, env: dict[str, str], cwd: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([PHI_GET, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    for secret in SECRETS:
+        assert secret not in out, f"a credential leaked into the output of {args}"
+    assert "Traceback" not in out, out
+    if ok:
+        assert r.returncode == 0, out
+    return r
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo (Debian package) is not installed; .ci/run installs it")
+    r = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _no_secret_under(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in SECRETS:
+                assert secret.encode() not in data, f"a credential was written to {path}"
+
+
+@pytest.fixture(scope="module")
+def arts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manifest]]:
+    top = tmp_path_factory.mktemp("arts")
+    weights = os.urandom(3 << 20)  # several parallel ranges at the fetcher's part size
+    made = [write_artifact(top / "q4", {"model.gguf": weights, "tokenizer.json": b'{"t": 1}', "README.md": b"hi"},
+                           targets=TARGETS),  # type: ignore[arg-type]
+            write_artifact(top / "q8", {"model.gguf": os.urandom(4096)}, variant="gguf-q8_0", version="0.0.9",
+                           targets=TARGETS)]  # type: ignore[arg-type]
+    return top, made
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory, arts: tuple[Path, list[Manifest]]) -> Iterator[OciRegistry]:
+    """A registry with htpasswd auth, the two variants pushed with ``phi-get publish --to``."""
+    folder = tmp_path_factory.mktemp("basic")
+    with oci_registry(folder / "reg", auth="basic") as reg:
+        r = phi("publish", str(arts[0]), "--to", reg.url(), env=_env(folder / "pusher"))
+        assert r.stdout.count("published tiny-phi") == 2, r.stdout
+        yield reg
+
+
+def test_push_then_install_over_basic_auth_and_a_repush_uploads_nothing(
+        basic: OciRegistry, arts: tuple[Path, list[Manifest]], tmp_path: Path) -> None:
+    """Interop/idempotence: what phi-get pushed installs byte for byte; pushing again sends no blob."""
+    again = phi("publish", str(arts[0]), "--to", basic.url(), env=_env(tmp_path / "p2"))
+    assert again.stdout.count("already published") == 2 and "uploaded 0 blob(s)" in again.stdout, again.stdout
+    home = tmp_path / "home"
+    r = phi("install", "tiny-phi", "--registry", basic.url(), env=_env(home))
+    assert "installed tiny-phi 0.1.0 gguf-q4_k_m" in r.stdout
+    placed = home / "artifacts" / "sha256" / arts[1][0].digest.removeprefix("sha256:")
+    assert (placed / "model.gguf").read_bytes() == (arts[0] / "q4" / "model.gguf").read_bytes()
+    _no_secret_under(home)
+
+
+def test_install_without_credentials_is_refused_with_a_hint(basic: OciRegistry, tmp_path: Path) -> None:
+    """Auth fault: a registry that needs credentials, none given: a clear error (no traceback, no 5xx)."""
+    r = phi("install", "tiny-phi", "--registry", basic.url(), env=_env(tmp_path / "h", creds=False), ok=False)
+    assert r.returncode != 0
+    assert "HTTP 401" in r.stderr and "PHI_GET_OCI_USERNAME" in r.stderr, r.stderr
+
+
+def test_wrong_password_is_refused_and_never_shown(basic: OciRegistry, tmp_path: Path) -> None:
+    """Auth fault + leak: refused credentials in the URL: refused, and the URL is shown redacted."""
+    url = f"oci://{USER}:{PASSWORD}-wrong@{basic.host}/models"
+    r = phi("install", "tiny-phi", "--registry", url, env=_env(tmp_path / "h", creds=False), ok=False)
+    assert r.returncode != 0 and "refused" in r.stderr, r.stderr
+    assert f"{PASSWORD}-wrong" not in r.stdout + r.stderr
+
+
+def test_docker_config_file_credentials(basic: OciRegistry, tmp_path: Path) -> None:
+    """Credentials from ~/.docker/config.json (``auths[host].auth``), as `docker login` writes them."""
+    home = tmp_path / "h"
+    cfg = tmp_path / "docker"
+    cfg.mkdir()
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (cfg / "config.json").write_text(json.dumps({"auths": {basic.host: {"auth": auth}}}))
+    env = _env(home, creds=False)
+    env["DOCKER_CONFIG"] = str(cfg)
+    r = phi("resolve", "tiny-phi", "--registry", basic.url(), "--json", env=env)
+    assert json.loads(r.stdout)["chosen"]["variant"] == "gguf-q4_k_m"
+
+
+def test_skopeo_reads_what_phi_get_pushed_and_copies_it_back_with_digests_intact(
+        basic: OciRegistry, tmp_path: Path) -> None:
+    """Interop: skopeo inspects, copies to an oci: layout and back; the bytes (so digests) are unchanged,
+    and phi-get installs from the copy, from the full index or from a version tag alone (tags/list)."""
+    creds = f"--creds={USER}:{PASSWORD}"
+    src = f"docker://{basic.host}/models/tiny-phi"
+    index = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", creds, f"{src}:0.1.0").stdout)
+    assert index["mediaType"] == IMAGE_INDEX and len(index["manifests"]) == 1
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", creds, f"{src}:0.1.0-gguf-q4_k_m").stdout
+    manifest = json.loads(raw)
+    assert manifest["artifactType"] == MODEL_ARTIFACT and index["manifests"][0]["digest"] == _digest(raw)
+    assert manifest["config"]["mediaType"] == MODEL_CONFIG
+    assert [la["annotations"][FILEPATH] for la in manifest["layers"]] == [
+        "README.md", "model.gguf", "tokenizer.json", "manifest.json"]
+    assert manifest["layers"][-1]["mediaType"] == PHI_MANIFEST
+    layout = tmp_path / "layout"
+    for tag in ("phi-get.index", "0.1.0"):
+        skopeo("copy", "--all", "--src-tls-verify=false", f"--src-creds={USER}:{PASSWORD}", f"{src}:{tag}",
+               f"oci:{layout}:{tag}")
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}",
+           f"oci:{layout}:phi-get.index", f"docker://{basic.host}/copy/tiny-phi:phi-get.index")
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}",
+           f"oci:{layout}:0.1.0", f"docker://{basic.host}/versions/tiny-phi:0.1.0")
+    for repo, tag in (("copy", "phi-get.index"), ("versions", "0.1.0")):
+        there = skopeo("inspect", "--raw", "--tls-verify=false", creds, f"docker://{basic.host}/{repo}/tiny-phi:{tag}")
+        here = skopeo("inspect", "--raw", "--tls-verify=false", creds, f"{src}:{tag}")
+        assert there.stdout == here.stdout
+    by_digest = f"tiny-phi@{index['manifests'][0]['digest']}"
+    copied = skopeo("inspect", "--raw", "--tls-verify=false", creds, f"docker://{basic.host}/copy/{by_digest}")
+    assert copied.stdout == raw or json.loads(copied.stdout)["layers"]  # the variant, by its digest, copied too
+    for repo in ("copy", "versions"):
+        r = phi("install", "tiny-phi", "--registry", f"oci://{basic.host}/{repo}", env=_env(tmp_path / f"home-{repo}"))
+        assert "installed tiny-phi 0.1.0 gguf-q4_k_m" in r.stdout
+
+
+def test_a_blob_corrupted_on_the_registrys_disk_is_refused_at_install(
+        tmp_path: Path, arts: tuple[Path, list[Manifest]]) -> None:
+    """Integrity: the registry serves a file's bytes from disk without re-hashing; same size, other bytes:
+    phi-get refuses them before placing anything."""
+    with oci_registry(tmp_path / "reg") as reg:
+        phi("publish", str(arts[0] / "q4"), "--to", reg.url(), env=_env(tmp_path / "p", creds=False))
+        weights = next(f for f in arts[1][0].files if f.path == "model.gguf")
+        blob = reg.blob_file(f"sha256:{weights.sha256}")
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+        home = tmp_path / "home"
+        r = phi("install", "tiny-phi", "--registry", reg.url(), env=_env(home, creds=False), ok=False)
+        assert r.returncode != 0 and "sha256" in r.stderr, r.stderr
+        assert not list((home / "artifacts").glob("sha256/*")) if (home / "artifacts").exists() else True
+        assert not list((home / "refs").rglob("*.json")) if (home / "refs").exists() else True
+
+
+def test_token_flow_push_and_pull_with_scoped_tokens(tmp_path: Path, arts: tuple[Path, list[Manifest]]) -> None:
+    """Bearer flow: push asks the token server for pull,push; pull for pull only; the JWTs the registry
+    accepts come from the realm its challenge named; wrong credentials at the token server are refused."""
+    with oci_registry(tmp_path / "reg", auth="token") as reg:
+        assert reg.tokens is not None
+        phi("publish", str(arts[0]), "--to", reg.url(), env=_env(tmp_path / "p"))
+        assert reg.tokens.granted and set(reg.tokens.granted) == {"repository:models/tiny-phi:pull,push"}
+        pushed = len(reg.tokens.granted)
+        home = tmp_path / "home"
+        r = phi("install", "tiny-phi", "--registry", reg.url(), env=_env(home))
+        assert "installed tiny-phi 0.1.0 gguf-q4_k_m" in r.stdout
+        assert set(reg.tokens.granted[pushed:]) == {"repository:models/tiny-phi:pull"}
+        _no_secret_under(home)
+        bad = _env(tmp_path / "h2", creds=False, PHI_GET_OCI_USERNAME=USER, PHI_GET_OCI_PASSWORD="nope")
+        r = phi("install", "tiny-phi", "--registry", reg.url(), env=bad, ok=False)
+        assert r.returncode != 0 and "401" in r.stderr, r.stderr
+
+
+def test_lock_sync_locked_and_a_bundle_through_skopeo(basic: OciRegistry, tmp_path: Path) -> None:
+    """Locks and air gaps: phi.lock from an OCI registry holds no secret; sync --locked installs it; a bundle
+    holds exactly what the lock pins, installs with no network, and survives skopeo copies both ways."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "phi.toml").write_text(PROJECT.format(url=basic.url()))
+    phi("lock", "--project", str(project), env=_env(tmp_path / "locker"))
+    lock_text = (project / "phi.lock").read_text()
+    assert f"oci://{basic.host}/models" in lock_text
+    for secret in SECRETS:
+        assert secret not in lock_text
+    r = phi("sync", "--locked", "--project", str(project), env=_env(tmp_path / "h1"))
+    assert "installed tiny-phi 0.1.0" in r.stdout
+    bundle = tmp_path / "bundle"
+    phi("bundle", "export", "--lock", str(project / "phi.lock"), str(bundle), env=_env(tmp_path / "h1"))
+    index = json.loads((bundle / "index.json").read_bytes())
+    assert len(index["manifests"]) == 1  # exactly what the lock pins: one class, one variant
+    ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+    # no credentials and a dead network: the bundle alone
+    offline = _env(tmp_path / "h2", creds=False, PHI_GET_OFFLINE="1")
+    r = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline)
+    assert "installed tiny-phi 0.1.0" in r.stdout
+    dest = f"docker://{basic.host}/bundled/tiny-phi:{ref.rpartition('_')[2]}"
+    skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}", f"oci:{bundle}:{ref}", dest)
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"--creds={USER}:{PASSWORD}", dest).stdout
+    assert raw.encode() == (bundle / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_bytes()
+    back = tmp_path / "back"
+    skopeo("copy", "--src-tls-verify=false", f"--src-creds={USER}:{PASSWORD}", dest, f"oci:{back}:{ref}")
+    r = phi("sync", "--locked", "--from", str(back), "--project", str(project),
+            env=_env(tmp_path / "h3", creds=False, PHI_GET_OFFLINE="1"))
+    assert "installed tiny-phi 0.1.0" in r.stdout
+    for folder in (tmp_path / "locker", tmp_path / "h1", bundle):
+        _no_secret_under(folder)
