@@ -100,7 +100,8 @@ _VARIANT = st.fixed_dictionaries({
 
 @settings(max_examples=150, deadline=None)
 @given(variants=st.lists(_VARIANT, min_size=1, max_size=12),
-       device=st.sampled_from(["gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop"]),
+       device=st.sampled_from(["gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop",
+                               *(str(p) for p in sorted((DATA / "devices").glob("*.json")))]),
        prefer=st.sampled_from(list(Prefer)), context=st.sampled_from([None, 512, 8192]))
 def test_shortcut_matches_full_ranking(variants: list[dict[str, Any]], device: str, prefer: Prefer,
                                        context: int | None) -> None:
