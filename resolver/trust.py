@@ -103,7 +103,9 @@ def policy_for(stored: str, fetch_base: str, home: Path, *, offline: bool,
     """The verifier of a source, None when the user marked it unsigned; refused when neither."""
     folder = trust_dir(home, stored)
     if (folder / "metadata" / "root.json").exists():
-        return Verifier(stored=stored, fetch_base=fetch_base, folder=folder, offline=offline)
+        # a file:// mirror is local: read even offline (a USB stick is how an offline device updates)
+        return Verifier(stored=stored, fetch_base=fetch_base, folder=folder,
+                        offline=offline and not stored.startswith("file://"))
     if _unsigned_listed(home, stored, os.environ if environ is None else environ):
         return None
     raise TrustError("no root of trust is pinned for this source, and it was not marked unsigned",
