@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "install"]
+__all__ = ["__version__", "install", "run"]
 
 
 def install(name: str, **options: Any) -> Any:
@@ -23,3 +23,14 @@ def install(name: str, **options: Any) -> Any:
     from .resolver.api import install as _install
 
     return _install(name, **options)
+
+
+def run(name: str, prompt: str, **options: Any) -> Any:
+    """Generate from an installed model on the target the resolver chose for this device.
+
+    Returns a :class:`phi_get.resolver.run.Generation` (text, device, speeds,
+    peak memory).  See :func:`phi_get.resolver.api.run` for the options.
+    """
+    from .resolver.api import run as _run
+
+    return _run(name, prompt, **options)

@@ -1,4 +1,4 @@
-"""The Python API for applications: ``phi_get.install("phi-3.5-mini")``.
+"""The Python API for applications: ``phi_get.install("phi-3.5-mini")``, ``phi_get.run(...)``.
 
 Thin: parses options into the same values the CLI builds, calls
 :func:`.install.install_requirement`, returns the installed folder.
@@ -15,10 +15,11 @@ from .detect import load_device
 from .fetch import Reporter
 from .install import install_requirement
 from .resolve import make_policy, parse_requirement
+from .run import Generation
 from .sources import sources_from
 from .store import Store, default_home
 
-__all__ = ["install", "make_policy"]
+__all__ = ["install", "make_policy", "run"]
 
 
 def install(name: str, *, registry: str | Sequence[str] | None = None, home: str | Path | None = None,
@@ -40,3 +41,21 @@ def install(name: str, *, registry: str | Sequence[str] | None = None, home: str
     result = install_requirement(store, sources, parse_requirement(name), load_device(device), policy,
                                  reporter=reporter)
     return result.path
+
+
+def run(name: str, prompt: str, *, home: str | Path | None = None, device: str | None = None,
+        variant: str | None = None, target: str | None = None, max_tokens: int = 32) -> Generation:
+    """Generate from an installed ``name`` as ``phi-get run`` does: the resolver's pick, on its target.
+
+    ``target``: a target tag to run on instead (``"cpu"`` opts out of the
+    accelerator explicitly).  An accelerator the installed runtime build
+    cannot use raises :class:`~phi_get.resolver.errors.AcceleratorUnavailableError`
+    naming the fix; it never runs on the CPU instead.  The result says which
+    device it ran on, its speeds and peak memory.
+    """
+    from .choose_installed import pick_installed
+    from .run import generate
+
+    store = Store(Path(home) if home else default_home())
+    inst, _why, where = pick_installed(store, name, variant, device)
+    return generate(inst.path, store.load(inst), prompt, max_tokens=max_tokens, target=target or where)

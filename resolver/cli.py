@@ -388,29 +388,10 @@ def run_cmd(
 
 def _pick_installed(store: Any, name: str, variant: str | None,
                     device: str | None) -> tuple[Any, str, str | None]:
-    """The installed artifact ``run`` loads (--variant, else the resolver's pick among those installed), and where."""
-    from phi_get.manifests.index import IndexEntry
+    """The installed artifact ``run`` loads, why, and where (resolver/choose_installed.py)."""
+    from .choose_installed import pick_installed
 
-    from .detect import load_device
-    from .resolve import make_policy, parse_requirement, resolve
-
-    if variant is not None:
-        inst = store.find(name, variant)
-        res = resolve(parse_requirement(name), load_device(device), [IndexEntry.from_manifest(store.load(inst))],
-                      make_policy())
-        where = res.chosen.target.tag if res.chosen is not None and res.chosen.target is not None else None
-        return inst, "asked for by --variant", where
-    installed = list(store.installed(name))
-    if not installed:
-        return store.find(name), "", None  # raises NotInstalledError with its hint
-    by_digest = {i.digest: i for i in installed}
-    entries = [IndexEntry.from_manifest(store.load(i)) for i in installed]
-    res = resolve(parse_requirement(name), load_device(device), entries, make_policy())
-    if res.chosen is not None and res.chosen.entry.manifest in by_digest and res.chosen.target is not None:
-        return (by_digest[res.chosen.entry.manifest],
-                f"the installed variant phi-get resolve picks: {res.chosen.reason}", res.chosen.target.tag)
-    latest = store.find(name)
-    return latest, "no installed variant fits this device by the resolver's checks; running the latest installed", None
+    return pick_installed(store, name, variant, device)
 
 
 def list_cmd(home: Path | None = _HOME, json_out: bool = _JSON,

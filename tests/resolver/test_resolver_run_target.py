@@ -55,3 +55,11 @@ def test_run_resolved_for_cuda_fails_clearly_here_and_cpu_opt_out_runs(tiny_phi:
     doc = json.loads(ok.stdout)
     assert doc["target"] == "cpu" and doc["device"] == "cpu" and doc["new_tokens"] == 4
     assert doc["tokens_per_s"] and doc["prompt_tokens_per_s"] and doc["peak_memory_bytes"] > 0
+    # The same holds for the Python API.
+    from phi_get.resolver.errors import AcceleratorUnavailableError
+
+    with pytest.raises(AcceleratorUnavailableError, match="was resolved for cuda") as info:
+        phi_get.run("tiny-phi", "The cat", device=str(profile), max_tokens=4)
+    assert "download.pytorch.org/whl/cu124" in info.value.hint
+    gen = phi_get.run("tiny-phi", "The cat", device=str(profile), max_tokens=4, target="cpu")
+    assert gen.device == "cpu" and gen.new_tokens == 4 and gen.text == doc["text"]
