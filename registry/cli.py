@@ -95,10 +95,16 @@ def _locate(db: str | None, storage: Path | None, *, need_storage: bool, create:
                               hint=f"pass --storage DIR, set {_STORAGE_ENV}, or write storage = \"DIR\" in {path}")
     url = db or default_db_url(storage)  # type: ignore[arg-type]
     if create:
-        if db is None and storage is not None:
-            storage.mkdir(parents=True, exist_ok=True)
+        if storage is not None and (need_storage or db is None):
+            try:
+                storage.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BadRequestError(f"cannot use {storage} as the registry's storage folder: "
+                                      f"{exc.strerror or exc}") from None
         return url, storage
     missing = None
+    if storage is not None and (need_storage or db is None) and storage.exists() and not storage.is_dir():
+        raise BadRequestError(f"the registry's storage {storage} is a file, not a folder")
     if storage is not None and (need_storage or db is None) and not storage.is_dir():
         missing = f"storage folder {storage}"
     elif url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():

@@ -148,3 +148,14 @@ def test_publish_shows_progress_during_a_large_upload(server: tuple[str, Path, o
     progress = [line for line in out.stderr.splitlines() if line.startswith("  sent ")]
     assert len(progress) >= 2 and "MB so far" in progress[0], out.stderr
     assert "committed tiny-phi 0.1.0 gguf-q4_k_m after uploading 210 MB" in out.stderr
+
+
+def test_a_storage_that_is_a_file_is_bad_input_not_a_traceback(tmp_path: Path) -> None:
+    """--storage naming a file (or a folder that cannot be made) gave a Python traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a registry")
+    for args in (["serve", "--port", str(_free_port())], ["token", "create", "--scope", "admin"], ["token", "list"]):
+        out = run("registry", *args, "--storage", str(afile))
+        assert out.returncode == ExitCode.BAD_INPUT, (args, out.stderr)
+        assert "Traceback" not in out.stderr and str(afile) in out.stderr
+    assert afile.read_text() == "not a registry"
