@@ -291,7 +291,7 @@ def sync_cmd(
     if not locked:
         wrote, _lock = _locked(project, _home(home), registry)
     chosen = _sync_class(project, device_class, device, warn)
-    if not json_out and not quiet:
+    if chosen is not None and not json_out and not quiet:  # None: no phi.lock, sync_locked says so
         how = "given by --device-class" if device_class else "the lock's class whose targets this device supports"
         typer.echo(f"{'wrote ' + str(wrote) if wrote else 'phi.lock not rewritten (--locked)'}; "
                    f"device class {chosen} ({how})")
