@@ -47,7 +47,7 @@ __all__ = [
     "parse_project",
 ]
 
-PREFER_VALUES: Final = ("quality", "size", "speed")
+PREFER_VALUES: Final = ("balanced", "quality", "size", "speed")  # balanced: the default (issue 11)
 _FORMATS: Final = ("gguf", "onnx", "openvino", "mlx", "safetensors")
 _PRECISIONS: Final = ("int4", "int8", "fp16", "bf16", "fp32")
 _MAX_PROJECT_BYTES: Final = 1 << 20
@@ -62,7 +62,7 @@ _MODEL_KEYS: Final = ("version", "prefer", "format", "precision", "context", "ma
 class ModelSpec:
     name: str
     specifier: SpecifierSet
-    prefer: str = "quality"
+    prefer: str = "balanced"
     format: str = ""
     precision: str = ""
     context: int = 0  # 0: the resolver's default
@@ -116,7 +116,7 @@ def _model(name: str, value: object, where: str, document: str) -> ModelSpec:
         return ModelSpec(name=canonical, specifier=check_specifier(spec, where, document))
     r = Reader(value, where, document)
     r.only(_MODEL_KEYS)
-    prefer = r.text("prefer", "quality", max_len=16)
+    prefer = r.text("prefer", "balanced", max_len=16)
     if prefer not in PREFER_VALUES:
         raise r.error("prefer", f"expected one of {' | '.join(PREFER_VALUES)}", prefer)
     fmt = r.text("format", "", max_len=16, allow_empty=True)

@@ -88,7 +88,7 @@ gpu = "profiles/gpu.json"
     ("[models]\n[device-classes]\na = 'x'", "invalid phi.toml at models: declare at least one model"),
     ("[models]\nx = '>=1'\n", "invalid phi.toml at device-classes: required field is missing"),
     ("[models]\nx = { prefer = 'fast' }\n[device-classes]\na = 'x'",
-     "invalid phi.toml at models.x.prefer: expected one of quality | size | speed (got 'fast')"),
+     "invalid phi.toml at models.x.prefer: expected one of balanced | quality | size | speed (got 'fast')"),
     ("[models]\nx = '>>1'\n[device-classes]\na = 'x'", "invalid phi.toml at models.x: not a valid PEP 440 version specifier"),
     ("[models]\nx = '>=1'\n[device-classes]\n'A B' = 'x'",
      "invalid phi.toml at device-classes.A B: a device class name is lower-case letters"),
