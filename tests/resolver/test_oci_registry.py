@@ -249,3 +249,84 @@ def test_lock_sync_locked_and_a_bundle_through_skopeo(basic: OciRegistry, tmp_pa
     assert "installed tiny-phi 0.1.0" in r.stdout
     for folder in (tmp_path / "locker", tmp_path / "h1", bundle):
         _no_secret_under(folder)
+
+
+def test_a_blob_redirected_to_another_origin_goes_there_without_the_token(tmp_path: Path) -> None:
+    """Token leak: registries send blobs to object storage with a redirect; the bearer token must stay with the
+    registry's origin (the storage sees no Authorization), while every registry request carries it.
+
+    A stub registry is needed here: distribution's filesystem storage never redirects.
+    """
+    import http.server
+    import threading
+
+    from phi_get.manifests.index import IndexEntry
+    from phi_get.manifests.oci import Variant, image_index
+    from phi_get.registry.testing import make_manifest
+
+    weights = os.urandom(200_000)
+    sha = hashlib.sha256(weights).hexdigest()
+    manifest = make_manifest([("model.gguf", len(weights), sha)], targets=TARGETS)
+    data = manifest.to_bytes()
+    index = image_index([Variant(name="tiny-phi", entry=IndexEntry.from_manifest(manifest),
+                                 digest="sha256:" + "f" * 64, size=10)])
+    seen: dict[str, list[str | None]] = {"registry": [], "storage": []}
+
+    def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    class Storage(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen["storage"].append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(weights)))
+            self.end_headers()
+            self.wfile.write(weights)
+
+    storage = serve(Storage)
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def answer(self, status: int, body: bytes = b"", **headers: str) -> None:
+            self.send_response(status)
+            for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                self.send_header(k.replace("_", "-"), v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            port = self.server.server_address[1]
+            if self.path.startswith("/token"):
+                ok = self.headers.get("Authorization") == "Basic " + SECRETS[1]
+                return self.answer(200, b'{"token": "tok-123", "expires_in": 300}') if ok else self.answer(401)
+            seen["registry"].append(self.headers.get("Authorization"))
+            if self.headers.get("Authorization") != "Bearer tok-123":
+                return self.answer(401, WWW_Authenticate=f'Bearer realm="http://127.0.0.1:{port}/token",service="s"')
+            if self.path == "/v2/models/tiny-phi/manifests/phi-get.index":
+                return self.answer(200, index)
+            if self.path == f"/v2/models/tiny-phi/blobs/{manifest.digest}":
+                return self.answer(200, data)
+            if self.path == f"/v2/models/tiny-phi/blobs/sha256:{sha}":
+                return self.answer(307, Location=f"http://localhost:{storage.server_address[1]}/b/{sha}")
+            return self.answer(404)
+
+    registry = serve(Registry)
+    try:
+        home = tmp_path / "home"
+        r = phi("install", "tiny-phi", "--registry", f"oci://127.0.0.1:{registry.server_address[1]}/models",
+                env=_env(home))
+        assert "installed tiny-phi 0.1.0" in r.stdout
+        assert seen["storage"] and seen["storage"] == [None] * len(seen["storage"])
+        assert seen["registry"][0] is None and set(seen["registry"][1:]) == {"Bearer tok-123"}
+        _no_secret_under(home)
+    finally:
+        for server in (registry, storage):
+            server.shutdown()
+            server.server_close()
