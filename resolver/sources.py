@@ -51,7 +51,7 @@ from phi_get.manifests.urls import origin, redact, strip_credentials
 
 from . import transport
 from .errors import IntegrityError, NoRegistryError, SourceError, SourceURLError
-from .trust import Verifier, policy_for
+from .trust import TrustError, Verifier, policy_for
 
 __all__ = [
     "OFFLINE_ENV",
@@ -267,7 +267,7 @@ def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool 
     for url in urls:
         userinfo = ""
         if url.startswith(("oci://", "oci+http://")) or _is_oci_layout(url):
-            out.append(_oci_source(url, home / "cache" / "index", off, env))
+            out.append(_oci_source(url, home, off, env))
             continue
         if not url.startswith(("http://", "https://", "file://")):
             path = Path(url)
@@ -291,17 +291,27 @@ def _is_oci_layout(url: str) -> bool:
     return (path / "oci-layout").is_file()
 
 
-def _oci_source(url: str, cache: Path, offline: bool, env: Mapping[str, str]) -> Source:
+def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str]) -> Source:
     """An OCI registry (``oci://``) or an OCI image layout folder (a bundle): :mod:`.oci`.
 
     Imported only when one is configured, so the HTTP sources' hot path (``resolve``) does not load it.
+    Trust (issue 15): OCI sources serve no TUF metadata, so, like any unsigned source, one is used only
+    when the user accepted it unsigned (``phi-get trust allow-unsigned URL`` or ``PHI_GET_UNSIGNED``).
     """
     from .oci import OciLayoutSource, OciSource
 
+    cache = home / "cache" / "index"
+    src: Source
     if url.startswith(("oci://", "oci+http://")):
-        return OciSource(base=url.rstrip("/"), cache=cache, offline=offline, environ=env)
-    folder = Path(transport.file_path(url)) if url.startswith("file://") else Path(url)
-    return OciLayoutSource(base=folder.resolve().as_uri(), cache=cache, offline=offline)
+        src = OciSource(base=url.rstrip("/"), cache=cache, offline=offline, environ=env)
+    else:
+        folder = Path(transport.file_path(url)) if url.startswith("file://") else Path(url)
+        src = OciLayoutSource(base=folder.resolve().as_uri(), cache=cache, offline=offline)
+    if policy_for(src.stored, "", home, offline=offline, environ=env) is not None:
+        raise TrustError("a TUF root is pinned for this source, but OCI registries and layouts serve no TUF "
+                         "metadata yet; refusing rather than using it unverified", source=src.stored,
+                         hint=f"accept it unsigned instead: `phi-get trust allow-unsigned {src.stored}`")
+    return src
 
 
 def _userinfo(url: str) -> str:

@@ -46,7 +46,9 @@ edge = "pi-board"
 def _env(home: Path, *, creds: bool = True, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PHI_GET_", "DOCKER_CONFIG", "REGISTRY_AUTH"))}
     env.update(PHI_GET_HOME=str(home), DOCKER_CONFIG=str(home / "no-docker"), PHI_GET_MIN_RATE="0",
-               PHI_GET_DEVICE="intel-ai-pc", **extra)  # a sample profile: no probing
+               PHI_GET_DEVICE="intel-ai-pc",  # a sample profile: no probing
+               PHI_GET_UNSIGNED="*")  # OCI sources serve no TUF metadata: accepted unsigned (issue 15)
+    env.update(extra)
     if creds:
         env.update(PHI_GET_OCI_USERNAME=USER, PHI_GET_OCI_PASSWORD=PASSWORD)
     return env
@@ -122,6 +124,13 @@ def test_install_without_credentials_is_refused_with_a_hint(basic: OciRegistry, 
     r = phi("install", "tiny-phi", "--registry", basic.url(), env=_env(tmp_path / "h", creds=False), ok=False)
     assert r.returncode != 0
     assert "HTTP 401" in r.stderr and "PHI_GET_OCI_USERNAME" in r.stderr, r.stderr
+
+
+def test_an_oci_source_not_accepted_unsigned_is_refused(basic: OciRegistry, tmp_path: Path) -> None:
+    """Trust (issue 15): an OCI registry serves no TUF metadata, so it is used only once accepted unsigned."""
+    r = phi("install", "tiny-phi", "--registry", basic.url(), env=_env(tmp_path / "h", PHI_GET_UNSIGNED=""),
+            ok=False)
+    assert r.returncode == 4 and "not marked unsigned" in r.stderr and "allow-unsigned" in r.stderr, r.stderr
 
 
 def test_wrong_password_is_refused_and_never_shown(basic: OciRegistry, tmp_path: Path) -> None:
