@@ -14,15 +14,16 @@ May import ``phi_get.manifests``; huggingface_hub is imported only to fetch.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from phi_get.manifests.artifact import sha256_file
+from phi_get.manifests.canonical import load_json_document
+from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Source
+from phi_get.manifests.modelfiles import SafetensorsHeader, read_safetensors_header
 
 from .errors import HubError, SourceError
 
@@ -31,7 +32,9 @@ __all__ = ["PHI3_ARCHITECTURE", "Checkpoint", "local_digest", "open_source"]
 PHI3_ARCHITECTURE = "Phi3ForCausalLM"
 _HUB = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)@([A-Za-z0-9._/-]+)$")
 _TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_CONFIG = 1 << 20
+#: Largest layer count, width, vocabulary or context accepted from config.json (Phi-4's are below 2**18).
+_MAX_DIMENSION = 1 << 24
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,42 +105,31 @@ def _fetch_hub(repo: str, revision: str) -> tuple[Path, Source]:
     return Path(folder), Source(repo=repo, revision=commit)
 
 
-def _safetensors_header(path: Path) -> dict[str, Any]:
+def _safetensors_header(path: Path) -> SafetensorsHeader:
+    """The header, every length, shape and offset bounded (manifests/modelfiles.py), and no
+    byte after the last tensor."""
+    try:
+        header = read_safetensors_header(path)
+    except ManifestError as exc:
+        if exc.field and exc.field != "(top level)":  # a field of the header: its own words
+            raise SourceError(f"corrupt safetensors file {path}: {exc.reason} at {exc.field}") from None
+        raise SourceError(f"corrupt safetensors file {path}: header is not JSON ({exc.reason})") from None
     size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise SourceError(f"corrupt safetensors file {path}: shorter than its 8-byte header length")
-        (n,) = struct.unpack("<Q", raw)
-        if n > _MAX_HEADER or n + 8 > size:
-            raise SourceError(f"corrupt safetensors file {path}: header length {n} does not fit a {size}-byte file")
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SourceError(f"corrupt safetensors file {path}: header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise SourceError(f"corrupt safetensors file {path}: header is not a JSON object")
-    end = 0
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            end = max(end, int(meta["data_offsets"][1]))
-        except (KeyError, TypeError, IndexError, ValueError):
-            raise SourceError(f"corrupt safetensors file {path}: tensor {name!r} has no data_offsets") from None
-    if 8 + n + end != size:
-        raise SourceError(f"corrupt safetensors file {path}: tensors need {8 + n + end} bytes, the file has {size}")
+    if header.data_end != size:
+        raise SourceError(f"corrupt safetensors file {path}: tensors need {header.data_end} bytes, the file has {size}")
     return header
 
 
 def _config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     try:
-        config = json.loads(path.read_text("utf-8"))
+        config = load_json_document(path.read_bytes(), limit=_MAX_CONFIG, document=f"config.json in {folder}")
     except FileNotFoundError:
         raise SourceError(f"not a Hugging Face checkpoint: no config.json in {folder}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"config.json in {folder} is not JSON: {exc}") from None
+    except ManifestError as exc:
+        raise SourceError(f"config.json in {folder} is not JSON: {exc.reason}") from None
+    if not isinstance(config, dict):
+        raise SourceError(f"config.json in {folder} is not a JSON object")
     archs = config.get("architectures") or []
     if PHI3_ARCHITECTURE not in archs:
         raise SourceError(
@@ -146,16 +138,19 @@ def _config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _count_parameters(headers: list[dict[str, Any]]) -> int:
-    total = 0
-    for header in headers:
-        for name, meta in header.items():
-            if name != "__metadata__":
-                count = 1
-                for d in meta.get("shape", []):
-                    count *= int(d)
-                total += count
-    return total
+def _count_parameters(headers: list[SafetensorsHeader]) -> int:
+    return sum(t.elements for header in headers for t in header.tensors.values())
+
+
+def _dimension(config: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A positive integer of config.json, bounded: a hostile 10**30 layers would make every
+    size computed from it absurd (a manifest no registry accepts, after hours of work)."""
+    value = config.get(key)
+    if default is not None and not value:  # absent, null or 0: the default, as config.json readers do
+        value = default
+    if type(value) is not int or not 1 <= value <= _MAX_DIMENSION:
+        raise SourceError(f"config.json {key} is {value!r}: expected an integer from 1 to {_MAX_DIMENSION}")
+    return value
 
 
 def open_source(spec: str | Path) -> Checkpoint:
@@ -180,16 +175,17 @@ def open_source(spec: str | Path) -> Checkpoint:
     headers = [_safetensors_header(p) for p in weights]
     if source is None:
         source = Source(local_sha256=local_digest(folder))
-    try:
-        heads = int(config["num_attention_heads"])
-        hidden = int(config["hidden_size"])
-        return Checkpoint(
-            folder=folder, source=source, config=config,
-            layers=int(config["num_hidden_layers"]), hidden=hidden, heads=heads,
-            kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            intermediate=int(config["intermediate_size"]), vocab_size=int(config["vocab_size"]),
-            max_context=int(config["max_position_embeddings"]), parameters=_count_parameters(headers),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SourceError(f"config.json in {folder} lacks a usable {exc} for a Phi-3 model") from None
+    for key in ("num_attention_heads", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",
+                "max_position_embeddings"):
+        if key not in config:
+            raise SourceError(f"config.json in {folder} lacks a usable {key!r} for a Phi-3 model")
+    heads = _dimension(config, "num_attention_heads")
+    hidden = _dimension(config, "hidden_size")
+    return Checkpoint(
+        folder=folder, source=source, config=config,
+        layers=_dimension(config, "num_hidden_layers"), hidden=hidden, heads=heads,
+        kv_heads=_dimension(config, "num_key_value_heads", heads),
+        head_dim=_dimension(config, "head_dim", hidden // heads or None),
+        intermediate=_dimension(config, "intermediate_size"), vocab_size=_dimension(config, "vocab_size"),
+        max_context=_dimension(config, "max_position_embeddings"), parameters=_count_parameters(headers),
+    )

@@ -37,6 +37,7 @@ from phi_get.manifests.runtimes import fix_for
 from phi_get.manifests.targets import family_of
 
 from .errors import AcceleratorUnavailableError, RuntimeMissingError
+from .runcheck import check_artifact, runtime_errors
 
 __all__ = ["RUNTIMES", "Generation", "generate"]
 
@@ -262,6 +263,7 @@ _LOADERS: Final[dict[Format, Callable[[Path, Manifest, str, int, str], Generatio
 }
 
 
+@runtime_errors  # a runtime's own exception is a RuntimeFailedError naming it and the artifact
 def generate(folder: Path, manifest: Manifest, prompt: str, *, max_tokens: int = 32,
              target: str | None = None) -> Generation:
     """Load the artifact in ``folder`` with its runtime on ``target`` and generate greedily from ``prompt``.
@@ -274,5 +276,6 @@ def generate(folder: Path, manifest: Manifest, prompt: str, *, max_tokens: int =
     if importlib.util.find_spec(module) is None:
         raise RuntimeMissingError(manifest.runtime.distribution or dist, module,
                                   artifact=f"{manifest.name} {manifest.version} {manifest.variant}")
+    check_artifact(folder, manifest)  # sizes and headers, before any native code reads the files
     family = "cpu" if target is None else family_of(target)
     return _LOADERS[manifest.format](folder, manifest, prompt, max_tokens, family)
