@@ -14,7 +14,9 @@ fresh work folder (default ``.demo/`` in the current folder):
 6. lock a fleet (this machine + the samples) into ``phi.lock``;
 7. sync this machine's class from the lock into a clean install folder;
 8. run the installed artifact to generate text;
-9. print a summary table.
+9. push the matrix to a local OCI registry (Debian ``docker-registry``) and
+   install one variant from it (issue 16; skipped without the package);
+10. print a summary table.
 
 Exits non-zero when any step fails and stops every process it started.
 Imports only the standard library: each step is a ``phi-get`` subprocess.
@@ -91,6 +93,11 @@ class Demo:
         db = f"sqlite:///{data / 'catalog.db'}"
         self.token = self.phi_get("registry", "token", "create", "--db", db, "--storage", str(data),
                                   "--scope", "publish:tiny-phi", "--note", "demo").stdout.strip()
+        # Issue 15: the operator signs the registry (offline root/targets keys, online snapshot/timestamp/bins).
+        self.phi_get("registry", "trust", "keygen", str(self.work / "offline-keys"))
+        self.phi_get("registry", "trust", "init", "--keys", str(self.work / "offline-keys"), "--db", db,
+                     "--storage", str(data))
+        self.root = data / "tuf" / "metadata" / "1.root.json"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         log = open(self.work / "registry.log", "wb")  # noqa: SIM115 - kept open for the server's life
@@ -116,7 +123,22 @@ class Demo:
         self.built = built
         return f"{len(built)} artifacts: {', '.join(built)}"
 
+    def trust(self, url: str, home: Path) -> None:
+        """Pin the operator's root for ``url`` in ``home`` (handed over out of band: here, a file)."""
+        self.phi_get("trust", "add", url, str(self.root), "--home", str(home))
+
+    def sign(self) -> int:
+        """The publisher signs every artifact (model-signing); the operator registers the publisher key."""
+        key = self.work / "publisher.pem"
+        folders = sorted(p.parent for p in (self.work / "out").rglob("manifest.json") if ".work" not in p.parts)
+        for i, folder in enumerate(folders):
+            self.phi_get("sign", str(folder), "--key", str(key), *(["--new-key"] if i == 0 else []))
+        self.phi_get("registry", "trust", "publisher", "tiny-phi", "--key", str(key.with_suffix(".pub")),
+                     "--keys", str(self.work / "offline-keys"), "--db", self.db, "--storage", self.storage)
+        return len(folders)
+
     def publish(self) -> str:
+        signed = self.sign()
         env = dict(self.env, PHI_GET_TOKEN=self.token)
         cmd = [sys.executable, "-m", "phi_get", "publish", str(self.work / "out"), "--registry", self.url]
         print(f"  $ PHI_GET_TOKEN=*** phi-get publish {self.work / 'out'} --registry {self.url}", flush=True)
@@ -130,7 +152,11 @@ class Demo:
         if self.token in first.stdout + first.stderr + again.stdout + again.stderr:
             raise StepFailed("the publish token appeared in publish's output")
         self.phi_get("registry", "export", str(self.work / "mirror"), "--db", self.db, "--storage", self.storage)
-        return f"{len(self.built)} published; republish was a no-op; static mirror in {self.work.name}/mirror"
+        for home in ("resolve-home", "lock-home", "device-home"):
+            self.trust(self.url, self.work / home)
+            self.trust((self.work / "mirror").resolve().as_uri(), self.work / home)
+        return (f"{len(self.built)} published, {signed} publisher-signed (model-signing), metadata TUF-signed; "
+                f"republish was a no-op; signed static mirror in {self.work.name}/mirror")
 
     def resolve(self) -> str:
         device = self.phi_get("device", "--json").stdout
@@ -177,7 +203,35 @@ class Demo:
         print(_indent(listing.strip()))
         verify = self.phi_get("verify", "--home", str(home)).stdout
         print(_indent(verify.strip()))
-        return f"installed from the static mirror, offline, into {home.name}/; verify clean"
+        return (f"installed from the signed static mirror (TUF + publisher signature verified), offline, "
+                f"into {home.name}/; verify clean")
+
+    def oci(self) -> str:
+        """Issue 16: push the matrix to a local OCI registry (CNCF distribution) and install one variant from it."""
+        exe = shutil.which("docker-registry")
+        if exe is None:
+            return "skipped: docker-registry is not installed (apt-get install -y docker-registry)"
+        folder = self.work / "oci-registry"
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        (folder / "config.yml").write_text(
+            f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n")
+        log = open(folder / "registry.log", "wb")  # noqa: SIM115 - kept open for the server's life
+        proc = subprocess.Popen([exe, "serve", str(folder / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(proc)
+        wait_for_port(port, proc, timeout=30)
+        url = f"oci://127.0.0.1:{port}/demo"
+        self.phi_get("publish", str(self.work / "out"), "--to", url, "--quiet")
+        home = self.work / "oci-home"
+        # OCI registries serve no TUF metadata (issue 15): the device accepts this one unsigned, explicitly.
+        self.phi_get("trust", "allow-unsigned", url, "--home", str(home))
+        out = self.phi_get("install", "tiny-phi", "--registry", url, "--device", str(self.work / "this-machine.json"),
+                           "--home", str(home), "--json").stdout
+        got = json.loads(out)
+        print(_indent(f"installed {got['name']} {got['version']} {got['variant']} from {url}"))
+        return (f"{len(self.built)} variants pushed as ModelPack artifacts to {url}; installed "
+                f"{got['variant']} from it (verified)")
 
     def run(self) -> str:
         out = self.phi_get("run", "tiny-phi", "--prompt", "The registry stores", "--max-tokens", "16",
@@ -260,6 +314,7 @@ def run_demo(work: Path, *, only: str | None = None, keep: bool = False) -> int:
         ("lock the fleet", demo.lock),
         ("sync this machine", demo.sync),
         ("run the installed model", demo.run),
+        ("push to an OCI registry and install from it", demo.oci),
     ]
     code = 0
     try:

@@ -41,6 +41,30 @@ def timed(cmd: list[str], env: dict[str, str], repeat: int) -> float:
     return statistics.median(times)
 
 
+def _signed_copy(root: Path, tmp: Path) -> Path:
+    """The mirror again, TUF-signed as a registry operator would sign it (registry/tuf_repo.py)."""
+    import shutil
+
+    from phi_get.registry.tuf_repo import TufRepository, create_keys, mirror_documents
+
+    out = tmp / "signed-mirror"
+    shutil.copytree(root, out)
+    create_keys(tmp / "keys")
+    repo = TufRepository(tmp / "tuf")
+    repo.init(tmp / "keys", None)
+    repo.sync(None, documents=mirror_documents(out))
+    for name, body in repo.files():
+        (out / "v1" / "tuf").mkdir(parents=True, exist_ok=True)
+        (out / "v1" / "tuf" / name).write_bytes(body)
+    return out
+
+
+def _pin(url: str, signed_root: Path, env: dict[str, str]) -> None:
+    root = signed_root / "v1" / "tuf" / "1.root.json"
+    subprocess.run([sys.executable, "-m", "phi_get", "trust", "add", url, str(root)], env=env, check=True,
+                   capture_output=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=11)
@@ -52,8 +76,13 @@ def main() -> None:
             files: dict[str, bytes | Path] = {"model.bin": f"weights {i}".encode()}
             arts.append((wirekit.make_manifest("bench-model", f"1.{i // 6}.0", f"variant-{i % 6}", files), files))
         wirekit.write_mirror(root, arts)
-        with wirekit.LoopbackServer(root) as srv:
-            env = {**os.environ, "PHI_GET_HOME": str(Path(tmp) / "home")}
+        signed_root = _signed_copy(root, Path(tmp))
+        with wirekit.LoopbackServer(root) as srv, wirekit.LoopbackServer(signed_root) as signed_srv:
+            # the plain mirror is unsigned: accepted explicitly, as a user would (issue 15)
+            env = {**os.environ, "PHI_GET_HOME": str(Path(tmp) / "home"), "PHI_GET_UNSIGNED": srv.url}
+            signed = [*[sys.executable], "-m", "phi_get", "resolve", "bench-model", "--registry", signed_srv.url]
+            _pin(signed_srv.url, signed_root, env)
+            subprocess.run([*signed, "--device", "pi-board"], env=env, check=True, capture_output=True)  # warm
             py = [sys.executable]
             resolve = [*py, "-m", "phi_get", "resolve", "bench-model", "--registry", srv.url]
             subprocess.run([*resolve, "--device", "pi-board"], env=env, check=True, capture_output=True)  # warm
@@ -66,10 +95,13 @@ def main() -> None:
                 "resolve (probed device)": timed(resolve, env, args.repeat),
                 "no-typer resolve --device pi-board": timed([*direct, "--device", "pi-board"], env, args.repeat),
                 "no-typer resolve (probed)": timed(direct, env, args.repeat),
+                # TUF-verified source, warm metadata cache: a root probe and timestamp.json per process
+                "signed resolve --device pi-board": timed([*signed, "--device", "pi-board"], env, args.repeat),
             }
     for label, secs in results.items():
         print(f"{label:<36} p50 {secs * 1000:6.0f} ms")
-    worst = max(results["resolve --device pi-board"], results["resolve (probed device)"])
+    worst = max(results["resolve --device pi-board"], results["resolve (probed device)"],
+                results["signed resolve --device pi-board"])
     worst_direct = max(results["no-typer resolve --device pi-board"], results["no-typer resolve (probed)"])
     print(json.dumps({"p50_ms": {k: round(v * 1000) for k, v in results.items()}, "target_s": TARGET_S,
                       "ratio_target_over_resolve": round(TARGET_S / worst, 2),

@@ -25,6 +25,15 @@ trust_app = typer.Typer(name="trust", help="Sign the registry's metadata (TUF): 
 _KEYS = typer.Option(..., "--keys", help="Folder of the offline keys (root.pem, targets.pem, ...).")
 _STORAGE = typer.Option(None, "--storage", help="The registry's storage folder (as for `registry serve`).")
 _DB = typer.Option(None, "--db", help="Catalog database URL (as for `registry serve`).")
+_KEYGEN_DIR = typer.Argument(..., help="Folder to create the five role keys in (0600 files).")
+_NEW_KEYS = typer.Option(..., "--new-keys", help="Folder with the new root.pem.")
+_ROLE = typer.Argument(..., help="snapshot, timestamp or bins")
+_MODEL = typer.Argument(..., help="The model whose publisher keys are set.")
+_PUB_KEYS = typer.Option([], "--key", help="A publisher public key (PEM); repeatable. None: the model needs no "
+                         "publisher signature.")
+_FOLDER = typer.Argument(..., help="An artifact folder (with manifest.json).")
+_SIGN_KEY = typer.Option(..., "--key", help="The publisher's private key (PEM, ECDSA P-256).")
+_NEW_KEY = typer.Option(False, "--new-key", help="Create the key (and KEY.pub) first.")
 
 
 def _repo(storage: Path | None, db: str | None) -> tuple[TufRepository, object]:
@@ -35,7 +44,7 @@ def _repo(storage: Path | None, db: str | None) -> tuple[TufRepository, object]:
 
 
 @trust_app.command("keygen")
-def keygen(keys: Path = typer.Argument(..., help="Folder to create the five role keys in (0600 files).")) -> None:
+def keygen(keys: Path = _KEYGEN_DIR) -> None:
     """Create root, targets (offline) and snapshot, timestamp, bins (online) ed25519 keys."""
     keys.mkdir(parents=True, exist_ok=True)
     for role, keyid in create_keys(keys).items():
@@ -60,15 +69,15 @@ def resign(storage: Path | None = _STORAGE, db: str | None = _DB) -> None:
 
 
 @trust_app.command("rotate-root")
-def rotate_root(keys: Path = _KEYS, new_keys: Path = typer.Option(..., "--new-keys", help="Folder with the new root.pem."),
-                storage: Path | None = _STORAGE, db: str | None = _DB) -> None:
+def rotate_root(keys: Path = _KEYS, new_keys: Path = _NEW_KEYS, storage: Path | None = _STORAGE,
+                db: str | None = _DB) -> None:
     """A new root version signed by the old and the new root key; clients follow it on their next refresh."""
     repo, _ = _repo(storage, db)
     typer.echo(f"root version {repo.rotate_root(keys, new_keys)}")
 
 
 @trust_app.command("rotate-key")
-def rotate_key(role: str = typer.Argument(..., help="snapshot, timestamp or bins"), keys: Path = _KEYS,
+def rotate_key(role: str = _ROLE, keys: Path = _KEYS,
                storage: Path | None = _STORAGE, db: str | None = _DB) -> None:
     """Replace an online key (compromised, or on schedule); root or targets re-signs its delegation."""
     repo, registry = _repo(storage, db)
@@ -76,19 +85,14 @@ def rotate_key(role: str = typer.Argument(..., help="snapshot, timestamp or bins
 
 
 @trust_app.command("publisher")
-def publisher(model: str = typer.Argument(...),
-              key: list[Path] = typer.Option([], "--key", help="A publisher public key (PEM); repeatable. "
-                                             "None: the model needs no publisher signature."),
-              keys: Path = _KEYS, storage: Path | None = _STORAGE, db: str | None = _DB) -> None:
+def publisher(model: str = _MODEL, key: list[Path] = _PUB_KEYS, keys: Path = _KEYS, storage: Path | None = _STORAGE, db: str | None = _DB) -> None:
     """Set the publisher keys of a model (revoking a key is setting the list without it)."""
     repo, registry = _repo(storage, db)
     ids = repo.set_publishers(model, [k.read_bytes() for k in key], keys, registry)  # type: ignore[arg-type]
     typer.echo(json.dumps({"model": model, "publisher_keys": ids}))
 
 
-def sign(folder: Path = typer.Argument(..., help="An artifact folder (with manifest.json)."),
-         key: Path = typer.Option(..., "--key", help="The publisher's private key (PEM, ECDSA P-256)."),
-         new_key: bool = typer.Option(False, "--new-key", help="Create the key (and KEY.pub) first.")) -> None:
+def sign(folder: Path = _FOLDER, key: Path = _SIGN_KEY, new_key: bool = _NEW_KEY) -> None:
     """Sign an artifact folder in the OpenSSF model-signing format (FOLDER/model.sig)."""
     from .artifact_sign import create_publisher_key, sign_artifact
 

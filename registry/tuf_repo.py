@@ -53,6 +53,7 @@ __all__ = [
     "SigningError",
     "TufRepository",
     "create_keys",
+    "mirror_documents",
     "signing_status",
 ]
 
@@ -230,8 +231,8 @@ class TufRepository:
         self.sync(registry)
         return hashlib.sha256(self.root_bytes()).hexdigest()
 
-    def _targets_of(self, registry: Registry | None) -> dict[str, _Target]:
-        docs: dict[str, bytes] = {}
+    def _targets_of(self, registry: Registry | None, documents: Mapping[str, bytes] | None) -> dict[str, _Target]:
+        docs: dict[str, bytes] = dict(documents or {})
         if registry is not None:
             docs[LAYOUT["catalog"]] = registry.catalog_bytes()
             for name in registry.model_names():
@@ -242,7 +243,8 @@ class TufRepository:
             docs[signature_path("sha256:" + sig.stem)] = sig.read_bytes()
         return {path: _Target(length=len(b), sha256=hashlib.sha256(b).hexdigest()) for path, b in docs.items()}
 
-    def sync(self, registry: Registry | None, *, force: bool = False) -> list[str]:
+    def sync(self, registry: Registry | None, *, force: bool = False,
+             documents: Mapping[str, bytes] | None = None) -> list[str]:
         """Re-sign what changed (bins, then snapshot, then timestamp); returns the roles re-signed.
 
         ``force`` re-signs every online role (after an online key rotation, or to renew before expiry).
@@ -254,12 +256,12 @@ class TufRepository:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._sync(registry, force)
+            return self._sync(registry, force, documents)
 
-    def _sync(self, registry: Registry | None, force: bool) -> list[str]:
+    def _sync(self, registry: Registry | None, force: bool, documents: Mapping[str, bytes] | None) -> list[str]:
         from tuf.api.metadata import MetaFile, TargetFile
 
-        wanted = self._targets_of(registry)
+        wanted = self._targets_of(registry, documents)
         top = self._load("targets").signed
         succinct = top.delegations.succinct_roles if top.delegations else None
         if succinct is None:
@@ -385,6 +387,21 @@ class TufRepository:
         self._write(md, [_load_signer(Path(offline) / "targets.pem")])
         self.sync(registry, force=False)
         return sorted(keys)
+
+
+def mirror_documents(root: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Every layout document of a static mirror folder (catalog, indexes, manifests, signatures), by path.
+
+    ``TufRepository(...).sync(None, documents=mirror_documents(DIR))`` signs a
+    mirror assembled without a registry (and the bench signs its mirror so).
+    """
+    top = Path(root)
+    found: dict[str, bytes] = {}
+    for pattern in ("v1/models.json", "v1/models/*/index.json", "v1/manifests/sha256/*.json",
+                    "v1/signatures/sha256/*.sig"):
+        for path in sorted(top.glob(pattern)):
+            found[path.relative_to(top).as_posix()] = path.read_bytes()
+    return found
 
 
 def signing_status(storage: str | os.PathLike[str], digest: str | None = None) -> Mapping[str, object]:

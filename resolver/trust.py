@@ -50,7 +50,7 @@ from . import transport
 from .errors import ResolverError, SourceError
 
 if TYPE_CHECKING:
-    from tuf.ngclient import Updater
+    from tuf.ngclient.updater import Updater
 
 __all__ = [
     "UNSIGNED_ENV",
@@ -122,16 +122,16 @@ def add_root(home: Path, url: str, root_bytes: bytes) -> tuple[str, int, str]:
     metadata (a deliberate reset, e.g. after the operator lost the old keys).
     """
     from tuf.api.exceptions import RepositoryError
-    from tuf.api.metadata import Metadata, Root
+    from tuf.api.metadata import Metadata
 
     stored = strip_credentials(url).rstrip("/")
     if len(root_bytes) > _MAX_ROOT:
         raise TrustError(f"a root file is at most {_MAX_ROOT} bytes", source=stored)
     try:
-        md = Metadata[Root].from_bytes(root_bytes)
-        if not isinstance(md.signed, Root):
+        md: Metadata[Any] = Metadata.from_bytes(root_bytes)
+        if md.signed.type != "root":
             raise TrustError(f"the file is {md.signed.type} metadata, not root", source=stored)
-        md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+        md.signed.verify_delegate("root", md.signed_bytes, md.signatures)
     except (RepositoryError, ValueError, KeyError, TypeError) as exc:
         if isinstance(exc, TrustError):
             raise
@@ -165,7 +165,7 @@ def allow_unsigned(home: Path, url: str) -> str:
 def _fetcher(fetch_base: str, local: Path, offline: bool) -> Any:
     """A python-tuf fetcher over phi-get's transport (built lazily: it subclasses a tuf class)."""
     from tuf.api import exceptions as tuf_exc
-    from tuf.ngclient import FetcherInterface
+    from tuf.ngclient.fetcher import FetcherInterface
 
     class _TransportFetcher(FetcherInterface):
         def _fetch(self, url: str) -> Iterator[bytes]:
@@ -216,7 +216,8 @@ class Verifier:
         if self._updater is not None:
             return self._updater
         from tuf.api import exceptions as tuf_exc
-        from tuf.ngclient import Updater, UpdaterConfig
+        from tuf.ngclient.config import UpdaterConfig
+        from tuf.ngclient.updater import Updater
 
         meta = self.folder / "metadata"
         base = f"{self.fetch_base.rstrip('/')}/{TUF_PREFIX}"
@@ -286,7 +287,6 @@ def verify_bundle(bundle_bytes: bytes, *, files: Mapping[str, str], keys: Mappin
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     from phi_get.manifests.errors import ManifestError
     from phi_get.manifests.signing import pae, parse_signature_bundle
 

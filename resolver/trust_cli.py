@@ -18,6 +18,9 @@ __all__ = ["register"]
 trust_app = typer.Typer(name="trust", help="Pin a source's TUF root, or accept a source unsigned.",
                         no_args_is_help=True, rich_markup_mode=None)
 _HOME = typer.Option(None, "--home", help="The store (default: PHI_GET_HOME or ~/.cache/phi-get).")
+_URL = typer.Argument(..., help="The source (registry or mirror URL, or a mirror folder).")
+_ROOT = typer.Argument(..., help="root.json as the operator handed it over (never from the source).")
+_JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 
 def _home(home: Path | None) -> Path:
@@ -27,9 +30,7 @@ def _home(home: Path | None) -> Path:
 
 
 @trust_app.command("add")
-def add(url: str = typer.Argument(..., help="The source (registry or mirror URL, or a mirror folder)."),
-        root: Path = typer.Argument(..., help="root.json as the operator handed it over (never from the source)."),
-        home: Path | None = _HOME, as_json: bool = typer.Option(False, "--json")) -> None:
+def add(url: str = _URL, root: Path = _ROOT, home: Path | None = _HOME, as_json: bool = _JSON) -> None:
     """Pin ROOT as the root of trust of URL: from now on every document of URL must be signed."""
     if not url.startswith(("http://", "https://", "file://")):
         url = Path(url).resolve().as_uri()
@@ -41,9 +42,9 @@ def add(url: str = typer.Argument(..., help="The source (registry or mirror URL,
 
 
 @trust_app.command("allow-unsigned")
-def unsigned(url: str = typer.Argument(...), home: Path | None = _HOME) -> None:
+def unsigned(url: str = _URL, home: Path | None = _HOME) -> None:
     """Accept URL without signatures (recorded in every lock and explanation)."""
-    if not url.startswith(("http://", "https://", "file://")):
+    if not url.startswith(("http://", "https://", "file://", "oci://", "oci+http://")):  # oci: issue 16
         url = Path(url).resolve().as_uri()
     typer.echo(f"{allow_unsigned(_home(home), url)} accepted unsigned")
 

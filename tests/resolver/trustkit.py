@@ -100,7 +100,7 @@ class TamperProxy:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 override = proxy.overrides.get(path)
                 if isinstance(override, int):
