@@ -132,11 +132,18 @@ class OciRegistry:
     host: str            # 127.0.0.1:PORT
     storage: Path        # the registry's filesystem root
     auth: str
+    log: Path            # the registry's log, with its access log
     tokens: TokenServer | None = None
 
     def url(self, namespace: str = "models", *, creds: bool = False) -> str:
         who = f"{USER}:{PASSWORD}@" if creds else ""
         return f"oci://{who}{self.host}/{namespace}"
+
+    def ranged_gets(self, digest: str) -> list[int]:
+        """The byte counts of the 206 answers to GETs of a blob, from the registry's access log."""
+        wanted = f"/blobs/{digest} HTTP/1.1\" 206 "
+        return [int(line.split(wanted, 1)[1].split()[0]) for line in self.log.read_text().splitlines()
+                if wanted in line]
 
     def blob_file(self, digest: str) -> Path:
         hex_ = digest.removeprefix("sha256:")
@@ -168,7 +175,7 @@ def oci_registry(folder: Path, *, auth: str = "none") -> Iterator[OciRegistry]:
     port = _free_port()
     host = f"127.0.0.1:{port}"
     storage = folder / "storage"
-    lines = ["version: 0.1", "log:", "  level: error", "storage:", "  filesystem:",
+    lines = ["version: 0.1", "log:", "  level: info", "  accesslog:", "    disabled: false", "storage:", "  filesystem:",
              f"    rootdirectory: {storage}", "  delete:", "    enabled: true", "http:", f"  addr: {host}"]
     tokens = None
     if auth == "basic":
@@ -188,7 +195,7 @@ def oci_registry(folder: Path, *, auth: str = "none") -> Iterator[OciRegistry]:
         proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_up(host, proc, log)
-        yield OciRegistry(host=host, storage=storage, auth=auth, tokens=tokens)
+        yield OciRegistry(host=host, storage=storage, auth=auth, log=log, tokens=tokens)
     finally:
         proc.terminate()
         try:

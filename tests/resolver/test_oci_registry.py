@@ -88,7 +88,7 @@ def _no_secret_under(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def arts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Manifest]]:
     top = tmp_path_factory.mktemp("arts")
-    weights = os.urandom(3 << 20)  # several parallel ranges at the fetcher's part size
+    weights = os.urandom(17 << 20)  # three ranges at the fetcher's 8 MiB part size
     made = [write_artifact(top / "q4", {"model.gguf": weights, "tokenizer.json": b'{"t": 1}', "README.md": b"hi"},
                            targets=TARGETS),  # type: ignore[arg-type]
             write_artifact(top / "q8", {"model.gguf": os.urandom(4096)}, variant="gguf-q8_0", version="0.0.9",
@@ -112,10 +112,14 @@ def test_push_then_install_over_basic_auth_and_a_repush_uploads_nothing(
     again = phi("publish", str(arts[0]), "--to", basic.url(), env=_env(tmp_path / "p2"))
     assert again.stdout.count("already published") == 2 and "uploaded 0 blob(s)" in again.stdout, again.stdout
     home = tmp_path / "home"
+    weights = next(f for f in arts[1][0].files if f.path == "model.gguf")
+    before = len(basic.ranged_gets(f"sha256:{weights.sha256}"))
     r = phi("install", "tiny-phi", "--registry", basic.url(), env=_env(home))
     assert "installed tiny-phi 0.1.0 gguf-q4_k_m" in r.stdout
     placed = home / "artifacts" / "sha256" / arts[1][0].digest.removeprefix("sha256:")
     assert (placed / "model.gguf").read_bytes() == (arts[0] / "q4" / "model.gguf").read_bytes()
+    ranges = basic.ranged_gets(f"sha256:{weights.sha256}")[before:]  # parallel Range GETs, as over HTTP
+    assert len(ranges) >= 2 and sum(ranges) == weights.size, ranges
     _no_secret_under(home)
 
 
