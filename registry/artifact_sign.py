@@ -62,9 +62,8 @@ def public_pem_of(private_key: str | os.PathLike[str]) -> bytes:
 
 def sign_artifact(folder: str | os.PathLike[str], private_key: str | os.PathLike[str]) -> tuple[Path, str]:
     """Sign the artifact ``folder`` with the model_signing library; returns (signature path, key id)."""
-    from phi_get.manifests.artifact import load_artifact_folder
-
     from model_signing import hashing, signing
+    from phi_get.manifests.artifact import load_artifact_folder
 
     root = Path(folder)
     load_artifact_folder(root, verify=True)  # only a complete, verified artifact is signed

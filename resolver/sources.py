@@ -124,6 +124,13 @@ class Source:
         if self.trust is not None:
             self.trust.check(relative, body, self.url(relative))
 
+    def _absent(self, relative: str) -> None:
+        """A missing document; a signed source may not withhold one its signed targets list (issue 15)."""
+        if self.trust is not None and self.trust.listed(relative):
+            from .trust import TrustError
+
+            raise TrustError(f"{self.url(relative)} is withheld: the signed targets list it", source=self.stored)
+
     def read(self, relative: str, *, etag: str | None = None,
              name: str | None = None) -> tuple[int, bytes, str | None]:
         """(status, body, etag) of ``relative``; status 404 when absent, 304 when ``etag`` still holds."""
@@ -142,7 +149,7 @@ class Source:
         if self.is_file:
             status, body, _ = self.read(rel)
             if status != 200:
-                return None
+                return self._absent(rel)
             self.verify(rel, body)
             return parse_model_index(body, document=self.url(rel))
         key = hashlib.sha256(self.stored.encode()).hexdigest()[:16]
@@ -156,7 +163,7 @@ class Source:
         etag = tag_file.read_text() if cached.exists() and tag_file.exists() else None
         status, body, new_tag = self.read(rel, etag=etag)
         if status == 404:
-            return None
+            return self._absent(rel)
         if status == 304:
             body = cached.read_bytes()
             self.verify(rel, body)

@@ -305,6 +305,14 @@ def test_mirror_dropping_the_newest_version_is_refused(channel: Channel, tmp_pat
         versions(channel, tmp_path / "home")
 
 
+def test_withheld_index_is_refused(channel: Channel, tmp_path: Path) -> None:
+    """Withholding: a source that answers 404 for an index its signed targets list (to push a client to the
+    next source, or to hide a model) is refused, not taken for "this source does not list it"."""
+    channel.plant(index_path("tiny-phi"), 404)
+    with pytest.raises(TrustError, match="withheld"):
+        versions(channel, tmp_path / "home")
+
+
 def test_unsigned_source_refused_unless_accepted(channel: Channel, tmp_path: Path) -> None:
     """No pinned root and no opt-out: refused; the opt-out is per source (another URL stays refused)."""
     home = tmp_path / "home"
