@@ -95,7 +95,6 @@ __all__ = [
     "Challenge",
     "Reference",
     "Variant",
-    "variant_annotations",
     "credentials_for",
     "descriptor",
     "dumps",
@@ -107,6 +106,7 @@ __all__ = [
     "parse_challenge",
     "parse_index",
     "parse_reference",
+    "variant_annotations",
     "variant_tag",
     "version_tag",
 ]

@@ -15,14 +15,15 @@ bundle_app = typer.Typer(name="bundle", help="Air-gapped bundles: what phi.lock 
                          no_args_is_help=True)
 
 
+_FOLDER = typer.Argument(..., help="The bundle folder to write (new, empty, or an earlier bundle).")
+_LOCK = typer.Option(Path("phi.lock"), "--lock", help="The lock whose artifacts go in.")
+_REGISTRY = typer.Option(None, "--registry", "-r", help="Fetch from these sources instead of the lock's.")
+_HOME = typer.Option(None, "--home", help="The store (default: PHI_GET_HOME).")
+
+
 @bundle_app.command("export")
-def export(
-    folder: Path = typer.Argument(..., help="The bundle folder to write (new, empty, or an earlier bundle)."),
-    lock: Path = typer.Option(Path("phi.lock"), "--lock", help="The lock whose artifacts go in."),
-    registry: list[str] | None = typer.Option(None, "--registry", "-r",
-                                              help="Fetch from these sources instead of the lock's."),
-    home: Path | None = typer.Option(None, "--home", help="The store (default: PHI_GET_HOME or ~/.phi-get)."),
-) -> None:
+def export(folder: Path = _FOLDER, lock: Path = _LOCK, registry: list[str] | None = _REGISTRY,
+           home: Path | None = _HOME) -> None:
     """Write an OCI image layout holding exactly what the lock pins (install it with sync --locked --from DIR)."""
     from .bundle import export_bundle
     from .store import default_home

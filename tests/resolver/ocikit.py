@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["USER", "PASSWORD", "OciRegistry", "TokenServer", "oci_registry"]
+__all__ = ["PASSWORD", "USER", "OciRegistry", "TokenServer", "oci_registry"]
 
 USER = "pusher"
 PASSWORD = "s3cret-Pa55-Zq9"
@@ -79,7 +79,7 @@ class TokenServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 want = f"Basic {base64.b64encode(f'{USER}:{PASSWORD}'.encode()).decode()}"
                 if self.headers.get("Authorization") != want:
@@ -114,7 +114,7 @@ def _key_and_cert(folder: Path) -> tuple[bytes, bytes, Path]:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "phi-test-token-signer")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -156,7 +156,7 @@ def _wait_up(host: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=2)  # noqa: S310 - loopback
+            urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
             return
         except urllib.error.HTTPError:
             return  # 401: up, and asking for auth

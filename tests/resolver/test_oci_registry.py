@@ -25,7 +25,7 @@ from phi_get.manifests.oci import FILEPATH, IMAGE_INDEX, MODEL_ARTIFACT, MODEL_C
 from phi_get.registry.testing import write_artifact
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ocikit import PASSWORD, USER, OciRegistry, oci_registry  # noqa: E402
+from ocikit import PASSWORD, USER, OciRegistry, oci_registry
 
 PHI_GET = str(Path(sys.executable).parent / "phi-get")
 SECRETS = (PASSWORD, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
@@ -55,7 +55,7 @@ def _env(home: Path, *, creds: bool = True, **extra: str) -> dict[str, str]:
 
 
 def phi(*args: str, env: dict[str, str], cwd: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([PHI_GET, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([PHI_GET, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     out = r.stdout + r.stderr
     for secret in SECRETS:
         assert secret not in out, f"a credential leaked into the output of {args}"
@@ -68,7 +68,7 @@ def phi(*args: str, env: dict[str, str], cwd: Path | None = None, ok: bool = Tru
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("skopeo") is None:
         pytest.skip("skopeo (Debian package) is not installed; .ci/run installs it")
-    r = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     return r
 
@@ -294,7 +294,7 @@ def test_a_blob_redirected_to_another_origin_goes_there_without_the_token(tmp_pa
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen["storage"].append(self.headers.get("Authorization"))
             self.send_response(200)
             self.send_header("Content-Length", str(len(weights)))
@@ -314,7 +314,7 @@ def test_a_blob_redirected_to_another_origin_goes_there_without_the_token(tmp_pa
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             port = self.server.server_address[1]
             if self.path.startswith("/token"):
                 ok = self.headers.get("Authorization") == "Basic " + SECRETS[1]
