@@ -55,6 +55,7 @@ class TokenServer:
     key_pem: bytes
     cert_der: bytes
     url: str = ""
+    lifetime: int = 300  # seconds, the token's exp and expires_in
     granted: list[str] = field(default_factory=list)
     _server: http.server.ThreadingHTTPServer | None = None
 
@@ -67,7 +68,7 @@ class TokenServer:
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
         now = int(time.time())
-        claims = {"iss": ISSUER, "sub": USER, "aud": SERVICE, "exp": now + 300, "nbf": now - 10, "iat": now,
+        claims = {"iss": ISSUER, "sub": USER, "aud": SERVICE, "exp": now + self.lifetime, "nbf": now - 10, "iat": now,
                   "jti": uuid.uuid4().hex, "access": access}
         headers = {"x5c": [base64.b64encode(self.cert_der).decode()]}
         return jwt.encode(claims, self.key_pem, algorithm="RS256", headers=headers)
@@ -89,7 +90,7 @@ class TokenServer:
                     return
                 scope = " ".join(query.get("scope", []))
                 kit.granted.append(scope)
-                body = json.dumps({"token": kit.sign(scope), "expires_in": 300}).encode()
+                body = json.dumps({"token": kit.sign(scope), "expires_in": kit.lifetime}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -343,3 +343,28 @@ def test_a_blob_redirected_to_another_origin_goes_there_without_the_token(tmp_pa
         for server in (registry, storage):
             server.shutdown()
             server.server_close()
+
+
+def test_a_bearer_token_is_renewed_before_it_runs_out(tmp_path: Path, arts: tuple[Path, list[Manifest]]) -> None:
+    """Expiry: a long download outlives a short-lived token; the fetcher's workers ask the hook per request,
+    which asks the realm again once most of the token's lifetime is gone (never sends a stale one)."""
+    import time
+
+    from phi_get.resolver.oci import _RepoAuth
+
+    with oci_registry(tmp_path / "reg", auth="token") as reg:
+        assert reg.tokens is not None
+        reg.tokens.lifetime = 1
+        auth = _RepoAuth((USER, PASSWORD), "models/tiny-phi")
+        auth.answer(f'Bearer realm="{reg.tokens.url}",service="phi-test-registry"', "test")
+        first = auth.header()
+        assert first is not None and first.startswith("Bearer ") and auth.header() == first
+        time.sleep(1.1)
+        assert auth.header() not in (None, first)
+        assert reg.tokens.granted == ["repository:models/tiny-phi:pull"] * 2
+
+
+def test_a_model_the_registry_does_not_have_is_no_match(basic: OciRegistry, tmp_path: Path) -> None:
+    """Missing repository: the registry's 404 (NAME_UNKNOWN) means the source does not list the model."""
+    r = phi("install", "no-such-model", "--registry", basic.url(), env=_env(tmp_path / "h"), ok=False)
+    assert r.returncode == 3 and "no source lists the model 'no-such-model'" in r.stderr, r.stderr
