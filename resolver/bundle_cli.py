@@ -30,7 +30,9 @@ def export(folder: Path = _FOLDER, lock: Path = _LOCK, registry: list[str] | Non
 
     report = export_bundle(lock, folder, home or default_home(), registries=registry)
     typer.echo(f"wrote {report.folder}: {report.variants} variant(s), {report.blobs} file blob(s), "
-               f"{report.bytes} bytes; install with `phi-get sync --locked --from {report.folder}`")
+               f"{report.bytes} bytes; install with `phi-get trust allow-unsigned {report.folder}` (a bundle "
+               f"carries no TUF metadata; the lock pins every digest) and `phi-get sync --locked --from "
+               f"{report.folder}`")
 
 
 def register(app: typer.Typer) -> None:
