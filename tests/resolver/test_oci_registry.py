@@ -248,7 +248,10 @@ def test_lock_sync_locked_and_a_bundle_through_skopeo(basic: OciRegistry, tmp_pa
     assert len(index["manifests"]) == 1  # exactly what the lock pins: one class, one variant
     ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
     # no credentials and a dead network: the bundle alone
-    offline = _env(tmp_path / "h2", creds=False, PHI_GET_OFFLINE="1")
+    offline = _env(tmp_path / "h2", creds=False, PHI_GET_OFFLINE="1", PHI_GET_UNSIGNED="")
+    refused = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline, ok=False)
+    assert refused.returncode == 4 and "allow-unsigned" in refused.stderr  # no TUF metadata: accepted explicitly
+    phi("trust", "allow-unsigned", str(bundle), env=offline)
     r = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline)
     assert "installed tiny-phi 0.1.0" in r.stdout
     dest = f"docker://{basic.host}/bundled/tiny-phi:{ref.rpartition('_')[2]}"
