@@ -371,3 +371,83 @@ def test_a_model_the_registry_does_not_have_is_no_match(basic: OciRegistry, tmp_
     """Missing repository: the registry's 404 (NAME_UNKNOWN) means the source does not list the model."""
     r = phi("install", "no-such-model", "--registry", basic.url(), env=_env(tmp_path / "h"), ok=False)
     assert r.returncode == 3 and "no source lists the model 'no-such-model'" in r.stderr, r.stderr
+
+
+def test_dropped_blob_connections_resume_where_they_stopped_with_the_token_each_time(tmp_path: Path) -> None:
+    """Faults mid-blob: a registry that cuts every range halfway through its first answer; the fetcher asks
+    again from where each part got to (a Range starting past the part's start), each time with the bearer
+    token, and places the verified blob. A stub registry: distribution never cuts a response."""
+    import http.server
+    import re
+    import threading
+
+    from phi_get.manifests.index import IndexEntry
+    from phi_get.manifests.oci import Variant, image_index
+    from phi_get.registry.testing import make_manifest
+
+    weights = os.urandom(17 << 20)
+    sha = hashlib.sha256(weights).hexdigest()
+    manifest = make_manifest([("model.gguf", len(weights), sha)], targets=TARGETS)
+    data = manifest.to_bytes()
+    index = image_index([Variant(name="tiny-phi", entry=IndexEntry.from_manifest(manifest),
+                                 digest="sha256:" + "f" * 64, size=10)])
+    asked: list[tuple[int, int, str | None]] = []
+    cut: set[int] = set()
+    lock = threading.Lock()
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def answer(self, status: int, body: bytes = b"", **headers: str) -> None:
+            self.send_response(status)
+            for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                self.send_header(k.replace("_", "-"), v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            port = self.server.server_address[1]
+            if self.path.startswith("/token"):
+                return self.answer(200, b'{"token": "tok-9", "expires_in": 300}')
+            if self.headers.get("Authorization") != "Bearer tok-9":
+                return self.answer(401, WWW_Authenticate=f'Bearer realm="http://127.0.0.1:{port}/token"')
+            if self.path == "/v2/models/tiny-phi/manifests/phi-get.index":
+                return self.answer(200, index)
+            if self.path == f"/v2/models/tiny-phi/blobs/{manifest.digest}":
+                return self.answer(200, data)
+            if self.path != f"/v2/models/tiny-phi/blobs/sha256:{sha}":
+                return self.answer(404)
+            m = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+            assert m, self.headers.get("Range")
+            start, end = int(m[1]), int(m[2])
+            with lock:
+                asked.append((start, end, self.headers.get("Authorization")))
+                first = end not in cut
+                cut.add(end)
+            body = weights[start:end + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(weights)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if first else body)
+            if first:
+                self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        home = tmp_path / "home"
+        r = phi("install", "tiny-phi", "--json", "--registry", f"oci://127.0.0.1:{server.server_address[1]}/models",
+                env=_env(home))
+        assert json.loads(r.stdout)["manifest"] == manifest.digest
+        starts = {end: start for start, end, _ in sorted(asked, reverse=True)}  # each part's first start
+        retries = [(s, e) for s, e, _ in asked if s != starts[e]]
+        assert len(cut) >= 2 and len(retries) >= len(cut)
+        assert all(s > starts[e] for s, e in retries)  # resumed, not started over
+        assert {a for _, _, a in asked} == {"Bearer tok-9"}
+    finally:
+        server.shutdown()
+        server.server_close()
