@@ -408,7 +408,7 @@ def test_dropped_blob_connections_resume_where_they_stopped_with_the_token_each_
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             port = self.server.server_address[1]
             if self.path.startswith("/token"):
                 return self.answer(200, b'{"token": "tok-9", "expires_in": 300}')
