@@ -33,6 +33,8 @@ PHI3_ARCHITECTURE = "Phi3ForCausalLM"
 _HUB = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)@([A-Za-z0-9._/-]+)$")
 _TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 _MAX_CONFIG = 1 << 20
+#: Largest JSON file of a source (tokenizer.json of the largest Phi vocabularies is about 15 MB).
+_MAX_JSON_FILE = 256 << 20
 #: Largest layer count, width, vocabulary or context accepted from config.json (Phi-4's are below 2**18).
 _MAX_DIMENSION = 1 << 24
 
@@ -138,6 +140,17 @@ def _config(folder: Path) -> dict[str, Any]:
     return config
 
 
+def _check_json_files(folder: Path) -> None:
+    """Every JSON file of the source (tokenizer.json, tokenizer_config.json ...) through the one
+    loader, before transformers, tokenizers or the GGUF converter read it: one nested thousands
+    deep or holding a 5,000-digit number was a traceback minutes into a build."""
+    for path in sorted(folder.glob("*.json")):
+        try:
+            load_json_document(path.read_bytes(), limit=_MAX_JSON_FILE, document=str(path))
+        except ManifestError as exc:
+            raise SourceError(f"{path.name} in {folder} is not JSON phi-get reads: {exc.reason}") from None
+
+
 def _count_parameters(headers: list[SafetensorsHeader]) -> int:
     return sum(t.elements for header in headers for t in header.tensors.values())
 
@@ -173,6 +186,7 @@ def open_source(spec: str | Path) -> Checkpoint:
     if not weights:
         raise SourceError(f"no *.safetensors weights in {folder}")
     headers = [_safetensors_header(p) for p in weights]
+    _check_json_files(folder)
     if source is None:
         source = Source(local_sha256=local_digest(folder))
     for key in ("num_attention_heads", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",

@@ -79,3 +79,10 @@ def test_build_refuses_absurd_config_numbers(source_copy: Path, tmp_path: Path, 
     (source_copy / "config.json").write_text(json.dumps(config))
     proc = build(source_copy, tmp_path)
     no_traceback(proc, 2, f"config.json {key} is {value!r}: expected an integer from 1 to 16777216")
+
+
+def test_build_refuses_a_hostile_tokenizer_config(source_copy: Path, tmp_path: Path) -> None:
+    """tokenizer_config.json nested 5,000 deep (a RecursionError traceback in the GGUF vocabulary reader)."""
+    (source_copy / "tokenizer_config.json").write_text('{"a":' * 5000 + "1" + "}" * 5000)
+    proc = build(source_copy, tmp_path)
+    no_traceback(proc, 2, "tokenizer_config.json in ", "is not JSON phi-get reads: nested more than 64")

@@ -186,3 +186,14 @@ def test_hostile_lock_file(tmp_path: Path, kit: Any, old: str, new: str, message
     lock.write_text(text.replace(old, new, 1), encoding="utf-8")
     proc = phi_get(tmp_path / "home", "sync", "--locked", "--project", str(folder), "--device-class", "edge")
     refused(proc, "phi.lock", message)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested more than 64 arrays or objects deep"),
+    (b'{"memory_bytes":' + BIG + b"}", "an integer has more than 4300 digits"),
+])
+def test_hostile_device_profile(tmp_path: Path, content: bytes, message: str) -> None:
+    """A device profile file (--device) nested 5,000 deep or with a 5000-digit number: exit 2, named."""
+    profile = tmp_path / "device.json"
+    profile.write_bytes(content)
+    refused(phi_get(tmp_path / "home", "device", "--device", str(profile)), "device.json", message)
