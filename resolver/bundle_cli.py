@@ -19,16 +19,23 @@ _FOLDER = typer.Argument(..., help="The bundle folder to write (new, empty, or a
 _LOCK = typer.Option(Path("phi.lock"), "--lock", help="The lock whose artifacts go in.")
 _REGISTRY = typer.Option(None, "--registry", "-r", help="Fetch from these sources instead of the lock's.")
 _HOME = typer.Option(None, "--home", help="The store (default: PHI_GET_HOME).")
+_JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 
 @bundle_app.command("export")
 def export(folder: Path = _FOLDER, lock: Path = _LOCK, registry: list[str] | None = _REGISTRY,
-           home: Path | None = _HOME) -> None:
+           home: Path | None = _HOME, json_out: bool = _JSON) -> None:
     """Write an OCI image layout holding exactly what the lock pins (install it with sync --locked --from DIR)."""
     from .bundle import export_bundle
     from .store import default_home
 
     report = export_bundle(lock, folder, home or default_home(), registries=registry)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps({"folder": str(report.folder), "variants": report.variants, "blobs": report.blobs,
+                               "bytes": report.bytes}))
+        return
     typer.echo(f"wrote {report.folder}: {report.variants} variant(s), {report.blobs} file blob(s), "
                f"{report.bytes} bytes; install with `phi-get trust allow-unsigned {report.folder}` (a bundle "
                f"carries no TUF metadata; the lock pins every digest) and `phi-get sync --locked --from "

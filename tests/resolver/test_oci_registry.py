@@ -243,7 +243,8 @@ def test_lock_sync_locked_and_a_bundle_through_skopeo(basic: OciRegistry, tmp_pa
     r = phi("sync", "--locked", "--project", str(project), env=_env(tmp_path / "h1"))
     assert "installed tiny-phi 0.1.0" in r.stdout
     bundle = tmp_path / "bundle"
-    phi("bundle", "export", "--lock", str(project / "phi.lock"), str(bundle), env=_env(tmp_path / "h1"))
+    made = phi("bundle", "export", "--lock", str(project / "phi.lock"), str(bundle), "--json", env=_env(tmp_path / "h1"))
+    assert json.loads(made.stdout)["variants"] == 1
     index = json.loads((bundle / "index.json").read_bytes())
     assert len(index["manifests"]) == 1  # exactly what the lock pins: one class, one variant
     ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
