@@ -90,13 +90,13 @@ def _copy_blob(folder: Path, source: Path, hex_: str, size: int) -> None:
 def export_bundle(lock_path: Path, out: Path, home: Path, *, registries: list[str] | None = None,
                   reporter: Reporter | None = None) -> BundleReport:
     """Write the OCI image layout of everything ``lock_path`` pins into ``out`` (a new or empty folder)."""
+    if out.exists() and any(out.iterdir()) and not (out / LAYOUT_FILE).is_file():
+        raise ManifestError("the bundle folder exists and is not an OCI image layout; refusing to write into it",
+                            value=str(out), document="DIR")
     try:
         lock = parse_lock(lock_path.read_bytes(), document=str(lock_path))
     except FileNotFoundError:
         raise ManifestError("no such lock file", value=str(lock_path), document="--lock") from None
-    if out.exists() and any(out.iterdir()) and not (out / LAYOUT_FILE).is_file():
-        raise ManifestError("the bundle folder exists and is not an OCI image layout; refusing to write into it",
-                            value=str(out), document="DIR")
     (out / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     (out / "index.json").unlink(missing_ok=True)  # written last: a bundle cut short has none
     store = Store(home)

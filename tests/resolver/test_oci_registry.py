@@ -452,3 +452,17 @@ def test_dropped_blob_connections_resume_where_they_stopped_with_the_token_each_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_bundle_export_refuses_a_missing_lock_and_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
+    """Bad input: no lock, or a non-empty folder that is not an OCI layout: a clear error, nothing written."""
+    env = _env(tmp_path / "h")
+    r = phi("bundle", "export", "--lock", str(tmp_path / "phi.lock"), str(tmp_path / "b"), env=env, ok=False)
+    assert r.returncode == 2 and "no such lock file" in r.stderr and not (tmp_path / "b").exists(), r.stderr
+    (tmp_path / "phi.lock").write_text("")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    r = phi("bundle", "export", "--lock", str(tmp_path / "phi.lock"), str(other), env=env, ok=False)
+    assert r.returncode == 2 and "is not an OCI image layout; refusing" in r.stderr, r.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
