@@ -207,16 +207,16 @@ def parse_reference(url: str) -> Reference:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("oci", "oci+http"):
         raise ManifestError("an OCI reference starts with oci:// or oci+http://", field="url", value=_shown(url),
-                            document="--registry")
+                            document="OCI reference")
     userinfo, _, host = parts.netloc.rpartition("@")
     try:
         parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
     except ValueError:
         raise ManifestError("the port must be a number in 0-65535", field="url", value=_shown(url),
-                            document="--registry") from None
+                            document="OCI reference") from None
     if not parts.hostname or parts.query or parts.fragment:
         raise ManifestError("expected oci://HOST[:PORT][/NAMESPACE] (no query or fragment)", field="url",
-                            value=_shown(url), document="--registry")
+                            value=_shown(url), document="OCI reference")
     scheme = "http" if parts.scheme == "oci+http" or _loopback(host) else "https"
     ref = Reference(scheme=scheme, host=host, namespace=parts.path.strip("/"), userinfo=userinfo)
     if ref.namespace:
