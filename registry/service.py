@@ -32,7 +32,7 @@ from packaging.version import Version
 from phi_get.manifests.canonical import digest_of
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Manifest, parse_manifest
-from phi_get.manifests.names import check_digest, check_model_name, check_version
+from phi_get.manifests.names import check_digest, check_model_name, check_variant_id, check_version
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -290,8 +290,14 @@ class Registry:
         name = self.model_name(name)
         principal.require_publish(name)
         version = str(check_version(version, "version", "yank request"))
+        if variant is not None:
+            variant = check_variant_id(variant, "variant", "yank request")
         if reason is not None and not (0 < len(reason) <= 1024):
             raise BadRequestError("a yank reason is 1 to 1024 characters")
+        if reason is not None and any(ord(c) < 32 or 127 <= ord(c) < 160 for c in reason):
+            # Shown by every client that resolves the version: an escape sequence there
+            # would rewrite the user's terminal (issue 10, text that is not what it looks).
+            raise BadRequestError("a yank reason may not hold control characters (newlines, escapes)")
         with Session(self.engine) as session:
             query = select(VariantRow).where(VariantRow.model == name, VariantRow.version == version)
             if variant is not None:

@@ -232,3 +232,18 @@ def test_a_manifest_of_ten_thousand_files_is_checked_quickly(served: Served, tmp
     elapsed = time.monotonic() - started
     assert r.status_code == 400 and "blob(s) not uploaded" in r.json()["message"], r.text[:300]
     assert elapsed < 2.0, elapsed
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"reason": "broken\x1b[2J\x1b[Hall good"}, "a yank reason may not hold control characters"),
+    ({"reason": "line one\nphi-get: installed fine"}, "a yank reason may not hold control characters"),
+    ({"reason": "x", "variant": "gguf-q4_k_m\n"}, "invalid yank request at variant: a variant id is"),
+])
+def test_yank_refuses_text_that_is_not_what_it_looks(served: Served, body: dict[str, Any], message: str) -> None:
+    """A yank reason is shown by every client resolving the version: terminal escapes and forged lines
+    are refused, as is a variant with a trailing newline."""
+    r = httpx.post(f"{served.url}/v1/models/tiny-phi/versions/0.1.0/yank", json=body,
+                   headers={"authorization": f"Bearer {served.token}"})
+    assert r.status_code == 400 and r.json()["message"].startswith(message), r.text
+    index = httpx.get(f"{served.url}/v1/models/tiny-phi/index.json").json()
+    assert all("yanked" not in v for v in index["variants"])
