@@ -140,11 +140,27 @@ class OciRegistry:
         who = f"{USER}:{PASSWORD}@" if creds else ""
         return f"oci://{who}{self.host}/{namespace}"
 
+    def _log_lines(self) -> list[str]:
+        """The log's lines once it stopped growing for 0.2 s (the registry writes a line after answering)."""
+        size, still = -1, time.monotonic()
+        deadline = still + 5
+        while time.monotonic() < deadline:
+            now = self.log.stat().st_size
+            if now != size:
+                size, still = now, time.monotonic()
+            elif time.monotonic() - still >= 0.2:
+                break
+            time.sleep(0.05)
+        return self.log.read_text().splitlines()
+
     def ranged_gets(self, digest: str) -> list[int]:
         """The byte counts of the 206 answers to GETs of a blob, from the registry's access log."""
         wanted = f"/blobs/{digest} HTTP/1.1\" 206 "
-        return [int(line.split(wanted, 1)[1].split()[0]) for line in self.log.read_text().splitlines()
-                if wanted in line]
+        return [int(line.split(wanted, 1)[1].split()[0]) for line in self._log_lines() if wanted in line]
+
+    def requests(self) -> list[str]:
+        """Every request line of the registry's access log so far (``GET /v2/... HTTP/1.1``)."""
+        return [line.split('"', 2)[1] for line in self._log_lines() if '] "' in line]
 
     def blob_file(self, digest: str) -> Path:
         hex_ = digest.removeprefix("sha256:")

@@ -196,9 +196,12 @@ def test_skopeo_reads_what_phi_get_pushed_and_copies_it_back_with_digests_intact
 def test_a_blob_corrupted_on_the_registrys_disk_is_refused_at_install(
         tmp_path: Path, arts: tuple[Path, list[Manifest]]) -> None:
     """Integrity: the registry serves a file's bytes from disk without re-hashing; same size, other bytes:
-    phi-get refuses them before placing anything."""
+    phi-get refuses them before placing anything.  (Also: resolving costs one request, as over HTTP.)"""
     with oci_registry(tmp_path / "reg") as reg:
         phi("publish", str(arts[0] / "q4"), "--to", reg.url(), env=_env(tmp_path / "p", creds=False))
+        before = len(reg.requests())
+        phi("resolve", "tiny-phi", "--registry", reg.url(), env=_env(tmp_path / "r", creds=False))
+        assert reg.requests()[before:] == ["GET /v2/models/tiny-phi/manifests/phi-get.index HTTP/1.1"]  # one request
         weights = next(f for f in arts[1][0].files if f.path == "model.gguf")
         blob = reg.blob_file(f"sha256:{weights.sha256}")
         data = bytearray(blob.read_bytes())
