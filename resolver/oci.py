@@ -143,7 +143,14 @@ class _RepoAuth:
             user, password = (urllib.parse.quote(x, safe="") for x in self._creds)
             scheme, _, rest = url.partition("://")
             url = f"{scheme}://{user}:{password}@{rest}"
-        doc = transport.get_document(url, limit=_MAX_TOKEN_DOC)
+        try:
+            doc = transport.get_document(url, limit=_MAX_TOKEN_DOC)
+        except SourceError as exc:
+            if "HTTP 401" not in str(exc) and "HTTP 403" not in str(exc):
+                raise
+            state = "refused" if self._creds else "needed"
+            raise SourceError(f"the registry's token server refused a pull token for {self._repo}: credentials "
+                              f"{state}", url=redact(realm), hint=_HINT) from None
         try:
             body = json.loads(doc.body)
             token = body.get("token") or body.get("access_token")
