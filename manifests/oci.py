@@ -320,10 +320,12 @@ class Variant:
     size: int
 
 
-def image_index(variants: Iterable[Variant], ref_names: Mapping[str, str] | None = None) -> bytes:
+def image_index(variants: Iterable[Variant], ref_names: Mapping[str, str] | None = None,
+                others: Sequence[Mapping[str, Any]] = ()) -> bytes:
     """An OCI image index of variants, ordered by (version, variant) so equal sets give equal bytes.
 
     ``ref_names`` (OCI manifest digest -> name): the ``ref.name`` annotations of an image layout's index.
+    ``others``: descriptors that are not phi-get's (another tool's), kept as they were, after ours.
     """
     ordered = sorted(variants, key=lambda v: (v.entry.version, v.entry.variant, v.digest))
     items = []
@@ -334,7 +336,7 @@ def image_index(variants: Iterable[Variant], ref_names: Mapping[str, str] | None
         # No descriptor artifactType (the manifest itself has it): skopeo 1.9's image-spec types drop it
         # when they re-encode an index, which would change the index's digest.
         items.append(descriptor(IMAGE_MANIFEST, v.digest, v.size, ann))
-    return dumps({"schemaVersion": 2, "mediaType": IMAGE_INDEX, "manifests": items})
+    return dumps({"schemaVersion": 2, "mediaType": IMAGE_INDEX, "manifests": [*items, *others]})
 
 
 def parse_index(data: bytes, *, document: str) -> tuple[Variant, ...]:
@@ -373,11 +375,20 @@ def parse_index(data: bytes, *, document: str) -> tuple[Variant, ...]:
 
 
 def merge_index(existing: bytes | None, new: Sequence[Variant], *, document: str) -> bytes:
-    """``existing``'s variants with ``new`` ones added (a (version, variant) already there is replaced)."""
+    """``existing``'s variants with ``new`` ones added (a (version, variant) already there is replaced).
+
+    Descriptors another tool put in the index (no :data:`ENTRY`) are kept, unchanged.
+    """
     have = {(v.name, v.entry.version, v.entry.variant): v
             for v in (parse_index(existing, document=document) if existing else ())}
     have.update({(v.name, v.entry.version, v.entry.variant): v for v in new})
-    return image_index(have.values())
+    others = []
+    if existing:  # parse_index accepted it: a JSON object with a list of descriptors
+        for item in json.loads(existing).get("manifests", []):
+            ann = item.get("annotations") if isinstance(item, dict) else None
+            if isinstance(item, dict) and not (isinstance(ann, dict) and ENTRY in ann):
+                others.append(item)
+    return image_index(have.values(), others=others)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

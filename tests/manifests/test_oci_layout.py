@@ -82,7 +82,8 @@ def test_the_image_manifest_is_modelpack_with_one_raw_layer_per_file_and_phi_get
 
 
 def test_an_index_round_trips_and_merges_by_version_and_variant() -> None:
-    """Resolution data: the entry annotation parses back to the same IndexEntry; a re-push replaces, not adds."""
+    """Resolution data: the entry annotation parses back to the same IndexEntry; a re-push replaces, not adds,
+    and keeps what another tool put in the same index."""
     entry = IndexEntry.from_manifest(MANIFEST)
     one = Variant(name="tiny-phi", entry=entry, digest="sha256:" + "d" * 64, size=900)
     data = image_index([one])
@@ -90,6 +91,12 @@ def test_an_index_round_trips_and_merges_by_version_and_variant() -> None:
     again = merge_index(data, [Variant(name="tiny-phi", entry=entry, digest="sha256:" + "e" * 64, size=901)],
                         document="t")
     assert [v.digest for v in parse_index(again, document="t")] == ["sha256:" + "e" * 64]
+    foreign = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "9" * 64,
+               "size": 5, "platform": {"architecture": "amd64", "os": "linux"}}
+    theirs = json.loads(again)
+    theirs["manifests"].append(foreign)
+    merged = json.loads(merge_index(dumps(theirs), [one], document="t"))
+    assert merged["manifests"][-1] == foreign and len(merged["manifests"]) == 2  # another tool's entry survives
 
 
 def test_an_index_entry_that_is_not_json_is_refused_with_its_path() -> None:
