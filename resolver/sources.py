@@ -149,7 +149,8 @@ class Source:
         if self.is_file:
             status, body, _ = self.read(rel)
             if status != 200:
-                return self._absent(rel)
+                self._absent(rel)
+                return None
             self.verify(rel, body)
             return parse_model_index(body, document=self.url(rel))
         key = hashlib.sha256(self.stored.encode()).hexdigest()[:16]
@@ -163,7 +164,8 @@ class Source:
         etag = tag_file.read_text() if cached.exists() and tag_file.exists() else None
         status, body, new_tag = self.read(rel, etag=etag)
         if status == 404:
-            return self._absent(rel)
+            self._absent(rel)
+            return None
         if status == 304:
             body = cached.read_bytes()
             self.verify(rel, body)

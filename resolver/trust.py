@@ -37,8 +37,10 @@ Imports the standard library, :mod:`phi_get.manifests` and the resolver's
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -208,6 +210,8 @@ class Verifier:
         self.folder = folder
         self.offline = offline
         self._updater: Updater | None = None
+        self._fast: dict[str, Any] | None = None
+        self._fast_tried = False
 
     def __repr__(self) -> str:  # never shows credentials
         return f"Verifier({self.stored!r})"
@@ -241,14 +245,86 @@ class Verifier:
         self._updater = updater
         return updater
 
-    def _info(self, rel: str) -> Any:
+    # ---- the warm path: what an earlier full refresh verified, while the source's timestamp is unchanged ----
+    #
+    # ``verified.json`` records, after a full TUF refresh, the sha256 of the trusted timestamp.json, the
+    # trusted root version, the earliest expiry of every metadata file trusted, and the target infos looked
+    # up.  A later process fetches timestamp.json (as TUF would) and probes the next root version: when the
+    # timestamp is byte-identical to the verified one (so its signatures were checked already), no newer
+    # root exists and nothing has expired, the recorded target infos are the ones TUF would return, with no
+    # tuf import and no signature check.  Anything else runs the full workflow.
+
+    def _get(self, name: str, limit: int) -> bytes | None:
+        """A metadata file of the source, or None when absent or unreadable (the full workflow reports why)."""
+        if self.offline:
+            path = self.folder / "metadata" / name
+            return path.read_bytes() if name == "timestamp.json" and path.is_file() else None
+        url = f"{self.fetch_base.rstrip('/')}/{TUF_PREFIX}{name}"
+        try:
+            doc = transport.read_file(url, limit=limit) if url.startswith("file://") else \
+                transport.get_document(url, limit=limit)
+        except (SourceError, DocumentTooLargeError):
+            return None
+        return doc.body if doc.status == 200 else None
+
+    def _fast_table(self) -> dict[str, Any] | None:
+        if self._fast_tried:
+            return self._fast
+        self._fast_tried = True
+        try:
+            record = json.loads((self.folder / "verified.json").read_bytes())
+            expires = datetime.fromisoformat(record["expires"])
+            digest, root_version, table = record["timestamp_sha256"], int(record["root_version"]), record["targets"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(table, dict) or datetime.now(UTC) >= expires:
+            return None
+        timestamp = self._get("timestamp.json", 16384)
+        if timestamp is None or hashlib.sha256(timestamp).hexdigest() != digest:
+            return None
+        if self._get(f"{root_version + 1}.root.json", _MAX_ROOT) is not None:
+            return None  # a root rotation: the full workflow walks it
+        self._fast = table
+        return table
+
+    def _remember(self, rel: str, info: dict[str, Any] | None) -> None:
+        meta = self.folder / "metadata"
+        try:
+            timestamp = (meta / "timestamp.json").read_bytes()
+            docs = [json.loads(p.read_bytes())["signed"] for p in meta.glob("*.json")]
+            root_version = json.loads((meta / "root.json").read_bytes())["signed"]["version"]
+            expires = min(datetime.fromisoformat(d["expires"]) for d in docs)
+            old = json.loads((self.folder / "verified.json").read_bytes())
+        except FileNotFoundError:
+            old = {}
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        digest = hashlib.sha256(timestamp).hexdigest()
+        table = dict(old.get("targets", {})) if old.get("timestamp_sha256") == digest else {}
+        table[rel] = info
+        record = {"timestamp_sha256": digest, "root_version": root_version, "expires": expires.isoformat(),
+                  "targets": table}
+        tmp = self.folder / f".verified.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(record, sort_keys=True))
+        os.replace(tmp, self.folder / "verified.json")
+
+    def _info(self, rel: str) -> dict[str, Any] | None:
+        """The signed target info of ``rel`` (length, sha256, custom), or None when the targets do not list it."""
+        fast = self._fast_table()
+        if fast is not None and rel in fast:
+            found = fast[rel]
+            return found if isinstance(found, dict) else None
         from tuf.api import exceptions as tuf_exc
 
         updater = self._ready()
         try:
-            return updater.get_targetinfo(rel)
+            target = updater.get_targetinfo(rel)
         except (tuf_exc.RepositoryError, tuf_exc.DownloadError, ValueError, OSError) as exc:
             raise TrustError(f"the signed targets of {rel} could not be read: {exc}", source=self.stored) from None
+        info = None if target is None else {"length": target.length, "sha256": target.hashes.get("sha256"),
+                                            "custom": target.custom if isinstance(target.custom, dict) else {}}
+        self._remember(rel, info)
+        return info
 
     def check(self, rel: str, body: bytes, shown: str) -> None:
         """Accept ``body`` as the document at layout path ``rel`` only if it is the signed target."""
@@ -256,9 +332,9 @@ class Verifier:
         if info is None:
             raise TrustError(f"{shown} is not listed by the source's signed targets (mix-and-match or a document "
                              f"the operator never signed)", source=self.stored)
-        if info.length != len(body) or info.hashes.get("sha256") != hashlib.sha256(body).hexdigest():
+        if info["length"] != len(body) or info["sha256"] != hashlib.sha256(body).hexdigest():
             raise TrustError(f"{shown} does not match its signed target (length {len(body)}, signed "
-                             f"{info.length}): an altered, older or newer copy", source=self.stored)
+                             f"{info['length']}): an altered, older or newer copy", source=self.stored)
 
     def listed(self, rel: str) -> bool:
         """Whether the signed targets list ``rel`` (a signed source that lists no model really has none)."""
@@ -269,7 +345,7 @@ class Verifier:
         info = self._info(PUBLISHERS_TARGET)
         if info is None:
             return None
-        table = info.custom.get("publishers", {}) if isinstance(info.custom, dict) else {}
+        table = info["custom"].get("publishers", {})
         keys = table.get(model)
         return dict(keys) if isinstance(keys, dict) else None
 

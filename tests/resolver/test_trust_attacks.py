@@ -328,3 +328,58 @@ def test_unsigned_source_refused_unless_accepted(channel: Channel, tmp_path: Pat
     srcs = sources_from([channel.url], home, environ={})
     assert not srcs.sources[0].signed
     assert os.environ.get("PHI_GET_UNSIGNED") is None
+
+
+def test_warm_cache_still_refuses_expiry(channel: Channel, tmp_path: Path) -> None:
+    """Freeze against a warm client: the verified cache is used only while every metadata file is unexpired."""
+    import time
+
+    def soon(signed: object) -> None:
+        signed.version += 1  # type: ignore[attr-defined]
+        signed.expires = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)  # type: ignore[attr-defined]
+
+    channel.plant(TUF_PREFIX + "timestamp.json", _resign(channel, "timestamp", soon))
+    home = tmp_path / "home"
+    assert versions(channel, home) == ["0.1.0"]
+    assert versions(channel, home, pin=False) == ["0.1.0"]  # warm: same timestamp bytes, not expired
+    time.sleep(2.5)
+    with pytest.raises(TrustError, match="expired"):
+        versions(channel, home, pin=False)
+
+
+def test_warm_cache_follows_a_root_rotation_that_revokes_the_timestamp_key(channel: Channel, tmp_path: Path) -> None:
+    """Root rotation against a warm client: a new root that revokes the timestamp key makes the unchanged
+    timestamp (signed by the revoked key) unacceptable, even though its bytes were verified before."""
+    from phi_get.registry.tuf_repo import _load_signer
+    from securesystemslib.signer import CryptoSigner
+
+    home = tmp_path / "home"
+    assert versions(channel, home) == ["0.1.0"]
+    fresh = CryptoSigner.generate_ed25519()
+
+    def revoke(signed: object) -> None:
+        for keyid in list(signed.roles["timestamp"].keyids):  # type: ignore[attr-defined]
+            signed.revoke_key(keyid, "timestamp")  # type: ignore[attr-defined]
+        signed.add_key(fresh.public_key, "timestamp")  # type: ignore[attr-defined]
+        signed.version += 1  # type: ignore[attr-defined]
+
+    channel.plant(TUF_PREFIX + "2.root.json",
+                  _resign(channel, "root", revoke, keys=[_load_signer(channel.reg.keys / "root.pem")]))
+    with pytest.raises(TrustError, match="threshold|signature"):
+        versions(channel, home, pin=False)
+
+
+def test_warm_resolve_imports_no_tuf(channel: Channel, tmp_path: Path) -> None:
+    """Cost: a warm, already-verified cache answers without importing tuf or checking a signature."""
+    import json
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    assert versions(channel, home) == ["0.1.0"]
+    script = ("import sys, json; from pathlib import Path; from phi_get.resolver.sources import sources_from;"
+              f"s = sources_from([{channel.url!r}], Path({str(home)!r}), environ={{}});"
+              "s.find_index('tiny-phi'); print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('tuf', 'securesystemslib', 'cryptography'))))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(out.stdout) == []
