@@ -28,12 +28,12 @@ from pathlib import Path
 from phi_get import __version__
 from phi_get.manifests.artifact import MANIFEST_FILENAME, file_entry, load_artifact_folder
 from phi_get.manifests.errors import PhiGetError
-from phi_get.manifests.manifest import Manifest, MemoryNeeds, Provenance
+from phi_get.manifests.manifest import Manifest, MemoryNeeds, Provenance, QualityCheck
 from phi_get.manifests.recipe import Recipe, VariantSpec, load_recipe
 
 from .backends import backend_for
 from .base import BuildContext, BuildResult, Outcome, Reporter
-from .evaluate import QualityGateError, Reference, load_reference, quality_gate
+from .evaluate import METRICS, QualityGateError, Reference, load_reference, quality_gate
 from .plan import plan_recipe
 from .source import Checkpoint, open_source
 
@@ -59,9 +59,13 @@ def _up_to_date(folder: Path, ckpt: Checkpoint, spec: VariantSpec, tools: dict[s
         return None  # damaged or foreign: rebuild
     prov = manifest.provenance
     # Keys the build itself added (phi-get-*-fixup) follow from the same
-    # inputs; the tools the backend declares must all match.
+    # inputs; the tools the backend declares must all match.  The source
+    # includes its precision, and a runtime check must have measured every
+    # metric today's evaluation writes: manifests from before either are
+    # rebuilt, not carried forward without them (issue 11).
     same = (prov.source == ckpt.source and dict(prov.recipe) == spec.to_json()
-            and {k: prov.tools.get(k) for k in tools} == tools)
+            and {k: prov.tools.get(k) for k in tools} == tools
+            and (manifest.quality.check is not QualityCheck.RUNTIME or METRICS <= manifest.quality.metrics.keys()))
     return manifest if same else None
 
 

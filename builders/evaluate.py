@@ -3,8 +3,14 @@
 The reference is the unquantized checkpoint run by transformers in fp32 on
 the fixed evaluation text (``tiny.EVAL_TEXT``), tokenized once by the
 checkpoint's own tokenizer; every artifact's runtime is fed the same token
-ids and its logits are compared with the reference: perplexity of the text,
-top-1 next-token agreement, and the largest absolute logit difference.
+ids and its logits are compared with the reference: perplexity of the text
+and its ratio to the reference's, top-1 next-token agreement, the largest
+absolute logit difference, and the KL divergence of the artifact's
+next-token distribution from the reference's (mean and 99th percentile over
+the positions, as llama.cpp's ``llama-perplexity --kl-divergence`` reports
+them).  Every runtime here returns the full vocabulary's logits at every
+position, so nothing is truncated to a top-k; the metric names are the ones
+``resolver/ranking.py`` ranks by.
 
 The quality gate (:func:`quality_gate`) turns those measurements into a
 verdict: an artifact whose runtime computes wrong numbers is refused, not
@@ -32,17 +38,31 @@ from .tiny import EVAL_TEXT
 
 __all__ = [
     "GENERATE_TOKENS",
+    "KL_MEASURED",
     "LOGIT_TOLERANCE",
+    "METRICS",
     "PROMPT",
+    "REFERENCE",
     "TOP1_FLOOR",
     "QualityGateError",
     "Reference",
+    "kl_per_position",
     "load_reference",
     "quality_gate",
     "runtime_quality",
     "score_logits",
     "structural_quality",
 ]
+
+#: What every runtime-checked artifact is compared with (``quality.evaluation.reference``).
+REFERENCE: Final = "transformers fp32, unquantized source checkpoint"
+#: What ``kl_divergence`` and ``kl_divergence_p99`` were measured over (``quality.evaluation.kl_divergence``).
+KL_MEASURED: Final = "KL(reference || artifact), nats, full-vocabulary logits at every position of the text"
+
+#: The metrics :func:`score_logits` writes: a runtime-checked manifest without all of them was
+#: measured by an older phi-get, and ``build.py`` rebuilds it rather than call it up to date.
+METRICS: Final = frozenset({"perplexity", "reference_perplexity", "perplexity_ratio", "kl_divergence",
+                            "kl_divergence_p99", "top1_agreement", "max_abs_logit_error"})
 
 #: The fixed prompt every artifact must generate from before it counts as built.
 PROMPT = "The registry stores each file"
@@ -99,29 +119,65 @@ def load_reference(folder: Path, work: Path) -> Reference:
     return Reference(ids=tuple(ids), prompt_ids=tuple(prompt_ids), logits_path=logits_path, text_sha256=text_sha)
 
 
-def _perplexity(logits: Any, ids: tuple[int, ...]) -> float:
+def _log_softmax(logits: Any) -> Any:
+    """Log-probabilities per position, in float64 (a sum over 200,064 fp32 terms loses digits)."""
     import numpy as np
 
-    x = logits[:-1].astype(np.float64)
+    x = np.asarray(logits, dtype=np.float64)
     x = x - x.max(axis=1, keepdims=True)
-    logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
-    nll = -logp[np.arange(len(ids) - 1), np.asarray(ids[1:])]
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+def _perplexity(logp: Any, ids: tuple[int, ...]) -> float:
+    import numpy as np
+
+    nll = -logp[np.arange(len(ids) - 1), np.asarray(ids[1:])]  # position i predicts token i + 1
     return float(math.exp(nll.mean()))
 
 
+def kl_per_position(logp_ref: Any, logp: Any) -> Any:
+    """KL(reference || artifact) in nats at each position: sum_v p_ref(v) (log p_ref(v) - log p(v)).
+
+    The direction llama.cpp's ``--kl-divergence`` uses (the base model's
+    distribution weighs the log-ratio).  Rounding can take an exact match a
+    few ulps below 0; it is clipped to 0, the divergence's floor.
+    """
+    import numpy as np
+
+    return np.maximum((np.exp(logp_ref) * (logp_ref - logp)).sum(axis=1), 0.0)
+
+
+def _sig(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
 def score_logits(logits: Any, reference: Reference) -> dict[str, float]:
-    """Perplexity, reference perplexity, top-1 agreement and max |logit error|."""
+    """Every metric of one runtime's logits against the reference's, under the names the ranking reads.
+
+    ``perplexity`` and ``reference_perplexity`` of the evaluation text (the
+    last position predicts nothing in it, so len(ids) - 1 predictions);
+    ``perplexity_ratio`` = perplexity / reference_perplexity; over every
+    position (each one's full next-token distribution): ``kl_divergence``
+    (mean, nats/token), ``kl_divergence_p99`` (99th percentile, linear
+    interpolation), ``top1_agreement`` and ``max_abs_logit_error``.
+    """
     import numpy as np
 
     ref = reference.logits()
     logits = np.asarray(logits, dtype=np.float32)
     if logits.shape != ref.shape:
         raise ValueError(f"runtime logits have shape {logits.shape}, the reference {ref.shape}")
+    logp, logp_ref = _log_softmax(logits), _log_softmax(ref)
+    ppl, ref_ppl = _perplexity(logp, reference.ids), _perplexity(logp_ref, reference.ids)
+    kl = kl_per_position(logp_ref, logp)
     return {
-        "perplexity": round(_perplexity(logits, reference.ids), 6),
-        "reference_perplexity": round(_perplexity(ref, reference.ids), 6),
+        "perplexity": round(ppl, 6),
+        "reference_perplexity": round(ref_ppl, 6),
+        "perplexity_ratio": _sig(ppl / ref_ppl),
+        "kl_divergence": _sig(float(kl.mean())),
+        "kl_divergence_p99": _sig(float(np.percentile(kl, 99))),
         "top1_agreement": round(float((logits.argmax(axis=1) == ref.argmax(axis=1)).mean()), 6),
-        "max_abs_logit_error": float(f"{float(np.abs(logits - ref).max()):.6g}"),
+        "max_abs_logit_error": _sig(float(np.abs(logits - ref).max())),
     }
 
 
@@ -133,6 +189,7 @@ def runtime_quality(metrics: dict[str, float], reference: Reference, runtime: st
         evaluation={
             "text_sha256": reference.text_sha256, "tokens": str(len(reference.ids)), "runtime": runtime,
             "prompt": PROMPT, "generated_tokens": str(GENERATE_TOKENS),
+            "reference": REFERENCE, "kl_divergence": KL_MEASURED,
         },
         note=f"generated from the fixed prompt: {generated[:200]!r}",
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from phi_get.manifests.manifest import Source
 from phi_get.manifests.modelfiles import SafetensorsHeader, read_safetensors_header
 
 from .errors import HubError, SourceError
+from .source_dtype import source_precision
 
 __all__ = ["PHI3_ARCHITECTURE", "Checkpoint", "local_digest", "open_source"]
 
@@ -189,6 +190,7 @@ def open_source(spec: str | Path) -> Checkpoint:
     _check_json_files(folder)
     if source is None:
         source = Source(local_sha256=local_digest(folder))
+    source = replace(source, precision=source_precision(config, headers))  # issue 11: no quality above it
     for key in ("num_attention_heads", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",
                 "max_position_embeddings"):
         if key not in config:
