@@ -164,8 +164,11 @@ class TufRepository:
         """A metadata file by its served name (``timestamp.json``, ``3.root.json``); None when absent."""
         if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".json"):
             return None
-        path = self.metadata / name
-        return path.read_bytes() if path.is_file() else None
+        try:  # a NUL byte or a name too long for the filesystem is a hostile name: absent, never a 500
+            path = self.metadata / name
+            return path.read_bytes() if path.is_file() else None
+        except (OSError, ValueError):
+            return None
 
     def signature(self, digest: str) -> bytes | None:
         path = self.signatures / f"{digest.removeprefix('sha256:')}.sig"

@@ -261,7 +261,8 @@ def test_hostile_names_reach_no_file(channel: Channel, tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    for name in ("..%2Fcatalog.sqlite3", "..%2F..%2FLAYOUT", "%2E%2E%2Fonline%2Ftimestamp.pem", ".lock"):
+    for name in ("..%2Fcatalog.sqlite3", "..%2F..%2FLAYOUT", "%2E%2E%2Fonline%2Ftimestamp.pem", ".lock",
+                 "a%00.json", "x" * 300 + ".json"):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{channel.reg.url}/v1/tuf/{name}")
         assert err.value.code in (400, 404)
