@@ -171,3 +171,31 @@ def test_unsigned_source_is_recorded_in_lock_and_explanation(tmp_path: Path, reg
                                       '[device-classes]\nedge = "pi-board"\n')
     assert phi("lock", env=env, cwd=project).returncode == 0
     assert f'unsigned-sources = ["{mirror.as_uri()}"]' in (project / "phi.lock").read_text()
+
+
+def test_offline_http_source_is_checked_against_its_verified_cache(reg: SignedRegistry, tmp_path: Path) -> None:
+    """Offline, an http source is verified from the cached metadata (the registry is down); a cached index
+    altered on disk is refused, with the warm record and without it (python-tuf over cached files only)."""
+    from phi_get.resolver.trust import TrustError
+
+    from .trustkit import client_sources
+
+    _publish(reg, tmp_path, "0.1.0", None)
+    home = tmp_path / "home"
+    url = reg.url
+    assert client_sources(home, url, reg.root()).find_index("tiny-phi")[1].entries
+    reg.close()
+    for warm in (True, False):
+        if not warm:
+            for p in home.glob("trust/*/verified.json"):
+                p.unlink()
+        offline = client_sources(home, url, None, offline=True)
+        assert [str(e.version) for e in offline.find_index("tiny-phi")[1].entries] == ["0.1.0"]
+    cached = next(home.glob("cache/index/*/tiny-phi.json"))
+    cached.write_bytes(cached.read_bytes().replace(b'"0.1.0"', b'"0.1.1"'))
+    for warm in (True, False):
+        if not warm:
+            for p in home.glob("trust/*/verified.json"):
+                p.unlink()
+        with pytest.raises(TrustError, match="does not match its signed target"):
+            client_sources(home, url, None, offline=True).find_index("tiny-phi")
