@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .canonical import canonical_bytes
+from .canonical import canonical_bytes, load_json_document
 from .errors import ManifestError
 from .fields import Reader
 from .index import IndexEntry
@@ -134,6 +134,7 @@ LAYOUT_FILE: Final = "oci-layout"
 LAYOUT_VERSION: Final = b'{"imageLayoutVersion":"1.0.0"}'
 #: The most bytes an OCI manifest or index may have (distribution's own limit is 4 MiB).
 MAX_OCI_DOC: Final = 4 << 20
+_MAX_AUTH_FILE: Final = 1 << 20  # a Docker config file; larger ones are skipped like unreadable ones
 _TAG: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", re.ASCII)
 #: OCI distribution spec: a repository name's path components.
 _REPO_PART: Final = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*", re.ASCII)
@@ -343,10 +344,7 @@ def parse_index(data: bytes, *, document: str) -> tuple[Variant, ...]:
     """The variants an image index lists (descriptors without :data:`ENTRY` are someone else's: skipped)."""
     if len(data) > MAX_OCI_DOC:
         raise ManifestError(f"an OCI index is at most {MAX_OCI_DOC} bytes", value=len(data), document=document)
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"not JSON: {exc}", document=document) from None
+    doc = load_json_document(data, limit=MAX_OCI_DOC, document=document)
     if not isinstance(doc, dict):
         raise ManifestError("expected a JSON object (an OCI image index)", document=document)
     r = Reader(doc, document=document)
@@ -360,8 +358,8 @@ def parse_index(data: bytes, *, document: str) -> tuple[Variant, ...]:
         where = f"manifests[{i}].annotations[{ENTRY!r}]"
         raw = ann[ENTRY]
         try:
-            parsed = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
+            parsed = load_json_document(raw, limit=MAX_OCI_DOC, document=document) if isinstance(raw, str) else None
+        except ManifestError:
             parsed = None
         if not isinstance(parsed, dict):
             raise ManifestError("expected the JSON text of an index entry", field=where, value=str(raw)[:80],
@@ -384,7 +382,7 @@ def merge_index(existing: bytes | None, new: Sequence[Variant], *, document: str
     have.update({(v.name, v.entry.version, v.entry.variant): v for v in new})
     others = []
     if existing:  # parse_index accepted it: a JSON object with a list of descriptors
-        for item in json.loads(existing).get("manifests", []):
+        for item in load_json_document(existing, limit=MAX_OCI_DOC, document=document).get("manifests", []):
             ann = item.get("annotations") if isinstance(item, dict) else None
             if isinstance(item, dict) and not (isinstance(ann, dict) and ENTRY in ann):
                 others.append(item)
@@ -433,8 +431,8 @@ def credentials_for(ref: Reference, environ: Mapping[str, str] | None = None,
     files = [base / "config.json"] + ([Path(env["REGISTRY_AUTH_FILE"])] if env.get("REGISTRY_AUTH_FILE") else [])
     for path in files:
         try:
-            doc = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            doc = load_json_document(path.read_bytes(), limit=_MAX_AUTH_FILE, document=str(path))
+        except (OSError, ManifestError):
             continue
         found = _auth_entry(doc, ref.host, str(path))
         if found is not None:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .canonical import load_json_document
 from .errors import ManifestError
 from .names import check_digest
 
@@ -105,9 +105,12 @@ def parse_signature_bundle(body: bytes, *, document: str) -> SignatureBundle:
         raise ManifestError(f"a signature bundle is at most {_MAX_BUNDLE} bytes", field="(document)",
                             document=document)
     try:
-        doc = _obj(json.loads(body), "(document)", document)
-    except (ValueError, RecursionError):
-        raise ManifestError("a signature bundle must be JSON", field="(document)", document=document) from None
+        doc = _obj(load_json_document(body, limit=_MAX_BUNDLE, document=document), "(document)", document)
+    except ManifestError as exc:
+        if exc.field:  # _obj's own refusal
+            raise
+        raise ManifestError(f"a signature bundle must be JSON ({exc.reason})", field="(document)",
+                            document=document) from None
     material = _obj(doc.get("verificationMaterial"), "verificationMaterial", document)
     hint = _obj(material.get("publicKey"), "verificationMaterial.publicKey", document).get("hint")
     if not isinstance(hint, str) or len(hint) != 64:
@@ -125,10 +128,13 @@ def parse_signature_bundle(body: bytes, *, document: str) -> SignatureBundle:
                      "dsseEnvelope.signatures[0].sig", document)
     payload = _b64(env.get("payload"), "dsseEnvelope.payload", document)
     try:
-        statement = _obj(json.loads(payload), "dsseEnvelope.payload", document)
-    except (ValueError, RecursionError):
-        raise ManifestError("dsseEnvelope.payload must be a JSON statement", field="dsseEnvelope.payload",
-                            document=document) from None
+        statement = _obj(load_json_document(payload, limit=_MAX_BUNDLE, document=document), "dsseEnvelope.payload",
+                         document)
+    except ManifestError as exc:
+        if exc.field:
+            raise
+        raise ManifestError(f"dsseEnvelope.payload must be a JSON statement ({exc.reason})",
+                            field="dsseEnvelope.payload", document=document) from None
     if statement.get("predicateType") != PREDICATE_TYPE:
         raise ManifestError(f"the statement's predicateType must be {PREDICATE_TYPE!r}",
                             field="payload.predicateType", document=document)

@@ -61,19 +61,19 @@ _WIRED: dict[str, Callable[[], Advisor]] = {}
 
 def _config_file() -> tuple[Path, dict[str, object]]:
     import os
-    import tomllib
 
+    from phi_get.manifests.canonical import load_toml_document
     from phi_get.manifests.errors import ManifestError
 
     path = Path(os.environ.get(_CONFIG_ENV) or Path.home() / ".config" / "phi-get" / "registry.toml")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = load_toml_document(path.read_bytes(), limit=1 << 20, document=str(path))
     except FileNotFoundError:
         if os.environ.get(_CONFIG_ENV):
             raise ManifestError("no such file", field=_CONFIG_ENV, value=str(path), document="environment") from None
         return path, {}
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ManifestError(str(exc), document=str(path)) from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read it: {exc.strerror}", document=str(path)) from None
     unknown = sorted(set(doc) - {"storage", "db"})
     if unknown:
         raise ManifestError("unknown key; the keys are storage and db", field=unknown[0], document=str(path))

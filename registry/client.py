@@ -26,7 +26,6 @@ Imports httpx and :mod:`phi_get.manifests` only.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,8 @@ from typing import Any, Final
 
 import httpx
 from phi_get.manifests.artifact import find_artifact_folders, load_artifact_folder
+from phi_get.manifests.canonical import load_json_document
+from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import FileEntry, Manifest
 from phi_get.manifests.signing import MODEL_SIGNATURE_FILENAME
 from phi_get.manifests.urls import redact, redact_text, split_credentials
@@ -142,9 +143,9 @@ class _Publisher:
         doing = f"committing {manifest.name} {manifest.version} {manifest.variant}"
         raise_for_error(r, doing)
         try:
-            result = json.loads(r.content)
+            result = load_json_document(r.content, limit=1 << 20, document=f"the answer of {redact(str(r.url))}")
             digest, created = str(result["digest"]), bool(result["created"])
-        except (ValueError, KeyError, TypeError):
+        except (ManifestError, KeyError, TypeError):
             raise ServiceError(f"{doing}: HTTP {r.status_code} from {redact(str(r.url))} is not the registry's "
                                f"answer (no JSON with digest and created): {r.text[:200]!r}") from None
         self.progress("commit", f"{manifest.name} {manifest.version} {manifest.variant}", 0)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import threading
 import time
 import urllib.parse
@@ -53,6 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from phi_get.manifests.canonical import load_json_document
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import LAYOUT, ModelIndex, parse_model_index
 from phi_get.manifests.oci import (
@@ -152,10 +152,10 @@ class _RepoAuth:
             raise SourceError(f"the registry's token server refused a pull token for {self._repo}: credentials "
                               f"{state}", url=redact(realm), hint=_HINT) from None
         try:
-            body = json.loads(doc.body)
+            body = load_json_document(doc.body, limit=_MAX_TOKEN_DOC, document=redact(realm))
             token = body.get("token") or body.get("access_token")
             life = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
+        except (ManifestError, ValueError, AttributeError, TypeError, OverflowError):
             token, life = None, 0.0
         if doc.status != 200 or not isinstance(token, str) or not token:
             raise SourceError(f"the token server answered HTTP {doc.status} without a token",
@@ -263,9 +263,10 @@ class OciSource(Source):
             return None
         if status != 200:
             _refuse(status, where)
+        where_tags = f"{self.ref.api}/{self.ref.repository(name)}/tags/list"
         try:
-            tags = json.loads(body).get("tags") or []
-        except (ValueError, AttributeError):
+            tags = load_json_document(body, limit=len(body) + 1, document=where_tags).get("tags") or []
+        except (ManifestError, AttributeError):
             raise ManifestError("not a tag list", document=f"{self.ref.api}/{self.ref.repository(name)}/tags/list"
                                 ) from None
         out: list[Variant] = []

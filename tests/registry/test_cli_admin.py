@@ -159,3 +159,19 @@ def test_a_storage_that_is_a_file_is_bad_input_not_a_traceback(tmp_path: Path) -
         assert out.returncode == ExitCode.BAD_INPUT, (args, out.stderr)
         assert "Traceback" not in out.stderr and str(afile) in out.stderr
     assert afile.read_text() == "not a registry"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"storage = " + b"[" * 5000 + b"]" * 5000, "nested more than 64 arrays or objects deep"),
+    (b"storage = " + b"9" * 5000, "integer"),
+    (b"stroage = '/srv'", "unknown key"),
+    (b"\xff\xfe", "codec can't decode byte 0xff"),
+], ids=["deep-nesting", "huge-integer", "unknown-key", "not-utf8"])
+def test_a_hostile_registry_config_file_is_bad_input_naming_it(tmp_path: Path, content: bytes, message: str) -> None:
+    """Issue 10, class 4: the registry's config file goes through the one loader (was tomllib with a narrow except)."""
+    config = tmp_path / "registry.toml"
+    config.write_bytes(content)
+    proc = run("registry", "token", "list", env={"PHI_GET_REGISTRY_CONFIG": str(config)})
+    assert proc.returncode == ExitCode.BAD_INPUT, (proc.stdout, proc.stderr)
+    assert str(config) in proc.stderr and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
