@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,6 +176,10 @@ def _fetcher(fetch_base: str, local: Path, offline: bool) -> Any:
 
         def download_bytes(self, url: str, max_length: int) -> bytes:
             name = url.rpartition("/")[2]
+            plain = urllib.parse.unquote(name)
+            if "/" in plain or "\\" in plain or plain.startswith("."):
+                # a role named "../x": python-tuf quotes it, but a file:// path would be unquoted again
+                raise tuf_exc.DownloadHTTPError(f"no metadata file may be named {plain!r}", 404)
             if offline:
                 return self._cached(name)
             try:

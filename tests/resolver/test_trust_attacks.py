@@ -384,3 +384,52 @@ def test_warm_resolve_imports_no_tuf(channel: Channel, tmp_path: Path) -> None:
               "('tuf', 'securesystemslib', 'cryptography'))))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     assert json.loads(out.stdout) == []
+
+
+def test_hostile_role_name_writes_nothing_outside_the_trust_folder(channel: Channel, tmp_path: Path) -> None:
+    """Hostile role names: metadata delegating to a role named ``../../../escape`` (even signed with the right
+    keys) is never fetched (a ``file://`` path would unquote it) nor cached; the lookup is refused."""
+    import urllib.parse
+
+    from phi_get.registry.tuf_repo import _load_signer
+    from tuf.api.metadata import DelegatedRole, Delegations, Metadata, MetaFile, Targets
+    from tuf.api.serialization.json import JSONSerializer
+
+    repo = channel.reg.repo
+    evil = "../../../escape"
+    bins_key = _load_signer(repo.online / "bins.pem")
+
+    def delegate(signed: object) -> None:
+        signed.delegations = Delegations(  # type: ignore[attr-defined]
+            keys={bins_key.public_key.keyid: bins_key.public_key},
+            roles={evil: DelegatedRole(name=evil, keyids=[bins_key.public_key.keyid], threshold=1,
+                                       terminating=True, paths=["v1/models/*/index.json"])})
+        signed.version += 1  # type: ignore[attr-defined]
+
+    targets = _resign(channel, "targets", delegate, keys=[_load_signer(channel.reg.keys / "targets.pem")])
+    role = Metadata(Targets(expires=datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)))
+    role.sign(bins_key)
+    quoted = urllib.parse.quote(evil, "")
+    tv = repo._version("targets") + 1
+
+    def snapshot(signed: object) -> None:
+        signed.meta = {"targets.json": MetaFile(version=tv), f"{evil}.json": MetaFile(version=1)}  # type: ignore[attr-defined]
+        signed.version += 1  # type: ignore[attr-defined]
+
+    snap = _resign(channel, "snapshot", snapshot)
+    sv = repo._version("snapshot") + 1
+
+    def timestamp(signed: object) -> None:
+        signed.snapshot_meta = MetaFile(version=sv)  # type: ignore[attr-defined]
+        signed.version += 1  # type: ignore[attr-defined]
+
+    channel.plant(f"{TUF_PREFIX}{tv}.targets.json", targets)
+    channel.plant(f"{TUF_PREFIX}{sv}.snapshot.json", snap)
+    channel.plant(f"{TUF_PREFIX}1.{quoted}.json", role.to_bytes(JSONSerializer(compact=True)))
+    channel.plant(TUF_PREFIX + "timestamp.json", _resign(channel, "timestamp", timestamp))
+    home = tmp_path / "home"
+    with pytest.raises(TrustError):  # the hostile role lists no target: the index is "not listed"
+        versions(channel, home)
+    written = {p.relative_to(home).as_posix() for p in home.rglob("*escape*")}
+    assert written == set(), written  # the hostile name was never even fetched
+    assert not (tmp_path / "escape.json").exists() and not (home.parent / "escape.json").exists()
