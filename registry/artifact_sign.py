@@ -67,8 +67,12 @@ def sign_artifact(folder: str | os.PathLike[str], private_key: str | os.PathLike
 
     root = Path(folder)
     load_artifact_folder(root, verify=True)  # only a complete, verified artifact is signed
+    keyid = key_id_of_pem(public_pem_of(private_key))  # a missing or bad key is named before signing
     signature = root / MODEL_SIGNATURE_FILENAME
     config = hashing.Config().set_ignored_paths(paths=[MODEL_SIGNATURE_FILENAME], ignore_git_paths=True)
-    (signing.Config().use_elliptic_key_signer(private_key=Path(private_key))
-     .set_hashing_config(config).sign(root, signature))
-    return signature, key_id_of_pem(public_pem_of(private_key))
+    try:
+        (signing.Config().use_elliptic_key_signer(private_key=Path(private_key))
+         .set_hashing_config(config).sign(root, signature))
+    except (OSError, ValueError, TypeError) as exc:  # model_signing's refusals (an RSA key, a link, ...)
+        raise BadRequestError(f"model-signing could not sign {root}: {type(exc).__name__}: {exc}") from None
+    return signature, keyid

@@ -88,7 +88,11 @@ def rotate_key(role: str = _ROLE, keys: Path = _KEYS,
 def publisher(model: str = _MODEL, key: list[Path] = _PUB_KEYS, keys: Path = _KEYS, storage: Path | None = _STORAGE, db: str | None = _DB) -> None:
     """Set the publisher keys of a model (revoking a key is setting the list without it)."""
     repo, registry = _repo(storage, db)
-    ids = repo.set_publishers(model, [k.read_bytes() for k in key], keys, registry)  # type: ignore[arg-type]
+    try:
+        pems = [k.read_bytes() for k in key]
+    except OSError as exc:
+        raise SigningError(f"cannot read the publisher key {exc.filename}: {exc.strerror}") from None
+    ids = repo.set_publishers(model, pems, keys, registry)  # type: ignore[arg-type]
     typer.echo(json.dumps({"model": model, "publisher_keys": ids}))
 
 

@@ -34,7 +34,13 @@ def add(url: str = _URL, root: Path = _ROOT, home: Path | None = _HOME, as_json:
     """Pin ROOT as the root of trust of URL: from now on every document of URL must be signed."""
     if not url.startswith(("http://", "https://", "file://")):
         url = Path(url).resolve().as_uri()
-    stored, version, digest = add_root(_home(home), url, root.read_bytes())
+    from .trust import TrustError
+
+    try:
+        data = root.read_bytes()
+    except OSError as exc:
+        raise TrustError(f"cannot read the root file {root}: {exc.strerror}", source=url) from None
+    stored, version, digest = add_root(_home(home), url, data)
     if as_json:
         typer.echo(json.dumps({"source": stored, "root_version": version, "sha256": digest}))
     else:
