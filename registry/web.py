@@ -54,6 +54,7 @@ from .advice import Advice, Advisor
 from .convert import latest_version
 from .errors import NotFoundError, RegistryError
 from .service import Registry
+from .tuf_repo import signing_status
 
 __all__ = ["MAX_FORM_BYTES", "MEMORY_CONTEXTS", "Chart", "quality_chart", "web_router"]
 
@@ -341,6 +342,17 @@ class _Pages:
         assert isinstance(variants, list)
         return {(v["version"], v["variant"]): v["downloads"] for v in variants}
 
+    def signing(self) -> dict[str, Any]:
+        """Whether this registry's metadata is TUF-signed, and until when (registry/tuf_repo.py)."""
+        tuf = self.registry.tuf
+        status = signing_status(tuf.folder.parent) if tuf is not None else {"signed": False}
+        return {"signed": bool(status["signed"]), "expires": status.get("timestamp_expires")}
+
+    def publisher_signed(self, digests: Iterable[str]) -> frozenset[str]:
+        """The manifest digests among ``digests`` that carry a publisher signature."""
+        tuf = self.registry.tuf
+        return frozenset(d for d in digests if tuf is not None and tuf.signature(d) is not None)
+
     # ---- pages ----
 
     def catalog(self, q: str) -> HTMLResponse:
@@ -364,7 +376,8 @@ class _Pages:
         return self.page(
             "model.html", title=index.name, name=index.name, current=current, versions=versions,
             groups=_groups(entries, downloads), chart=quality_chart(entries), entries=entries,
-            contexts=MEMORY_CONTEXTS, total_downloads=sum(downloads.values()),
+            contexts=MEMORY_CONTEXTS, total_downloads=sum(downloads.values()), signing=self.signing(),
+            signed=self.publisher_signed(e.manifest for e in entries),
             crumbs=((f"/models/{quote(index.name)}", index.name),),
         )
 
@@ -382,7 +395,8 @@ class _Pages:
         return self.page(
             "variant.html", title=f"{index.name} {v} {variant}", name=index.name, entry=entry, m=manifest,
             downloads=self.downloads(index.name).get((str(v), variant), 0), contexts=MEMORY_CONTEXTS,
-            commands=_commands(base, manifest, siblings),
+            commands=_commands(base, manifest, siblings), signing=self.signing(),
+            publisher_signed=bool(self.publisher_signed([entry.manifest])),
             crumbs=((f"/models/{quote(index.name)}", index.name),
                     (f"/models/{quote(index.name)}?version={quote(str(v))}", str(v)),
                     (f"/models/{quote(index.name)}/{quote(str(v))}/{quote(variant)}", variant)),
