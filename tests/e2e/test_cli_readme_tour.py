@@ -3,8 +3,10 @@
 The development machines cannot download weights, so the lines run with these substitutions, and no
 others: the model ``phi-3.5-mini`` becomes ``tiny-phi`` (built here from ``phi-get tiny-phi``, so
 ``build`` gets ``--source``), ``/srv/`` becomes a temporary folder, ``URL`` the registry this test
-serves on a free port (``serve`` gets ``--port``), and ``PHI_GET_TOKEN=...`` the token the tour's own
-``token create`` printed. The roles run in the order they depend on each other: the registry
+serves on a free port (``serve`` gets ``--port``), ``PHI_GET_TOKEN=...`` the token the tour's own
+``token create`` printed, and ``root.json`` the root the tour's ``registry trust init`` wrote (what the
+operator hands to clients). Nothing accepts unsigned sources: the suite-wide ``PHI_GET_UNSIGNED`` is
+removed. The roles run in the order they depend on each other: the registry
 operator, the publisher, the device operator, the fleet deployer. Then the sample fleet shipped in
 ``resolver/profiles/fleet`` is locked against the tour's static mirror and synced from it offline.
 """
@@ -48,17 +50,20 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PHI_GET_HOME": str(tmp_path / "home"), "PHI_GET_REGISTRY_CONFIG": os.devnull}
-    for name in ("PHI_GET_REGISTRY", "PHI_GET_DEVICE", "PHI_GET_REGISTRY_STORAGE", "PHI_GET_REGISTRY_DB"):
+    for name in ("PHI_GET_REGISTRY", "PHI_GET_DEVICE", "PHI_GET_REGISTRY_STORAGE", "PHI_GET_REGISTRY_DB",
+                 "PHI_GET_UNSIGNED"):
         env.pop(name, None)
     ckpt = tmp_path / "ckpt"
     subprocess.run([sys.executable, "-m", "phi_get", "tiny-phi", str(ckpt)], check=True, capture_output=True,
                    env=env, timeout=600)
     token = ""
+    root = tmp_path / "srv" / "phi-get" / "tuf" / "metadata" / "1.root.json"
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
 
     def line(cmd: str) -> str:
         cmd = cmd.replace("phi-3.5-mini", "tiny-phi").replace("/srv/", f"{tmp_path}/srv/").replace("URL", url)
+        cmd = cmd.replace(" root.json", f" {root}")
         words = shlex.split(cmd)
         extra = {}
         while "=" in words[0]:
@@ -81,16 +86,17 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
         return out.stdout
 
     try:
-        for cmd in roles["registry operator"][:2]:  # serve, token create (export and gc need content)
-            printed = line(cmd)
-            token = printed.strip() or token
+        for cmd in roles["registry operator"][:4]:  # token, keys, sign, serve (export and gc need content)
+            printed = line(cmd).strip()
+            token = printed if printed.startswith("phig_") else token
         assert token.startswith("phig_")
         for cmd in roles["model publisher"]:
             line(cmd)
-        for cmd in roles["registry operator"][2:]:
+        for cmd in roles["registry operator"][4:]:
             line(cmd)
         device_out = [line(cmd) for cmd in roles["device operator"]]
-        assert "why:" in device_out[1] and "why:" in device_out[2]
+        assert "why:" in device_out[2] and "why:" in device_out[3]
+        assert "UNSIGNED" not in device_out[2]
         fleet_out = [line(cmd) for cmd in roles["fleet deployer"]]
         assert "device class this-machine" in fleet_out[2]
 
@@ -99,7 +105,9 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
         fleet = tmp_path / "sample-fleet"
         shutil.copytree(ROOT / "resolver" / "profiles" / "fleet", fleet)
         (fleet / "phi.lock").unlink()
-        for args in (["lock", "--project", str(fleet), "--registry", mirror],
+        for args in (["trust", "add", mirror, str(root)],  # a mirror is checked like its registry
+                     ["trust", "add", mirror, str(root), "--home", str(tmp_path / "edge")],
+                     ["lock", "--project", str(fleet), "--registry", mirror],
                      ["sync", "--locked", "--project", str(fleet), "--registry", mirror, "--device-class",
                       "edge-board", "--device", "pi-board", "--offline", "--home", str(tmp_path / "edge")]):
             out = subprocess.run([sys.executable, "-m", "phi_get", *args], capture_output=True, text=True,
