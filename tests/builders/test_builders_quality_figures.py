@@ -198,7 +198,7 @@ def test_resolver_explains_a_built_index_by_measurement(built: tuple[Path, list]
             else:
                 assert basis.startswith("measured KL divergence "), (c.entry.variant, basis)
     # The smallest download is a 4-bit one, explained by its measured KL.
-    assert entries[0] and "int4" in {str(e.precision) for e in entries if e.variant == chosen[Prefer.SIZE]}
+    assert next(e for e in entries if e.variant == chosen[Prefer.SIZE]).precision is Precision.INT4
 
 
 @pytest.mark.slow
@@ -250,3 +250,45 @@ def test_a_manifest_measured_by_an_older_phi_get_is_rebuilt(tiny_phi: Path, tmp_
         assert again.outcome is Outcome.BUILT
         rebuilt = load_artifact_folder(first.folder)
         assert METRICS <= set(rebuilt.quality.metrics) and rebuilt.provenance.source.precision is Precision.FP32
+
+
+@pytest.mark.slow
+def test_published_build_is_explained_by_measurement_through_the_real_cli(
+        built: tuple[Path, list], tmp_path: Path) -> None:
+    """The real path: build -> `phi-get publish` -> `phi-get registry serve` on loopback -> `phi-get resolve
+    --explain`: the served index carries source_precision, and the explanation quotes a measured KL."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from phi_get.demo import free_port, stop_process, wait_for_port
+
+    def phi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "phi_get", *args], capture_output=True, text=True,
+                              env=env, timeout=600, check=False)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc
+
+    storage = tmp_path / "registry"
+    db = f"sqlite:///{storage / 'catalog.db'}"
+    token = phi("registry", "token", "create", "--db", db, "--storage", str(storage), "--scope", "publish:*").stdout
+    port = free_port()
+    with (tmp_path / "registry.log").open("wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "phi_get", "registry", "serve", "--db", db, "--storage",
+                                   str(storage), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, server, timeout=60)
+            url = f"http://127.0.0.1:{port}"
+            env = {**os.environ, "PHI_GET_TOKEN": token.strip(), "PHI_GET_HOME": str(tmp_path / "home")}
+            phi("publish", str(built[0]), "--registry", url, env=env)
+            with urllib.request.urlopen(f"{url}/v1/models/tiny-phi/index.json", timeout=10) as resp:
+                served = json.load(resp)["variants"]
+            assert {v["variant"]: v.get("source_precision") for v in served} == dict.fromkeys(
+                (r.variant for r in built[1]), "fp32")
+            out = phi("resolve", "tiny-phi", "--registry", url, "--device", str(DEVICES / "x86-avx2-server.json"),
+                      "--prefer", "size", "--explain", env=env).stdout
+        finally:
+            stop_process(server)
+    chosen = next(line for line in out.splitlines() if "[chosen]" in line)
+    assert "quality: measured KL divergence" in chosen and "estimated" not in chosen, out
