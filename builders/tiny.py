@@ -25,9 +25,7 @@ sentencepiece); imported only by the command that uses it.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,18 +33,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from phi_get.manifests.atomic import replacing
+
+from .eval_text import EVAL_TEXT  # re-exported: the evaluation and the tests read it here
+from .tiny_bpe import write_bpe_tokenizer
+
 __all__ = ["EVAL_TEXT", "TinySpec", "TinyStyle", "corpus_text", "make_tiny_phi"]
 
 #: Chat and control tokens, as in Phi-3's tokenizer.
 SPECIAL_TOKENS = ("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
-
-#: The fixed evaluation text for perplexity and agreement (not in the corpus
-#: verbatim, but in its vocabulary).
-EVAL_TEXT = (
-    "A package manager checks every byte of the model it downloads. "
-    "Four bit weights make the model small enough for a phone, and the memory must also hold the cache. "
-    "The registry stores each file by its digest, and the lockfile records the exact artifact for every device."
-)
 
 
 class TinyStyle(StrEnum):
@@ -278,8 +273,6 @@ def _hub_rope_layout(path: Path) -> None:
 
 
 def _make_phi4_tokenizer_and_model(folder: Path, spec: TinySpec) -> None:
-    from .tiny_bpe import write_bpe_tokenizer
-
     added = write_bpe_tokenizer(folder, corpus_text(spec.seed), spec.tokenizer_vocab, spec.max_context)
     # Phi-4-mini's config vocabulary (200064) is its tokenizer's (200029)
     # padded to a multiple of 64; the padding rows exist but no token uses them.
@@ -295,9 +288,7 @@ def make_tiny_phi(out: Path, spec: TinySpec = TinySpec(), *, force: bool = False
         from .errors import OutputExistsError
 
         raise OutputExistsError(f"{out} exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-phi-", dir=out.parent))
-    try:
+    with replacing(out, folder=True) as tmp:
         if spec.style is TinyStyle.PHI4:
             _make_phi4_tokenizer_and_model(tmp, spec)
         else:
@@ -313,10 +304,4 @@ def make_tiny_phi(out: Path, spec: TinySpec = TinySpec(), *, force: bool = False
             encoding="utf-8")
         for path in (tmp, *tmp.iterdir()):
             path.chmod(0o755 if path.is_dir() else 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

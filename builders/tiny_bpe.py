@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Final
 
+from .eval_text import EVAL_TEXT
+
 __all__ = ["O200K_PATTERN", "PHI4_SPECIAL_TOKENS", "write_bpe_tokenizer"]
 
 #: The o200k pre-tokenizer split, as in Phi-4-mini's (and gpt-4o's) tokenizer.json.
@@ -90,8 +92,6 @@ def write_bpe_tokenizer(folder: Path, text: str, vocab_size: int, max_context: i
 
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
-
-    from .tiny import EVAL_TEXT
 
     hf = AutoTokenizer.from_pretrained(str(folder))
     raw = Tokenizer.from_str(tokenizer_json)

@@ -11,15 +11,13 @@ Imports only :mod:`phi_get.manifests` and sibling pure modules.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from phi_get.manifests.targets import SupportedTarget
 from phi_get.manifests.display import human_bytes
+from phi_get.manifests.targets import SupportedTarget
 
 from .errors import NoMatchError
-
-if TYPE_CHECKING:
-    from .resolve import Candidate, Policy, Resolution
+from .resolution import Candidate, Policy, Resolution
 
 __all__ = [
     "chosen_reason",

@@ -30,15 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from phi_get.manifests.display import human_bytes
 from phi_get.manifests.index import IndexEntry
 from phi_get.manifests.runtimes import is_vendor_path
 from phi_get.manifests.targets import family_of
-from phi_get.manifests.display import human_bytes
 
-if TYPE_CHECKING:
-    from .resolve import Candidate, Prefer
+from .resolution import Candidate, Prefer
 
 __all__ = [
     "BALANCED_PRICE",

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Final
 
-from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 from phi_get.manifests.device import DeviceProfile
+from phi_get.manifests.display import human_bytes
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import IndexEntry
 from phi_get.manifests.manifest import Format, Precision
@@ -47,8 +45,9 @@ from phi_get.manifests.names import check_model_name, check_specifier
 from phi_get.manifests.runtimes import RUNTIME_PROVIDES, build_families, fix_for, is_vendor_path
 from phi_get.manifests.targets import SupportedTarget, family_of, supported_targets
 
-from .ranking import balanced_cost, measured
-from phi_get.manifests.display import human_bytes
+from .explain import chosen_reason, fallback_notes
+from .ranking import balanced_cost, decision, measured
+from .resolution import Candidate, Policy, Prefer, Reject, Requirement, Resolution, Skip, Verdict
 
 __all__ = [
     "DEFAULT_CONTEXT",
@@ -75,57 +74,6 @@ DEFAULT_CONTEXT: Final = 4096
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
 
 
-class Prefer(StrEnum):
-    """What the ranking favours once hardware and runtime are decided (README, "How an artifact is chosen")."""
-
-    BALANCED = "balanced"  # least loss + BALANCED_PRICE x share of the memory budget used (the default)
-    QUALITY = "quality"    # least measured loss, then top-1 agreement, then least memory
-    SIZE = "size"          # smallest download, then least loss
-    SPEED = "speed"        # least memory traffic per token: smallest weights, then least loss
-
-
-class Verdict(StrEnum):
-    CHOSEN = "chosen"
-    ELIGIBLE = "eligible"  # compatible, ranked below the choice
-    REJECTED = "rejected"
-
-
-class Reject(StrEnum):
-    """Why a candidate was filtered out; the order is the order of the filters."""
-
-    VERSION = "version"
-    YANKED = "yanked"
-    FORMAT = "format"
-    PRECISION = "precision"
-    QUALITY = "quality"
-    CONTEXT = "context"
-    TARGET = "target"
-    BUILD = "build"
-    MEMORY = "memory"
-    RUNTIME = "runtime"
-
-
-#: Which rejections are "nearest": the ones a change of device or flags could lift.
-_MISS_ORDER: Final = (Reject.MEMORY, Reject.RUNTIME, Reject.BUILD, Reject.QUALITY, Reject.CONTEXT, Reject.TARGET,
-                      Reject.PRECISION, Reject.FORMAT, Reject.YANKED, Reject.VERSION)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Requirement:
-    name: str
-    specifier: SpecifierSet = field(default_factory=SpecifierSet)
-
-    @property
-    def exact_pin(self) -> Version | None:
-        specs = list(self.specifier)
-        if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
-            return Version(specs[0].version)
-        return None
-
-    def __str__(self) -> str:
-        return f"{self.name}{self.specifier}"
-
-
 def make_policy(*, prefer: str = "balanced", format: str | None = None, precision: str | None = None,
                 context: int | None = None, require_runtime: bool = False, max_kl: float | None = None,
                 min_top1: float | None = None) -> Policy:
@@ -146,66 +94,6 @@ def parse_requirement(text: str, *, document: str = "requirement") -> Requiremen
         raise ManifestError("expected NAME followed by an optional version specifier", value=text, document=document)
     name = check_model_name(m.group(1), "name", document)
     return Requirement(name=name, specifier=check_specifier(m.group(2), "specifier", document))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Policy:
-    prefer: Prefer = Prefer.BALANCED
-    format: Format | None = None
-    precision: Precision | None = None
-    #: Context length the memory check uses; None: min(max_context, 4096).
-    context: int | None = None
-    #: Reject (instead of ranking last) candidates whose runtime is not installed.
-    require_runtime: bool = False
-    #: Fraction of each memory pool kept free; None: the device's share (targets.memory_share).
-    headroom: float | None = None
-    #: Quality budget: the largest loss (mean KL divergence, nats/token) accepted; None: any.
-    max_kl: float | None = None
-    #: Quality budget: the smallest top-1 agreement with the reference accepted; None: any.
-    min_top1: float | None = None
-
-    def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {
-            "prefer": str(self.prefer), "format": str(self.format or ""), "precision": str(self.precision or ""),
-            "context": self.context or 0, "require_runtime": self.require_runtime,
-            "headroom": "" if self.headroom is None else repr(self.headroom),
-        }
-        if self.max_kl is not None:
-            out["max_kl"] = repr(self.max_kl)
-        if self.min_top1 is not None:
-            out["min_top1"] = repr(self.min_top1)
-        return out
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Skip:
-    """A better target an artifact declares but could not use, and why."""
-
-    tag: str
-    hardware: str
-    needed: int
-    budget: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Candidate:
-    entry: IndexEntry
-    verdict: Verdict
-    reason: str
-    reject: Reject | None = None
-    target: SupportedTarget | None = None
-    context: int = 0
-    needed: int = 0
-    budget: int = 0
-    #: The installed version of the runtime, or None when it must be installed.
-    runtime_version: str | None = None
-    skipped: tuple[Skip, ...] = ()
-    #: Better targets the artifact declares that the installed runtime build cannot drive, with the fix.
-    undrivable: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def label(self) -> str:
-        return f"{self.entry.version} {self.entry.variant}"
 
 
 class IndexView:
@@ -241,28 +129,6 @@ class _Verdicts:
             ranked = _rank(self._filter, checked)
             self._done = tuple(ranked + [c for c in checked if c.verdict is Verdict.REJECTED])
         return self._done
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Resolution:
-    requirement: Requirement
-    policy: Policy
-    targets: tuple[SupportedTarget, ...]
-    chosen: Candidate | None
-    notes: tuple[str, ...] = ()
-    verdicts: _Verdicts = field(repr=False, compare=False)
-
-    @property
-    def candidates(self) -> tuple[Candidate, ...]:
-        """Every candidate: the chosen first, then eligible by rank, then rejected in index order."""
-        return self.verdicts.get()
-
-    def nearest_misses(self, count: int = 3) -> list[Candidate]:
-        """Rejected candidates closest to fitting: memory misses by shortfall, then the others."""
-        rejected = [c for c in self.candidates if c.verdict is Verdict.REJECTED]
-        rejected.sort(key=lambda c: c.entry.version, reverse=True)
-        rejected.sort(key=lambda c: (_MISS_ORDER.index(c.reject or Reject.VERSION), c.needed - c.budget))
-        return rejected[:count]
 
 
 def budget_of(target: SupportedTarget, headroom: float | None = None) -> int:
@@ -467,9 +333,6 @@ def _drivable(f: _Filter, e: IndexEntry,
 
 def _rank(f: _Filter, checked: list[Candidate]) -> list[Candidate]:
     """The eligible candidates in preference order, with their verdicts and reasons."""
-    from .explain import chosen_reason  # pure text helpers
-    from .ranking import decision
-
     eligible = [c for c in checked if c.verdict is Verdict.ELIGIBLE]
     versions = sorted({c.entry.version for c in eligible}, reverse=True)
     vrank = {v: i for i, v in enumerate(versions)}
@@ -500,8 +363,6 @@ def resolve(req: Requirement, device: DeviceProfile, entries: Iterable[IndexEntr
     computed when asked for (:attr:`Resolution.candidates`), with the same
     filters and the same order.
     """
-    from .explain import fallback_notes
-
     view = entries if isinstance(entries, IndexView) else IndexView(entries)
     f = _Filter(req, device, policy)
     chosen: Candidate | None = None
