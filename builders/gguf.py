@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+from phi_get.manifests.atomic import replacing
 from phi_get.manifests.recipe import VariantSpec
 
 from .base import BuildContext, Produced
@@ -159,9 +160,7 @@ def convert_to_gguf(ckpt: Checkpoint, dest: Path) -> Path:
     """Write the fp32 GGUF of ``ckpt`` to ``dest`` (atomically)."""
     import gguf
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(dest) as tmp:
         writer = gguf.GGUFWriter(str(tmp), "phi3")
         _write_metadata(writer, ckpt)
         _write_vocab(writer, ckpt)
@@ -170,9 +169,6 @@ def convert_to_gguf(ckpt: Checkpoint, dest: Path) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

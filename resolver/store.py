@@ -91,6 +91,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from phi_get.manifests.artifact import MANIFEST_FILENAME
+from phi_get.manifests.atomic import write_atomic
 from phi_get.manifests.manifest import Manifest, parse_manifest
 from phi_get.manifests.names import check_digest
 
@@ -276,15 +277,10 @@ class Store:
         return self.home / "tmp" / f"{uuid.uuid4().hex}{suffix}"
 
     def write_atomic(self, path: Path, data: bytes) -> None:
-        """Write ``data`` to a unique temp file beside ``path``, then ``os.replace``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        """Write ``data`` to ``path`` atomically (manifests/atomic.py); a full disk is a DiskFullError."""
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            write_atomic(path, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             if is_disk_full(exc):
                 raise DiskFullError(str(path), len(data)) from None
             raise

@@ -1,0 +1,96 @@
+"""One atomic write: a unique temp file beside the target, then ``os.replace``.
+
+Every part writes files that a reader may open at any moment (the store's
+refs and records, the index cache, a static mirror's documents, a GGUF under
+construction, a tiny checkpoint), so each goes through the same steps:
+
+1. the bytes go to a temp file in the target's folder (same filesystem, so
+   the rename is atomic), named ``.<name>.<random>.tmp``: hidden, unique per
+   call, never reused, recognisably phi-get's;
+2. fsync policy: the file's data is flushed to disk (``os.fsync``) before the
+   rename, so a crash after the rename never leaves a short or empty file
+   under the target's name (ext4 and XFS may otherwise commit the rename
+   before the data).  The folder itself is not fsynced: a crash may lose the
+   rename, and the old file is then still there, whole;
+3. ``os.replace`` puts it in place: a reader sees the old bytes or the new,
+   never a mix;
+4. on any failure (an ``OSError``, a ``KeyboardInterrupt``, a writer that
+   raises) the temp file is removed and the target is left as it was.
+
+Callers map errors to their own vocabulary (the store turns a full disk into
+``DiskFullError``).  Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["replacing", "temp_beside", "write_atomic"]
+
+
+def temp_beside(path: Path) -> Path:
+    """A fresh temp name in ``path``'s folder: ``.<name>.<16 hex digits>.tmp``."""
+    return path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing(path: Path, *, folder: bool = False) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` to write; on a clean exit it replaces ``path``.
+
+    For writers that need a file name (a GGUF writer, a tokenizer trainer).
+    With ``folder`` the temp path is an empty folder, and an existing folder
+    at ``path`` is removed just before the rename (POSIX cannot rename onto a
+    non-empty folder, so a crash between the two leaves no folder, never a
+    half-written one).  A file is fsynced before the rename; a folder's files
+    are the writer's to sync.  On any exception the temp path is removed and
+    the exception goes on.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(path)
+    if folder:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if folder:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+        else:
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (the module's four steps); the folder is created if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(path)
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
