@@ -244,7 +244,7 @@ def _make_model(folder: Path, spec: TinySpec, vocab_size: int, bos_id: int, eos_
     # seeded random value of the chosen spread, in a fixed order.
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
+        for _name, param in sorted(model.named_parameters()):
             if param.dim() >= 2:
                 param.copy_(torch.randn(param.shape, generator=gen) * spec.init_std)
     model.generation_config.do_sample = False

@@ -30,7 +30,6 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from .canonical import canonical_bytes, check_plain_data, digest_of, load_json_document
-from .errors import ManifestError
 from .fields import Reader
 from .names import (
     MAX_FILE_SIZE,

@@ -155,7 +155,7 @@ def check_relative_path(path: object, field: str = "path", document: str = "docu
         raise bad("path is longer than 512 characters")
     if any(ord(c) < 32 or c == "\x7f" for c in path):
         raise bad("path contains a control character")
-    if path.startswith("\\\\") or path.startswith("//"):
+    if path.startswith(("\\\\", "//")):
         raise bad("UNC and network paths are not allowed")
     if "\\" in path:
         raise bad("backslashes are not allowed; use '/' as the separator")

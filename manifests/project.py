@@ -35,7 +35,6 @@ from typing import Any, Final
 from packaging.specifiers import SpecifierSet
 
 from .canonical import load_toml_document
-from .errors import ManifestError
 from .fields import Reader
 from .names import check_model_name, check_specifier
 

@@ -143,7 +143,7 @@ def parse_recipe(text: str, catalog: Mapping[str, VariantSpec], *, document: str
         ids = list(matrix.texts("variants", max_items=1000))
     ids += matrix.texts("extra", [], max_items=1000)
     variants: list[VariantSpec] = []
-    for i, vid in enumerate(ids):
+    for vid in ids:
         if vid not in catalog:
             raise matrix.error("variants", f"unknown variant id; known: {', '.join(catalog)}", vid)
         if catalog[vid] in variants:

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from .device import AcceleratorType, Arch, DeviceProfile, OS, Vendor
+from .device import OS, AcceleratorType, Arch, DeviceProfile, Vendor
 from .errors import ManifestError
 
 __all__ = [

@@ -51,6 +51,7 @@ from .resolution import Candidate, Policy, Prefer, Reject, Requirement, Resoluti
 
 __all__ = [
     "DEFAULT_CONTEXT",
+    "DEFAULT_POLICY",
     "RUNTIME_PROVIDES",
     "Candidate",
     "IndexView",
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 DEFAULT_CONTEXT: Final = 4096
+#: The policy of a plain ``phi-get resolve`` (frozen, so one instance serves every call).
+DEFAULT_POLICY: Final = Policy()
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*?)\s*$")
 
 
@@ -354,7 +357,7 @@ def _rank(f: _Filter, checked: list[Candidate]) -> list[Candidate]:
 
 
 def resolve(req: Requirement, device: DeviceProfile, entries: Iterable[IndexEntry] | IndexView,
-            policy: Policy = Policy()) -> Resolution:
+            policy: Policy = DEFAULT_POLICY) -> Resolution:
     """Choose among ``entries`` (one model's index) for ``device``; explain every verdict.
 
     Version is the first key of the preference order, so the choice is found

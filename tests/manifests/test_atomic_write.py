@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from phi_get.manifests.atomic import replacing, write_atomic
 
 OLD = b"old bytes, whole\n"

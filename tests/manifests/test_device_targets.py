@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from phi_get.manifests import ManifestError, SchemaVersionError, parse_device_profile, supported_targets
 from phi_get.manifests.targets import MemoryPool, check_target_tag
 

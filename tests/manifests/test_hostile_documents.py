@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import pytest
-
 from phi_get.manifests import ManifestError, parse_manifest
 from phi_get.manifests.canonical import check_plain_data, load_json_document, load_toml_document
 from phi_get.manifests.fields import Reader

@@ -11,17 +11,25 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from phi_get.manifests import ManifestError, parse_device_profile, parse_manifest, parse_model_index, supported_targets
-from phi_get.manifests.device import Accelerator, AcceleratorType, Arch, DeviceProfile, OS, Vendor
-from phi_get.manifests.manifest import (
-    FileEntry, Format, Manifest, MemoryNeeds, Precision, Provenance, Quality, QualityCheck,
-    RuntimeRequirement, Source, manifest_from_json,
-)
 from phi_get.manifests.canonical import MAX_DEPTH, _json_too_deep, load_toml_document
+from phi_get.manifests.device import OS, Accelerator, AcceleratorType, Arch, DeviceProfile, Vendor
 from phi_get.manifests.lockfile import parse_lock
-from phi_get.manifests.project import parse_project
+from phi_get.manifests.manifest import (
+    FileEntry,
+    Format,
+    Manifest,
+    MemoryNeeds,
+    Precision,
+    Provenance,
+    Quality,
+    QualityCheck,
+    RuntimeRequirement,
+    Source,
+    manifest_from_json,
+)
 from phi_get.manifests.names import check_relative_path
+from phi_get.manifests.project import parse_project
 from phi_get.manifests.targets import KNOWN_TAGS
 
 json_values = st.recursive(

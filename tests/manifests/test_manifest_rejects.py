@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from phi_get.manifests import ManifestError, SchemaVersionError, parse_manifest
 from phi_get.manifests.errors import DocumentTooLargeError
 from phi_get.manifests.manifest import manifest_from_json

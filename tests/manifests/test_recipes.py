@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from phi_get.manifests import ManifestError
 from phi_get.manifests.recipe import load_recipe, load_variant_catalog, parse_recipe, recipe_names
 

@@ -104,7 +104,7 @@ def test_hostile_gguf_is_refused_before_llama_cpp(tmp_path: Path, kit: Any, labe
 def test_damaged_artifact_points_at_repair(tmp_path: Path, kit: Any) -> None:
     """A truncated installed file (issue 13 point 2: a traceback from llama.cpp): exit 4, verify --repair."""
     home = installed(tmp_path, kit, {"model.gguf": gguf()})
-    (target,) = [p for p in (home / "artifacts").rglob("model.gguf")]
+    (target,) = list((home / "artifacts").rglob("model.gguf"))
     os.truncate(target, 100)
     proc = run(home)
     no_traceback(proc, 4, "installed file model.gguf of tiny-gguf 1.0.0 gguf-q4_k_m", "expected 1152 bytes, got 100 bytes",
