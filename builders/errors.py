@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from phi_get.manifests.errors import ExitCode, PhiGetError
 
-__all__ = ["BuildError", "HubError", "OutputExistsError", "SourceError"]
+__all__ = ["BuildError", "CheckpointError", "HubError", "OutputExistsError", "SourceError"]
 
 
 class BuildError(PhiGetError, RuntimeError):
     """A build could not be done; nothing that looks finished was left behind."""
 
 
-class SourceError(BuildError, ValueError):
-    """The source checkpoint is unusable (not Phi-3, no tokenizer, corrupt files)."""
+class CheckpointError(BuildError, ValueError):
+    """The source checkpoint is unusable (not Phi-3, no tokenizer, corrupt files).
+
+    Named for the checkpoint, not "source": the resolver's ``SourceError`` is
+    a registry that cannot be reached, a different failure (issue 12).
+    """
 
     exit_code = ExitCode.BAD_INPUT
 
 
-class HubError(SourceError, ConnectionError):
+#: The former name, kept while code outside this package's own modules still says it.
+SourceError = CheckpointError
+
+
+class HubError(CheckpointError, ConnectionError):
     """The Hugging Face Hub cannot be reached or does not serve the recipe's repo at that revision."""
 
     exit_code = ExitCode.UNAVAILABLE

@@ -35,7 +35,7 @@ from phi_get.manifests.atomic import replacing
 from phi_get.manifests.recipe import VariantSpec
 
 from .base import BuildContext, Produced
-from .errors import BuildError, SourceError
+from .errors import BuildError, CheckpointError
 from .evaluate import GENERATE_TOKENS, PROMPT, runtime_quality, score_logits
 from .gguf_vocab import read_vocab
 from .source import Checkpoint
@@ -78,7 +78,7 @@ def _write_longrope(writer: Any, ckpt: Checkpoint, scaling: dict[str, Any], orig
 
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind not in ("longrope", "su"):
-        raise SourceError(f"config.json rope scaling type {kind!r} is not supported by the GGUF converter "
+        raise CheckpointError(f"config.json rope scaling type {kind!r} is not supported by the GGUF converter "
                           "(supported: longrope)")
     half = rope_dimension_count(ckpt) // 2
     factors = {}
@@ -86,7 +86,7 @@ def _write_longrope(writer: Any, ckpt: Checkpoint, scaling: dict[str, Any], orig
         values = scaling.get(f"{which}_factor")
         if not isinstance(values, list) or len(values) != half:
             got = len(values) if isinstance(values, list) else values
-            raise SourceError(f"config.json rope scaling {which}_factor must list {half} numbers "
+            raise CheckpointError(f"config.json rope scaling {which}_factor must list {half} numbers "
                               f"(rope dimensions / 2), got {got!r}")
         factors[which] = np.asarray(values, dtype=np.float32)
     # As transformers: an explicit attention_factor wins, else sqrt(1 + ln(s) / ln(original context)).
@@ -104,7 +104,7 @@ def _write_metadata(writer: Any, ckpt: Checkpoint) -> None:
     theta, _, scaling = _rope(config)
     if ckpt.heads * ckpt.head_dim != ckpt.hidden:
         # llama.cpp's phi3 graph slices q, k, v out of the fused qkv by hidden size.
-        raise SourceError(f"config.json heads x head_dim = {ckpt.heads} x {ckpt.head_dim} differs from "
+        raise CheckpointError(f"config.json heads x head_dim = {ckpt.heads} x {ckpt.head_dim} differs from "
                           f"hidden_size {ckpt.hidden}: llama.cpp's phi3 architecture cannot run it")
     orig_ctx = int(config.get("original_max_position_embeddings") or ckpt.max_context)
     writer.add_name(ckpt.folder.name)
@@ -151,7 +151,7 @@ def _write_tensors(writer: Any, ckpt: Checkpoint) -> None:
                     continue
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
-                    raise SourceError(f"tensor {key!r} in {path.name} has no GGUF name for the phi3 architecture")
+                    raise CheckpointError(f"tensor {key!r} in {path.name} has no GGUF name for the phi3 architecture")
                 data = fh.get_tensor(key).float().numpy()
                 writer.add_tensor(name, data)
 

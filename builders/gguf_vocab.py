@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import SourceError
+from .errors import CheckpointError
 
 __all__ = ["PRE_TOKENIZERS", "GgufVocab", "read_vocab"]
 
@@ -69,9 +69,9 @@ def _json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"cannot read {path}: {exc}") from None
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise SourceError(f"{path} is not a JSON object")
+        raise CheckpointError(f"{path} is not a JSON object")
     return data
 
 
@@ -83,7 +83,7 @@ def _sentencepiece_vocab(folder: Path, n_vocab: int, tok_config: dict[str, Any])
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(folder / "tokenizer.model"))
     if sp.vocab_size() > n_vocab:
-        raise SourceError(f"tokenizer.model has {sp.vocab_size()} pieces, config.json vocab_size is {n_vocab}")
+        raise CheckpointError(f"tokenizer.model has {sp.vocab_size()} pieces, config.json vocab_size is {n_vocab}")
     tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
     scores = [-10000.0] * n_vocab
     types = [int(TokenType.UNUSED)] * n_vocab
@@ -103,7 +103,7 @@ def _sentencepiece_vocab(folder: Path, n_vocab: int, tok_config: dict[str, Any])
 
 
 def _pre_tokenizer(pre: Any, where: Path) -> str:
-    """llama.cpp's name for a byte-level pre-tokenizer, or a SourceError naming what it is."""
+    """llama.cpp's name for a byte-level pre-tokenizer, or a CheckpointError naming what it is."""
     steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") if isinstance(s, dict) else None for s in steps]
     regex: str | None = None
@@ -116,7 +116,7 @@ def _pre_tokenizer(pre: Any, where: Path) -> str:
     elif kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
         return PRE_TOKENIZERS[None]
     shown = regex if regex is not None else json.dumps(pre)[:300]
-    raise SourceError(
+    raise CheckpointError(
         f"the GGUF converter does not know the pre-tokenizer of {where}: {shown!r}; it knows "
         f"{', '.join(PRE_TOKENIZERS.values())} (llama.cpp would split text differently from the checkpoint)")
 
@@ -128,13 +128,13 @@ def _looks_special(text: str) -> bool:
 def _merges(model: dict[str, Any], where: Path) -> list[str]:
     merges = model.get("merges")
     if not isinstance(merges, list) or not merges:
-        raise SourceError(f"{where} has no BPE merges")
+        raise CheckpointError(f"{where} has no BPE merges")
     out = []
     for i, merge in enumerate(merges):
         pair = merge.split(" ") if isinstance(merge, str) else merge
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) and p and " " not in p
                                                                   for p in pair)):
-            raise SourceError(f"{where}: model.merges[{i}] is not a pair of space-free byte-level tokens: {merge!r}")
+            raise CheckpointError(f"{where}: model.merges[{i}] is not a pair of space-free byte-level tokens: {merge!r}")
         out.append(f"{pair[0]} {pair[1]}")
     return out
 
@@ -145,12 +145,12 @@ def _bpe_vocab(folder: Path, n_vocab: int) -> GgufVocab:
 
     path = folder / "tokenizer.json"
     if not path.is_file():
-        raise SourceError(f"the GGUF converter needs a sentencepiece tokenizer.model or a BPE tokenizer.json in "
+        raise CheckpointError(f"the GGUF converter needs a sentencepiece tokenizer.model or a BPE tokenizer.json in "
                           f"{folder}")
     data = _json(path)
     model = data.get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
-        raise SourceError(f"{path}: model.type is {model.get('type')!r}; the GGUF converter reads BPE tokenizers")
+        raise CheckpointError(f"{path}: model.type is {model.get('type')!r}; the GGUF converter reads BPE tokenizers")
     pre = _pre_tokenizer(data.get("pre_tokenizer"), path)
     tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
     types = [int(TokenType.UNUSED)] * n_vocab
@@ -158,7 +158,7 @@ def _bpe_vocab(folder: Path, n_vocab: int) -> GgufVocab:
     entries += [(int(a["id"]), str(a["content"]), a) for a in data.get("added_tokens", [])]
     for i, text, added in entries:
         if not 0 <= i < n_vocab:
-            raise SourceError(f"{path}: token {text!r} has id {i}, outside config.json's vocab_size {n_vocab}")
+            raise CheckpointError(f"{path}: token {text!r} has id {i}, outside config.json's vocab_size {n_vocab}")
         tokens[i] = text.encode("utf-8")
         if added is None:
             types[i] = int(TokenType.NORMAL)

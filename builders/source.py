@@ -25,7 +25,7 @@ from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Source
 from phi_get.manifests.modelfiles import SafetensorsHeader, read_safetensors_header
 
-from .errors import HubError, SourceError
+from .errors import CheckpointError, HubError
 from .source_dtype import source_precision
 
 __all__ = ["PHI3_ARCHITECTURE", "Checkpoint", "local_digest", "open_source"]
@@ -94,14 +94,14 @@ def _fetch_hub(repo: str, revision: str) -> tuple[Path, Source]:
     try:
         from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     except ImportError as exc:  # pragma: no cover - the build extra has it
-        raise SourceError(f"huggingface-hub is needed to fetch {repo}@{revision}: {exc}") from None
+        raise CheckpointError(f"huggingface-hub is needed to fetch {repo}@{revision}: {exc}") from None
     try:
         commit = HfApi().model_info(repo, revision=revision).sha or revision
         # The architecture is checked from config.json alone, before gigabytes of weights.
         _config(Path(hf_hub_download(repo, "config.json", revision=commit)).parent)
         folder = snapshot_download(repo, revision=commit,
                                    allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja"])
-    except SourceError:
+    except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - network, auth, missing revision: all end the build here
         raise HubError(f"cannot fetch {repo}@{revision} from the Hugging Face Hub: {exc}") from None
@@ -115,11 +115,11 @@ def _safetensors_header(path: Path) -> SafetensorsHeader:
         header = read_safetensors_header(path)
     except ManifestError as exc:
         if exc.field and exc.field != "(top level)":  # a field of the header: its own words
-            raise SourceError(f"corrupt safetensors file {path}: {exc.reason} at {exc.field}") from None
-        raise SourceError(f"corrupt safetensors file {path}: header is not JSON ({exc.reason})") from None
+            raise CheckpointError(f"corrupt safetensors file {path}: {exc.reason} at {exc.field}") from None
+        raise CheckpointError(f"corrupt safetensors file {path}: header is not JSON ({exc.reason})") from None
     size = path.stat().st_size
     if header.data_end != size:
-        raise SourceError(f"corrupt safetensors file {path}: tensors need {header.data_end} bytes, the file has {size}")
+        raise CheckpointError(f"corrupt safetensors file {path}: tensors need {header.data_end} bytes, the file has {size}")
     return header
 
 
@@ -128,14 +128,14 @@ def _config(folder: Path) -> dict[str, Any]:
     try:
         config = load_json_document(path.read_bytes(), limit=_MAX_CONFIG, document=f"config.json in {folder}")
     except FileNotFoundError:
-        raise SourceError(f"not a Hugging Face checkpoint: no config.json in {folder}") from None
+        raise CheckpointError(f"not a Hugging Face checkpoint: no config.json in {folder}") from None
     except ManifestError as exc:
-        raise SourceError(f"config.json in {folder} is not JSON: {exc.reason}") from None
+        raise CheckpointError(f"config.json in {folder} is not JSON: {exc.reason}") from None
     if not isinstance(config, dict):
-        raise SourceError(f"config.json in {folder} is not a JSON object")
+        raise CheckpointError(f"config.json in {folder} is not a JSON object")
     archs = config.get("architectures") or []
     if PHI3_ARCHITECTURE not in archs:
-        raise SourceError(
+        raise CheckpointError(
             f"not a Phi-3-family checkpoint: config.json architectures is {archs!r}, expected [{PHI3_ARCHITECTURE!r}]"
             f" (in {folder})")
     return config
@@ -149,7 +149,7 @@ def _check_json_files(folder: Path) -> None:
         try:
             load_json_document(path.read_bytes(), limit=_MAX_JSON_FILE, document=str(path))
         except ManifestError as exc:
-            raise SourceError(f"{path.name} in {folder} is not JSON phi-get reads: {exc.reason}") from None
+            raise CheckpointError(f"{path.name} in {folder} is not JSON phi-get reads: {exc.reason}") from None
 
 
 def _count_parameters(headers: list[SafetensorsHeader]) -> int:
@@ -163,7 +163,7 @@ def _dimension(config: dict[str, Any], key: str, default: int | None = None) -> 
     if default is not None and not value:  # absent, null or 0: the default, as config.json readers do
         value = default
     if type(value) is not int or not 1 <= value <= _MAX_DIMENSION:
-        raise SourceError(f"config.json {key} is {value!r}: expected an integer from 1 to {_MAX_DIMENSION}")
+        raise CheckpointError(f"config.json {key} is {value!r}: expected an integer from 1 to {_MAX_DIMENSION}")
     return value
 
 
@@ -179,13 +179,13 @@ def open_source(spec: str | Path) -> Checkpoint:
     elif m := _HUB.match(text):
         folder, source = _fetch_hub(m.group(1), m.group(2))
     else:
-        raise SourceError(f"source {text!r} is neither a folder nor a Hugging Face repo 'owner/name@revision'")
+        raise CheckpointError(f"source {text!r} is neither a folder nor a Hugging Face repo 'owner/name@revision'")
     config = _config(folder)
     if not any((folder / t).is_file() for t in _TOKENIZER_FILES):
-        raise SourceError(f"no tokenizer in {folder}: expected one of {', '.join(_TOKENIZER_FILES)}")
+        raise CheckpointError(f"no tokenizer in {folder}: expected one of {', '.join(_TOKENIZER_FILES)}")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
-        raise SourceError(f"no *.safetensors weights in {folder}")
+        raise CheckpointError(f"no *.safetensors weights in {folder}")
     headers = [_safetensors_header(p) for p in weights]
     _check_json_files(folder)
     if source is None:
@@ -194,7 +194,7 @@ def open_source(spec: str | Path) -> Checkpoint:
     for key in ("num_attention_heads", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",
                 "max_position_embeddings"):
         if key not in config:
-            raise SourceError(f"config.json in {folder} lacks a usable {key!r} for a Phi-3 model")
+            raise CheckpointError(f"config.json in {folder} lacks a usable {key!r} for a Phi-3 model")
     heads = _dimension(config, "num_attention_heads")
     hidden = _dimension(config, "hidden_size")
     return Checkpoint(

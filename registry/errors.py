@@ -27,6 +27,7 @@ __all__ = [
     "ServeError",
     "ServiceError",
     "TooLargeError",
+    "UploadIntegrityError",
     "error_for_code",
 ]
 
@@ -83,12 +84,21 @@ class ConflictError(RegistryError):
     exit_code = ExitCode.CONFLICT
 
 
-class IntegrityError(RegistryError, ValueError):
-    """Uploaded bytes do not match their digest or declared size."""
+class UploadIntegrityError(RegistryError, ValueError):
+    """Uploaded bytes do not match their digest or declared size.
+
+    Named for the upload: the resolver's ``IntegrityError`` is downloaded
+    bytes that do not match, a different failure (issue 12).  The wire code
+    stays ``integrity``.
+    """
 
     status = 400
     code = "integrity"
     exit_code = ExitCode.INTEGRITY
+
+
+#: The former name, kept while code outside this module's owners still says it.
+IntegrityError = UploadIntegrityError
 
 
 class TooLargeError(RegistryError, ValueError):
