@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -158,7 +158,7 @@ class _resumable:  # a context manager, named as one reads it: with _resumable(.
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if self.reporter is not None and hasattr(self.reporter, "close"):
             self.reporter.close()
         if kind is not None and issubclass(kind, KeyboardInterrupt):

@@ -39,7 +39,7 @@ def policy_from_options(prefer: str, fmt: str | None, precision: str | None, con
 
     for option, value, enum in (("--prefer", prefer, Prefer), ("--format", fmt, Format),
                                 ("--precision", precision, Precision)):
-        choices = [str(v) for v in enum]  # type: ignore[attr-defined]
+        choices = [str(v) for v in enum]
         if value is not None and value not in choices:
             import difflib  # only on the error path: resolve's normal run stays lean
 
