@@ -1,6 +1,6 @@
 """The spec layer's refusals of hostile documents, with their exact texts (issue 10, classes 4, 7, 8).
 
-The real CLI runs the same attacks in tests/resolver/test_resolver_hostile_documents.py and the
+The real CLI runs the same attacks in tests/resolver/test_hostile_documents.py and the
 registry in tests/registry/test_registry_hostile_requests.py; here each rule is pinned once.
 """
 
