@@ -193,11 +193,11 @@ def gc(
     """Delete blobs no committed manifest references, and abandoned uploads."""
     report = _open(db, storage).gc(grace_s=grace, dry_run=dry_run)
     if json_out:
-        _emit({"dry_run": dry_run, "blobs_deleted": list(report.blobs_deleted), "bytes_freed": report.bytes_freed,
+        _emit({"dry_run": dry_run, "blobs_deleted": list(report.blobs_deleted), "freed_bytes": report.freed_bytes,
                "uploads_removed": report.uploads_removed, "blobs_kept": report.blobs_kept})
         return
     verb, freed = ("would delete", "would free") if dry_run else ("deleted", "freed")
-    typer.echo(f"{verb} {len(report.blobs_deleted)} blob(s) ({freed} {_size(report.bytes_freed)}), "
+    typer.echo(f"{verb} {len(report.blobs_deleted)} blob(s) ({freed} {_size(report.freed_bytes)}), "
                f"removed {report.uploads_removed} abandoned upload(s), kept {report.blobs_kept} blob(s)")
 
 

@@ -47,7 +47,7 @@ from .tokens import Principal
 if TYPE_CHECKING:
     from .tuf_repo import TufRepository
 
-__all__ = ["DEFAULT_MAX_BLOB_SIZE", "GcReport", "PublishResult", "Registry"]
+__all__ = ["DEFAULT_MAX_BLOB_SIZE", "PublishResult", "Registry", "RegistryGcReport"]
 
 #: Largest blob accepted by default: 64 GiB (a Phi-4-mini fp32 file is ~16 GB).
 DEFAULT_MAX_BLOB_SIZE: Final = 64 << 30
@@ -64,11 +64,20 @@ class PublishResult:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class GcReport:
+class RegistryGcReport:
+    """What ``Registry.gc`` deleted (or would): named apart from the device store's ``GcReport``
+    (resolver/maintenance.py), with the same name for the same fact, ``freed_bytes``."""
+
     blobs_deleted: tuple[str, ...]
-    bytes_freed: int
+    freed_bytes: int
     uploads_removed: int
     blobs_kept: int
+
+
+def _bump_revision(session: Session, name: str) -> None:
+    """Commit a change to ``name``'s index under a new revision (what index ETags and mirrors follow)."""
+    session.execute(update(ModelRow).where(col(ModelRow.name) == name).values(revision=ModelRow.revision + 1))
+    session.commit()
 
 
 class Registry:
@@ -277,9 +286,11 @@ class Registry:
                 model=name, version=version, variant=variant, manifest=digest,
                 entry=entry_json(m, digest), size=m.size, created=now,
             ))
-            session.execute(update(ModelRow).where(col(ModelRow.name) == name)
-                            .values(revision=ModelRow.revision + 1))
-            session.commit()
+            _bump_revision(session, name)
+        self._index_changed(name)
+
+    def _index_changed(self, name: str) -> None:
+        """After a commit that changed ``name``'s index: forget the cached one, re-sign (when signed)."""
         self._index_cache.pop(name, None)
         if self.tuf is not None:
             self.tuf.sync(self)
@@ -309,12 +320,8 @@ class Registry:
             for row in rows:
                 row.yanked = reason
                 session.add(row)
-            session.execute(update(ModelRow).where(col(ModelRow.name) == name)
-                            .values(revision=ModelRow.revision + 1))
-            session.commit()
-        self._index_cache.pop(name, None)
-        if self.tuf is not None:
-            self.tuf.sync(self)
+            _bump_revision(session, name)
+        self._index_changed(name)
         return len(rows)
 
     def put_signature(self, principal: Principal, digest: str, body: bytes) -> None:
@@ -330,7 +337,7 @@ class Registry:
 
     # ---- garbage collection -----------------------------------------------------
 
-    def gc(self, *, grace_s: float = DEFAULT_GC_GRACE_S, dry_run: bool = False) -> GcReport:
+    def gc(self, *, grace_s: float = DEFAULT_GC_GRACE_S, dry_run: bool = False) -> RegistryGcReport:
         referenced = self.referenced_blobs()
         cutoff = time.time() - grace_s
         deleted: list[str] = []
@@ -344,7 +351,7 @@ class Registry:
                 deleted.append(sha)
                 freed += size
         uploads = 0 if dry_run else self.store.remove_stale_uploads(grace_s)
-        return GcReport(blobs_deleted=tuple(deleted), bytes_freed=freed, uploads_removed=uploads, blobs_kept=kept)
+        return RegistryGcReport(blobs_deleted=tuple(deleted), freed_bytes=freed, uploads_removed=uploads, blobs_kept=kept)
 
     # ---- helpers -------------------------------------------------------------------
 

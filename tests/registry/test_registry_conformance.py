@@ -206,7 +206,7 @@ def test_gc_keeps_referenced_and_deletes_unreferenced(server: RunningRegistry, t
     young = server.registry.gc()  # default grace: nothing young is touched
     assert young.blobs_deleted == () and young.uploads_removed == 0
     report = server.registry.gc(grace_s=0)
-    assert report.blobs_deleted == (orphan_hex,) and report.bytes_freed == 1000 and report.uploads_removed == 1
+    assert report.blobs_deleted == (orphan_hex,) and report.freed_bytes == 1000 and report.uploads_removed == 1
     assert server.registry.store.size(m.files[0].sha256) == 400
     assert server.registry.store.size(orphan_hex) is None
     assert httpx.get(f"{server.url}/v1/blobs/sha256/{m.files[0].sha256}").content == b"keep" * 100
