@@ -23,7 +23,8 @@ from phi_get.manifests.index import ModelIndex
 from phi_get.registry.advice import Advice, CandidateAdvice
 from phi_get.resolver.detect import sample_profiles
 from phi_get.resolver.explain import no_match_error
-from phi_get.resolver.resolve import Candidate, Prefer, Requirement, Resolution, make_policy, resolve
+from phi_get.resolver.resolution import Candidate, Prefer, Requirement, Resolution
+from phi_get.resolver.resolve import make_policy, resolve
 
 __all__ = ["ResolverAdvisor"]
 

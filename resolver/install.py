@@ -37,7 +37,8 @@ from phi_get.manifests.manifest import Manifest, parse_manifest
 from .errors import IntegrityError
 from .explain import no_match_error
 from .fetch import FetchStats, NullReporter, Reporter, fetch_blob
-from .resolve import Policy, Requirement, Resolution, resolve
+from .resolution import Policy, Requirement, Resolution
+from .resolve import resolve
 from .sources import Source, Sources, check_publisher
 from .store import BlobUnusableError, Store
 

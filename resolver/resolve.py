@@ -45,6 +45,7 @@ from phi_get.manifests.names import check_model_name, check_specifier
 from phi_get.manifests.runtimes import RUNTIME_PROVIDES, build_families, fix_for, is_vendor_path
 from phi_get.manifests.targets import SupportedTarget, family_of, supported_targets
 
+from . import resolution
 from .explain import chosen_reason, fallback_notes
 from .ranking import balanced_cost, decision, measured
 from .resolution import Candidate, Policy, Prefer, Reject, Requirement, Resolution, Skip, Verdict
@@ -53,15 +54,7 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "DEFAULT_POLICY",
     "RUNTIME_PROVIDES",
-    "Candidate",
     "IndexView",
-    "Policy",
-    "Prefer",
-    "Reject",
-    "Requirement",
-    "Resolution",
-    "Skip",
-    "Verdict",
     "budget_of",
     "family_ranks",
     "make_policy",
@@ -70,6 +63,7 @@ __all__ = [
     "resolve",
     "target_family",
 ]
+__all__ += resolution.__all__  # the value types, re-exported: callers import them from here too
 
 DEFAULT_CONTEXT: Final = 4096
 #: The policy of a plain ``phi-get resolve`` (frozen, so one instance serves every call).

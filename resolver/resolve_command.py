@@ -35,7 +35,8 @@ def policy_from_options(prefer: str, fmt: str | None, precision: str | None, con
     from phi_get.manifests.errors import ManifestError
     from phi_get.manifests.manifest import Format, Precision
 
-    from .resolve import Prefer, make_policy
+    from .resolution import Prefer
+    from .resolve import make_policy
 
     for option, value, enum in (("--prefer", prefer, Prefer), ("--format", fmt, Format),
                                 ("--precision", precision, Precision)):
