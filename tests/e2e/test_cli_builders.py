@@ -1,4 +1,4 @@
-"""The builder commands as a new user meets them (issue 13): quiet libraries, exit codes, a plan that
+"""The builder commands as a new user meets them: quiet libraries, exit codes, a plan that
 says what this machine lacks."""
 
 from __future__ import annotations

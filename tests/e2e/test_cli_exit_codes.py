@@ -1,4 +1,4 @@
-"""One exit-code table (issue 13): every error class names its code from ExitCode, and the README lists it."""
+"""One exit-code table: every error class names its code from ExitCode, and the README lists it."""
 
 from __future__ import annotations
 

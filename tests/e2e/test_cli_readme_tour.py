@@ -1,4 +1,4 @@
-"""The README's tour, run as written (issue 13): every line of its code block, on the tiny checkpoint.
+"""The README's tour, run as written: every line of its code block, on the tiny checkpoint.
 
 The development machines cannot download weights, so the lines run with these substitutions, and no
 others: the model ``phi-3.5-mini`` becomes ``tiny-phi`` (built here from ``phi-get tiny-phi``, so

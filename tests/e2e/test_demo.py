@@ -24,8 +24,8 @@ def test_demo_runs_end_to_end_and_stops_its_processes(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = proc.stdout.split("== Summary", 1)[1]
-    assert summary.count("  ok   ") == 9 and "FAIL" not in summary  # 9: the OCI step (issue 16)
-    assert "metadata TUF-signed" in summary and "TUF + publisher signature verified" in summary  # issue 15
+    assert summary.count("  ok   ") == 9 and "FAIL" not in summary  # 9 steps: the last pushes to and pulls from an OCI registry
+    assert "metadata TUF-signed" in summary and "TUF + publisher signature verified" in summary  # signed metadata and publisher signatures
     resolved = proc.stdout.split("== resolve for 6 devices", 1)[1].split("== lock", 1)[0]
     assert "on cuda" in resolved and "on metal" in resolved and "on cpu-arm64" in resolved
     assert "new tokens" in summary

@@ -1,4 +1,4 @@
-"""The registry's web catalog (issue 17) in headless Chromium and over plain HTTP.
+"""The registry's web catalog in headless Chromium and over plain HTTP.
 
 One real ``phi-get registry serve`` on loopback (the root CLI wires the
 client's resolver into the device page), with small synthetic artifacts

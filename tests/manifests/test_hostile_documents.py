@@ -1,4 +1,4 @@
-"""The spec layer's refusals of hostile documents, with their exact texts (issue 10, classes 4, 7, 8).
+"""The spec layer's refusals of hostile documents, with their exact texts (SECURITY.md: hostile numbers and nesting, names that look alike, pickles, typos).
 
 The real CLI runs the same attacks in tests/resolver/test_hostile_documents.py and the
 registry in tests/registry/test_registry_hostile_requests.py; here each rule is pinned once.

@@ -1,4 +1,4 @@
-"""Pickles are refused, by name in every manifest and by content in an artifact folder (issue 10, class 8).
+"""Pickles are refused, by name in every manifest and by content in an artifact folder (SECURITY.md: pickles).
 
 Loading a Python pickle (PyTorch ``.pt``/``.pth``/``.ckpt``, a legacy
 ``pytorch_model.bin``, a zip-format torch checkpoint) runs code it carries.

@@ -1,5 +1,5 @@
 """Property tests (hypothesis) over the parsers and the target ranking, including hostile input
-(issue 10: oversized integers, deep nesting, structure hidden in strings)."""
+(SECURITY.md, hostile numbers and nesting: oversized integers, deep nesting, structure hidden in strings)."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_ranking_is_total_and_ends_with_the_cpu(p: DeviceProfile) -> None:
     assert parse_device_profile(p.to_bytes()) == p
 
 
-# ---- hostile numbers and nesting (issue 10, class 4) ----------------------------------------------
+# ---- hostile numbers and nesting (SECURITY.md) ----------------------------------------------
 
 
 # Strings that look like structure: brackets, quotes, escapes, dots, comment marks.

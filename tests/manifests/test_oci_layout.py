@@ -1,4 +1,4 @@
-"""The OCI layout as a format (manifests/oci.py, issue 16): references, tags, documents, challenges, credentials."""
+"""The OCI layout as a format (manifests/oci.py): references, tags, documents, challenges, credentials."""
 
 from __future__ import annotations
 

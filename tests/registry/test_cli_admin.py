@@ -1,4 +1,4 @@
-"""Registry administration mistakes through the real ``phi-get registry`` (issue 13): where the registry
+"""Registry administration mistakes through the real ``phi-get registry`` : where the registry
 lives, ``serve`` on a bad or busy port, the access log, and publish/yank/token output for scripts."""
 
 from __future__ import annotations

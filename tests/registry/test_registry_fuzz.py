@@ -3,7 +3,7 @@
 The real server runs on loopback with one published artifact; every
 operation of ``/openapi.json`` gets generated requests (with an admin token,
 so the publishing routes are exercised past authentication), each also
-carrying a hostile ``Range`` header (issue 10: oversized positions, garbage,
+carrying a hostile ``Range`` header (SECURITY.md, hostile requests: oversized positions, garbage,
 many ranges).  The check: no response is a 5xx.  Beyond the schema, which
 describes the publish body only as bytes, hypothesis sends hostile publish
 bodies (integers past 64 bits and past Python's int-string limit, nesting

@@ -1,4 +1,4 @@
-"""Hostile requests against a real ``phi-get registry serve`` (issue 10, classes 4 and 7).
+"""Hostile requests against a real ``phi-get registry serve`` (SECURITY.md: hostile numbers and nesting, names that look alike).
 
 Each attack is sent to the server running as a subprocess on loopback, its
 stderr captured: every answer is a 4xx (or the RFC's 206/200/416 for a
@@ -159,7 +159,7 @@ def test_hostile_publish_body_is_a_4xx_naming_the_field(served: Served, tmp_path
     _refused_quietly(served, body(_manifest_doc(tmp_path)), message, label)
 
 
-# Guards, not new failures: these were already refused with a 4xx before issue 10;
+# Guards, not new failures: these were already refused with a 4xx before the hardening;
 # pinned here so the one loader keeps them so, and keeps the log quiet.
 @pytest.mark.parametrize(("label", "body", "message"), [
     ("size past 64 bits", lambda d: canonical_bytes({**d, "files": [dict(d["files"][0], size=2**70)]}),

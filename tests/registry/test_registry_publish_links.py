@@ -1,4 +1,4 @@
-"""Publishing never follows a symbolic link out of an artifact folder (issue 10, class 8).
+"""Publishing never follows a symbolic link out of an artifact folder (SECURITY.md: links out of an artifact folder at publish).
 
 A file listed in ``manifest.json`` that is a link (or sits in a linked
 folder) could point anywhere on the publisher's machine: ``phi-get publish``

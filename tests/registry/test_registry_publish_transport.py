@@ -1,4 +1,4 @@
-"""``phi-get publish`` against a hostile server (tests/resolver/hostile.py): issue 10, classes 2 and 6.
+"""``phi-get publish`` against a hostile server (tests/resolver/hostile.py): SECURITY.md's credentials in a URL, redirects and retries.
 
 Class 6: a redirect is refused with the URL and the Location, before any
 upload (it used to be taken for success, and the commit then crashed).

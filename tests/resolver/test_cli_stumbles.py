@@ -1,4 +1,4 @@
-"""The command line's stumbles a new user hits (issue 13), each driven through the real ``phi-get``."""
+"""The command line's stumbles a new user hits, each driven through the real ``phi-get``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a terminal sees (issue 13): Ctrl-C during an install under a real pty, progress when piped."""
+"""What a terminal sees: Ctrl-C during an install under a real pty, progress when piped."""
 
 from __future__ import annotations
 

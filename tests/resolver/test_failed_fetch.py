@@ -1,4 +1,4 @@
-"""What a failed download or a refused locked sync leaves behind (issue 10, class 8).
+"""What a failed download or a refused locked sync leaves behind (SECURITY.md: half-written state).
 
 A download that fails (the source goes away, the blob is missing) keeps
 only the bytes its journal covers, so it resumes, but holds no preallocated

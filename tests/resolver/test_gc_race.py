@@ -1,4 +1,4 @@
-"""``gc`` racing ``install`` (issue 10, class 3): a real gc, in the moment and in a loop of its own process.
+"""``gc`` racing ``install`` (SECURITY.md: gc racing an install): a real gc, in the moment and in a loop of its own process.
 
 The moment that mattered: a blob is downloaded (or an old unreferenced one
 is found in the store) but not yet linked into the artifact folder, so no

@@ -1,4 +1,4 @@
-"""Hostile documents handed to the real ``phi-get`` CLI (issue 10 classes 4, 7, 8; issue 13 point 1).
+"""Hostile documents handed to the real ``phi-get`` CLI (SECURITY.md: hostile numbers and nesting, names that look alike, typos).
 
 Every document phi-get reads from outside goes through one loader
 (``manifests/canonical.py``).  Each case here serves a hostile index or
@@ -141,7 +141,7 @@ def test_the_sample_project_locks(tmp_path: Path, kit: Any) -> None:
 ])
 def test_unknown_key_in_phi_toml_is_named_with_the_nearest(tmp_path: Path, kit: Any, old: str, new: str,
                                                            message: str) -> None:
-    """Unknown keys in phi.toml (issue 13 point 1): a typo is an error naming the key, its table and
+    """Unknown keys in phi.toml: a typo is an error naming the key, its table and
     the nearest known key; before, the lock silently recorded the default."""
     folder = project_with(tmp_path, kit, PROJECT.replace(old, new, 1))
     proc = phi_get(tmp_path / "home", "lock", "--project", str(folder))

@@ -1,4 +1,4 @@
-"""`phi-get run` and `phi-get build` on damaged and hostile weights files (issue 10 class 4, issue 13 point 2).
+"""`phi-get run` and `phi-get build` on damaged and hostile weights files (SECURITY.md: hostile model headers).
 
 Each artifact is installed by the real CLI from a ``file://`` mirror whose
 manifest lists the hostile file's true sha256 (a hostile registry can do
@@ -102,7 +102,7 @@ def test_hostile_gguf_is_refused_before_llama_cpp(tmp_path: Path, kit: Any, labe
 
 @needs_llama
 def test_damaged_artifact_points_at_repair(tmp_path: Path, kit: Any) -> None:
-    """A truncated installed file (issue 13 point 2: a traceback from llama.cpp): exit 4, verify --repair."""
+    """A truncated installed file (once a traceback from llama.cpp): exit 4, verify --repair."""
     home = installed(tmp_path, kit, {"model.gguf": gguf()})
     (target,) = list((home / "artifacts").rglob("model.gguf"))
     os.truncate(target, 100)

@@ -126,7 +126,7 @@ def test_quality_budget_excludes_and_reports(kit: Any) -> None:
 
 
 def test_balanced_is_the_default_policy() -> None:
-    """The default policy is balanced (issue 11), in the core and in make_policy."""
+    """The default policy is balanced, in the core and in make_policy."""
     assert Policy().prefer is Prefer.BALANCED and make_policy().prefer is Prefer.BALANCED
 
 

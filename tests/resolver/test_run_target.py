@@ -1,4 +1,4 @@
-"""`phi-get run` on the target the resolution chose (issue 11, section 4), on this CPU-only machine.
+"""`phi-get run` on the target the resolution chose , on this CPU-only machine.
 
 Attacks: an artifact resolved for CUDA run quietly on the CPU (the README's
 "never falls back silently" promise broken at run time); a failure that

@@ -1,4 +1,4 @@
-"""Stored bytes are trusted only when verified (issue 10, class 1): planted corruption and symlinks in a real store.
+"""Stored bytes are trusted only when verified (SECURITY.md: stored bytes changed after they were verified): planted corruption and symlinks in a real store.
 
 Each test installs from the loopback server into a real store, then
 damages the store the way bit rot, an editor writing through a hard link,

@@ -1,4 +1,4 @@
-"""The real ``phi-get`` against a hostile server (hostile.py) and hostile mirrors: issue 10, classes 2, 5 and 6.
+"""The real ``phi-get`` against a hostile server (hostile.py) and hostile mirrors (SECURITY.md: credentials in a URL; no deadline, no size cap; redirects, retries and lies).
 
 Class 2: a credential in a registry URL is sent as HTTP Basic to its origin
 only and never shown or stored.  Class 5: every read has a deadline (a
