@@ -81,12 +81,17 @@ def replacing(path: Path, *, folder: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (the module's four steps); the folder is created if missing."""
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o666) -> None:
+    """Write ``data`` to ``path`` atomically (the module's four steps); the folder is created if missing.
+
+    ``mode`` is given when the temp file is created (less the umask), so a
+    secret written with ``0o600`` is never readable by others, not even
+    before the rename.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
     try:
-        with open(tmp, "xb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

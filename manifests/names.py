@@ -73,33 +73,28 @@ def normalize_distribution_name(name: str) -> str:
     return canonicalize_name(name)
 
 
+def _whole_match(pattern: re.Pattern[str], value: object, why: str, field: str, document: str) -> str:
+    """``value`` if it is a string ``pattern`` matches whole, else a ManifestError saying ``why``."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ManifestError(why, field=field, value=value, document=document)
+    return value
+
+
 def check_model_name(name: object, field: str = "name", document: str = "document") -> str:
     """Validate a model name and return its canonical form."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ManifestError(
-            "a model name is 1-128 letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
-            field=field, value=name, document=document,
-        )
-    return normalize_model_name(name)
+    why = "a model name is 1-128 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+    return normalize_model_name(_whole_match(_NAME, name, why, field, document))
 
 
 def check_distribution_name(name: object, field: str = "distribution", document: str = "document") -> str:
     """Validate a Python distribution name and return its PEP 503 form."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ManifestError(
-            "expected a Python distribution name (letters, digits, '.', '_', '-')",
-            field=field, value=name, document=document,
-        )
-    return normalize_distribution_name(name)
+    why = "expected a Python distribution name (letters, digits, '.', '_', '-')"
+    return normalize_distribution_name(_whole_match(_NAME, name, why, field, document))
 
 
 def check_variant_id(variant: object, field: str = "variant", document: str = "document") -> str:
-    if not isinstance(variant, str) or not _VARIANT.fullmatch(variant):
-        raise ManifestError(
-            "a variant id is 1-96 lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
-            field=field, value=variant, document=document,
-        )
-    return variant
+    why = "a variant id is 1-96 lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+    return _whole_match(_VARIANT, variant, why, field, document)
 
 
 def check_version(version: object, field: str = "version", document: str = "document") -> Version:
@@ -122,18 +117,12 @@ def check_specifier(spec: object, field: str = "specifier", document: str = "doc
 
 def check_digest(digest: object, field: str = "digest", document: str = "document") -> str:
     """A content digest, always written ``sha256:<64 lower-case hex>``."""
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-        raise ManifestError(
-            "expected 'sha256:' followed by 64 lower-case hex digits", field=field, value=digest, document=document
-        )
-    return digest
+    return _whole_match(_DIGEST, digest, "expected 'sha256:' followed by 64 lower-case hex digits", field, document)
 
 
 def hex_of(value: object, field: str = "sha256", document: str = "document") -> str:
     """A bare sha256 hex digest (64 lower-case hex digits)."""
-    if not isinstance(value, str) or not _HEX.fullmatch(value):
-        raise ManifestError("expected 64 lower-case hex digits", field=field, value=value, document=document)
-    return value
+    return _whole_match(_HEX, value, "expected 64 lower-case hex digits", field, document)
 
 
 def check_relative_path(path: object, field: str = "path", document: str = "document") -> str:

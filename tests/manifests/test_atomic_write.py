@@ -114,3 +114,10 @@ def test_process_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     assert target.read_bytes() == OLD
     leftovers = [n for n in _listing(tmp_path) if n != "catalog.json"]
     assert len(leftovers) == 1 and leftovers[0].startswith(".catalog.json.") and leftovers[0].endswith(".tmp")
+
+
+def test_a_secret_is_private_from_its_first_byte(tmp_path: Path) -> None:
+    """Exposure: a key written with mode 0o600 is created so, temp file included (no chmod after the fact)."""
+    key = tmp_path / "online.key"
+    write_atomic(key, b"-----BEGIN PRIVATE KEY-----", mode=0o600)
+    assert key.stat().st_mode & 0o777 == 0o600
