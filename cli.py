@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str] | None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:  # answered before the command line is built (it imports every part)
+        print(f"phi-get {__version__}")
+        sys.exit(ExitCode.OK)
     if args[:1] == ["resolve"]:
         # The device's hot path parses its own arguments (resolver/resolve_command.py):
         # typer's value coercion imports pydantic (~95 ms) for every command.

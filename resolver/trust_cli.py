@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from .trust import add_root, allow_unsigned
+# .trust (TUF, the transport, http.client) is imported inside the commands: building the
+# command line for any other command should not pay for it.
 
 __all__ = ["register"]
 
@@ -40,6 +41,8 @@ def add(url: str = _URL, root: Path = _ROOT, home: Path | None = _HOME, as_json:
         data = root.read_bytes()
     except OSError as exc:
         raise TrustError(f"cannot read the root file {root}: {exc.strerror}", source=url) from None
+    from .trust import add_root
+
     stored, version, digest = add_root(_home(home), url, data)
     if as_json:
         typer.echo(json.dumps({"source": stored, "root_version": version, "sha256": digest}))
@@ -52,6 +55,8 @@ def unsigned(url: str = _URL, home: Path | None = _HOME) -> None:
     """Accept URL without signatures (recorded in every lock and explanation)."""
     if not url.startswith(("http://", "https://", "file://", "oci://", "oci+http://")):  # oci: issue 16
         url = Path(url).resolve().as_uri()
+    from .trust import allow_unsigned
+
     typer.echo(f"{allow_unsigned(_home(home), url)} accepted unsigned")
 
 
