@@ -18,6 +18,7 @@ from phi_get.manifests.errors import ExitCode, PhiGetError
 __all__ = [
     "AuthError",
     "BadRequestError",
+    "BlobIntegrityError",
     "ConflictError",
     "ForbiddenError",
     "IntegrityError",
@@ -27,7 +28,6 @@ __all__ = [
     "ServeError",
     "ServiceError",
     "TooLargeError",
-    "UploadIntegrityError",
     "error_for_code",
 ]
 
@@ -84,12 +84,12 @@ class ConflictError(RegistryError):
     exit_code = ExitCode.CONFLICT
 
 
-class UploadIntegrityError(RegistryError, ValueError):
-    """Uploaded bytes do not match their digest or declared size.
+class BlobIntegrityError(RegistryError, ValueError):
+    """A blob's bytes do not match their digest or declared size (an upload), or a blob is missing (an export).
 
-    Named for the upload: the resolver's ``IntegrityError`` is downloaded
-    bytes that do not match, a different failure (issue 12).  The wire code
-    stays ``integrity``.
+    Named for the registry's blobs: the resolver's ``IntegrityError`` is
+    downloaded bytes that do not match, a different failure (issue 12).  The
+    wire code stays ``integrity``.
     """
 
     status = 400
@@ -98,7 +98,7 @@ class UploadIntegrityError(RegistryError, ValueError):
 
 
 #: The former name, kept while code outside this module's owners still says it.
-IntegrityError = UploadIntegrityError
+IntegrityError = BlobIntegrityError
 
 
 class TooLargeError(RegistryError, ValueError):

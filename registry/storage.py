@@ -31,7 +31,7 @@ from typing import BinaryIO, Final, Protocol
 
 from phi_get.manifests.names import hex_of
 
-from .errors import BadRequestError, TooLargeError, UploadIntegrityError
+from .errors import BadRequestError, BlobIntegrityError, TooLargeError
 
 __all__ = ["STORE_LAYOUT", "BlobStore", "FilesystemBlobStore", "Upload"]
 
@@ -114,13 +114,13 @@ class _FileUpload:
         if self.received != self._size:
             got = self.received
             self.abort()
-            raise UploadIntegrityError(
+            raise BlobIntegrityError(
                 f"upload of blob sha256:{self._hex} is truncated: got {got} of {self._size} bytes"
             )
         actual = self._hash.hexdigest()
         if actual != self._hex:
             self.abort()
-            raise UploadIntegrityError(f"uploaded bytes have sha256:{actual}, not the declared sha256:{self._hex}")
+            raise BlobIntegrityError(f"uploaded bytes have sha256:{actual}, not the declared sha256:{self._hex}")
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()

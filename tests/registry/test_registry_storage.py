@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from phi_get.registry.blobresponse import parse_range
-from phi_get.registry.errors import BadRequestError, TooLargeError, UploadIntegrityError
+from phi_get.registry.errors import BadRequestError, BlobIntegrityError, TooLargeError
 from phi_get.registry.storage import STORE_LAYOUT, FilesystemBlobStore
 
 
@@ -43,8 +43,8 @@ def test_upload_becomes_visible_only_on_commit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("chunks", "declared", "error", "message"), [
     ([b"abc", b"def"], 5, TooLargeError, "is over its declared size of 5 bytes"),
-    ([b"abc"], 6, UploadIntegrityError, "is truncated: got 3 of 6 bytes"),
-    ([b"abd"], 3, UploadIntegrityError, "uploaded bytes have sha256:"),
+    ([b"abc"], 6, BlobIntegrityError, "is truncated: got 3 of 6 bytes"),
+    ([b"abd"], 3, BlobIntegrityError, "uploaded bytes have sha256:"),
 ])
 def test_bad_uploads_leave_nothing(tmp_path: Path, chunks: list[bytes], declared: int,
                                    error: type[Exception], message: str) -> None:
