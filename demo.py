@@ -19,7 +19,8 @@ fresh work folder (default ``.demo/`` in the current folder):
 10. print a summary table.
 
 Exits non-zero when any step fails and stops every process it started.
-Imports only the standard library: each step is a ``phi-get`` subprocess.
+Imports the standard library and, for the shipped sample profiles' names,
+:func:`phi_get.resolver.detect.sample_profiles`: each step is a ``phi-get`` subprocess.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Demo", "SAMPLE_PROFILES", "StepFailed", "free_port", "run_demo", "stop_process", "wait_for_port"]
+from phi_get.resolver.detect import sample_profiles  # the shipped profiles: one list, its folder
 
-SAMPLE_PROFILES = ("gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop")
+__all__ = ["Demo", "StepFailed", "free_port", "run_demo", "stop_process", "wait_for_port"]
 
 
 @dataclass(kw_only=True)
@@ -162,7 +163,7 @@ class Demo:
         device = self.phi_get("device", "--json").stdout
         (self.work / "this-machine.json").write_text(device)
         lines = []
-        for who in ["this-machine", *SAMPLE_PROFILES]:
+        for who in ["this-machine", *sample_profiles()]:
             profile = str(self.work / "this-machine.json") if who == "this-machine" else who
             out = self.phi_get("resolve", "tiny-phi", "--registry", self.url, "--device", profile,
                                "--home", str(self.work / "resolve-home"), "--explain").stdout
@@ -177,7 +178,7 @@ class Demo:
         project = self.work / "fleet"
         project.mkdir(exist_ok=True)
         shutil.copyfile(self.work / "this-machine.json", project / "this-machine.json")
-        classes = "\n".join(f'{name} = "{name}"' for name in SAMPLE_PROFILES)
+        classes = "\n".join(f'{name} = "{name}"' for name in sample_profiles())
         (project / "phi.toml").write_text(
             "[project]\nname = \"demo-fleet\"\n"
             f"registries = [\"{self.work.resolve() / 'mirror'}\"]\n\n"
@@ -191,7 +192,7 @@ class Demo:
         if (project / "phi.lock").read_bytes() != first:
             raise StepFailed("locking twice gave different phi.lock bytes")
         self.mirror = mirror
-        return f"phi.lock for {1 + len(SAMPLE_PROFILES)} device classes ({len(first)} bytes, byte-identical on relock)"
+        return f"phi.lock for {1 + len(sample_profiles())} device classes ({len(first)} bytes, byte-identical on relock)"
 
     def sync(self) -> str:
         home = self.work / "device-home"

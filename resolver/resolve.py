@@ -280,7 +280,7 @@ def _check(f: _Filter, e: IndexEntry) -> Candidate:
             return rejected(Reject.BUILD, f"the installed {e.runtime.distribution} build cannot drive "
                             f"{', '.join(dict.fromkeys(family_of(t) for t, _ in undrivable))} "
                             f"(known from {f.drives(e.runtime.distribution)[1]}); {fix}")
-    needed = e.memory.weights_bytes + e.memory.kv_bytes_per_token * context
+    needed = e.memory.total_bytes(context)
     skipped: list[Skip] = []
     for t in usable:
         budget = f.budgets[t.tag]
