@@ -46,6 +46,22 @@ first ``-``.
 with ``org.opencontainers.image.ref.name`` = ``NAME:VARIANT-TAG`` and the
 same :data:`ENTRY` annotations) and ``blobs/sha256/HEX``.
 
+**Publisher signatures** (issue 15's OpenSSF model-signing bundle, issue 16's
+"and its signatures") travel as *one more layer of the variant's image
+manifest* (:data:`SIGNATURE_LAYER`, the Sigstore bundle media type; filepath
+``model.sig``, :func:`signature_layer`), not as an OCI 1.1 referrer (an
+artifact manifest whose ``subject`` is the variant).  Why a layer: ``skopeo
+copy`` moves one image and never its referrers, and distribution 2.8 has no
+referrers API, so a referrer would be lost on the way into a registry and
+back; a layer is copied with the image, bytes and digests intact.  And a
+ModelPack tool that unpacks the layers by filepath gets exactly the folder
+``phi-get sign`` signed (files, ``manifest.json``, ``model.sig``), which the
+``model_signing`` command line verifies as it is.  The layer's annotation
+:data:`PUBLISHER_KEY` carries the publisher's public key (PEM) when the
+exporter had it from TUF-signed metadata; a reader trusts that key only when
+its key id is the one ``phi.lock`` records (``publisher-key``) or one its own
+verified metadata lists.
+
 **Credentials** (:func:`credentials_for`): the URL's ``user:password@``,
 else ``PHI_GET_OCI_USERNAME``/``PHI_GET_OCI_PASSWORD``, else the Docker
 config file (``$DOCKER_CONFIG/config.json``, default ``~/.docker/config.json``,
@@ -77,6 +93,7 @@ from .fields import Reader
 from .index import IndexEntry
 from .manifest import Manifest
 from .names import check_digest, check_model_name
+from .signing import MODEL_SIGNATURE_FILENAME
 
 __all__ = [
     "ENTRY",
@@ -90,10 +107,13 @@ __all__ = [
     "MODEL_ARTIFACT",
     "MODEL_CONFIG",
     "PHI_MANIFEST",
+    "PUBLISHER_KEY",
     "REF_NAME",
     "SHOWN",
+    "SIGNATURE_LAYER",
     "Challenge",
     "Reference",
+    "SignatureLayer",
     "Variant",
     "credentials_for",
     "descriptor",
@@ -106,6 +126,7 @@ __all__ = [
     "parse_challenge",
     "parse_index",
     "parse_reference",
+    "signature_layer",
     "variant_annotations",
     "variant_tag",
     "version_tag",
@@ -121,6 +142,10 @@ _WEIGHT_CONFIG: Final = "application/vnd.cncf.model.weight.config.v1.raw"
 _DOC: Final = "application/vnd.cncf.model.doc.v1.raw"
 #: phi-get's manifest (canonical JSON), as a layer: its digest is the manifest digest.
 PHI_MANIFEST: Final = "application/vnd.phi-get.manifest.v1+json"
+#: The publisher's model-signing bundle, as a layer: the Sigstore bundle media type (the JSON's own mediaType).
+SIGNATURE_LAYER: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
+#: On the signature layer: the publisher's public key (PEM), as TUF-signed metadata listed it at export.
+PUBLISHER_KEY: Final = "dev.phi-get.publisher-key"
 FILEPATH: Final = "org.cncf.model.filepath"
 _TITLE: Final = "org.opencontainers.image.title"
 _VERSION: Final = "org.opencontainers.image.version"
@@ -285,13 +310,21 @@ def descriptor(media_type: str, data_or_digest: bytes | str, size: int | None = 
     return out
 
 
-def image_manifest(manifest: Manifest, manifest_bytes: bytes, config: bytes) -> bytes:
-    """The OCI image manifest of one variant: a ModelPack config, a raw layer per file, phi-get's manifest."""
+def image_manifest(manifest: Manifest, manifest_bytes: bytes, config: bytes, *, signature: bytes | None = None,
+                   publisher_pem: str = "") -> bytes:
+    """The OCI image manifest of one variant: a ModelPack config, a raw layer per file, phi-get's manifest.
+
+    ``signature``: the publisher's model-signing bundle, as a last layer (a bundle's; ``publisher_pem`` on it).
+    """
     layers = [descriptor(layer_media_type(f.path), f"sha256:{f.sha256}", f.size,
                          {FILEPATH: f.path, _TITLE: f.path.rsplit("/", 1)[-1]})
               for f in manifest.files]
     layers.append(descriptor(PHI_MANIFEST, manifest_bytes, annotations={FILEPATH: "manifest.json",
                                                                         _TITLE: "manifest.json"}))
+    if signature is not None:
+        extra = {PUBLISHER_KEY: publisher_pem} if publisher_pem else {}
+        name = MODEL_SIGNATURE_FILENAME
+        layers.append(descriptor(SIGNATURE_LAYER, signature, annotations={FILEPATH: name, _TITLE: name, **extra}))
     doc = {
         "schemaVersion": 2, "mediaType": IMAGE_MANIFEST, "artifactType": MODEL_ARTIFACT,
         "config": descriptor(MODEL_CONFIG, config), "layers": layers,
@@ -302,6 +335,43 @@ def image_manifest(manifest: Manifest, manifest_bytes: bytes, config: bytes) -> 
 
 
 _NAME_KEY: Final = "dev.phi-get.name"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SignatureLayer:
+    """Where a variant's publisher signature lies in an image layout, and the key that came with it."""
+
+    digest: str
+    size: int
+    publisher_pem: str  # "" when the exporter had no key to put there
+
+
+def signature_layer(data: bytes, manifest_digest: str, *, document: str) -> SignatureLayer | None:
+    """The signature layer of the image manifest ``data`` if it is the variant of ``manifest_digest``, else None.
+
+    Any image manifest is accepted (one skopeo copied keeps phi-get's bytes); one that is not JSON, or
+    whose layers are not descriptors, is refused naming the field.
+    """
+    doc = load_json_document(data, limit=MAX_OCI_DOC, document=document)
+    if not isinstance(doc, dict):
+        raise ManifestError("expected a JSON object (an OCI image manifest)", document=document)
+    r = Reader(doc, document=document)
+    layers = list(r.objects("layers", [], max_items=100_000))
+    mine = any(item.data.get("mediaType") == PHI_MANIFEST and item.data.get("digest") == manifest_digest
+               for item in layers)
+    if not mine:
+        return None
+    for item in layers:
+        if item.data.get("mediaType") != SIGNATURE_LAYER:
+            continue
+        ann = item.data.get("annotations")
+        pem = ann.get(PUBLISHER_KEY, "") if isinstance(ann, dict) else ""
+        if not isinstance(pem, str):
+            raise ManifestError("expected the PEM text of a public key",
+                                field=item.where(f"annotations[{PUBLISHER_KEY!r}]"), document=document)
+        return SignatureLayer(digest=check_digest(item.data.get("digest"), item.where("digest"), document),
+                              size=item.integer("size", max=MAX_OCI_DOC), publisher_pem=pem)
+    return None
 
 
 def variant_annotations(name: str, entry: IndexEntry) -> dict[str, str]:

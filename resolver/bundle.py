@@ -6,9 +6,14 @@ list, and writes an OCI image layout (:mod:`phi_get.manifests.oci`):
 
     DIR/oci-layout
     DIR/index.json             one descriptor per variant, with the index entry and a ref.name
-    DIR/blobs/sha256/HEX       the files, phi-get's manifests, ModelPack configs, OCI manifests
+    DIR/blobs/sha256/HEX       the files, phi-get's manifests, ModelPack configs, OCI manifests,
+                               and the publisher signatures (model.sig layers)
 
-Nothing else goes in: a bundle holds exactly what the lock pins.  Each
+Nothing else goes in: a bundle holds exactly what the lock pins, and the
+publisher signature of each artifact whose signed source vouches for one
+(verified at export against the publisher keys its TUF metadata lists; the
+signature is one more layer of the variant's image manifest, with the
+publisher's public key on it: :mod:`phi_get.manifests.oci`).  Each
 blob is written to a temporary name, checked against its digest (the
 store's copy is trusted no more than a download) and renamed into place,
 and ``index.json`` is written last, so a bundle cut short is never taken
@@ -17,7 +22,16 @@ model's name in front), which ``skopeo copy oci:DIR:REF docker://...``
 takes, so a bundle can be moved into any registry and back.
 
 ``phi-get sync --locked --from DIR`` (or ``--registry DIR``) reads the
-folder as a source with no network (:class:`.oci.OciLayoutSource`).
+folder as a source with no network (:class:`.oci.OciLayoutSource`), with no
+``trust allow-unsigned`` needed: the lock is the trust anchor of a locked
+install (every byte is checked against its digests).  Before anything is
+placed, :func:`check_bundle_signature` demands the publisher signature of an
+artifact that ``phi.lock`` records as signed (``publisher-key``) or whose
+lock source this client trusts signed metadata of (its cached, TUF-verified
+publisher key list), and refuses one that is missing, or signed by another
+key (named).  The keys it verifies with: the client's cached list when there
+is one (so a key revoked since is refused), else the key the bundle carries,
+used only when its key id is the one the lock records.
 
 Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 """
@@ -32,7 +46,7 @@ from pathlib import Path
 from phi_get.manifests.canonical import digest_of
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import IndexEntry
-from phi_get.manifests.lockfile import parse_lock
+from phi_get.manifests.lockfile import LockedArtifact, parse_lock
 from phi_get.manifests.manifest import parse_manifest
 from phi_get.manifests.oci import (
     LAYOUT_FILE,
@@ -43,14 +57,17 @@ from phi_get.manifests.oci import (
     model_config,
     variant_tag,
 )
+from phi_get.manifests.signing import key_id_of_pem, parse_signature_bundle
 
 from .errors import IntegrityError
 from .fetch import Reporter
 from .install import install_digest
-from .sources import sources_from
+from .oci import OciLayoutSource
+from .sources import Sources, publisher_signature, signed_files, sources_from
 from .store import Store
+from .trust import TrustError, Verifier, trust_dir, verify_bundle
 
-__all__ = ["BundleReport", "export_bundle"]
+__all__ = ["BundleReport", "check_bundle_signature", "export_bundle"]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BundleReport:
@@ -58,6 +75,7 @@ class BundleReport:
     variants: int
     blobs: int
     bytes: int
+    signatures: int = 0
 
 
 def _put(folder: Path, data: bytes) -> str:
@@ -103,7 +121,7 @@ def export_bundle(lock_path: Path, out: Path, home: Path, *, registries: list[st
     variants: dict[str, Variant] = {}
     ref_names: dict[str, str] = {}
     blobs: set[str] = set()
-    total = 0
+    total = signed = 0
     for art in lock.artifacts:
         if art.manifest in (v.entry.manifest for v in variants.values()):
             continue
@@ -119,10 +137,14 @@ def export_bundle(lock_path: Path, out: Path, home: Path, *, registries: list[st
                 _copy_blob(out, result.path / f.path, f.sha256, f.size)
                 blobs.add(f.sha256)
                 total += f.size
+        signature = publisher_signature(sources, manifest, data)
+        _check_locked_signer(art, signature.key_id if signature else None, sources, lock_path)
         config = model_config(manifest)
-        for doc in (data, config):
+        for doc in (data, config, *((signature.bundle,) if signature else ())):
             _put(out, doc)
-        oci = image_manifest(manifest, data, config)
+        signed += signature is not None
+        oci = image_manifest(manifest, data, config, signature=signature.bundle if signature else None,
+                             publisher_pem=signature.pem if signature else "")
         digest = _put(out, oci)
         variants[digest] = Variant(name=manifest.name, entry=IndexEntry.from_manifest(manifest, art.manifest),
                                    digest=digest, size=len(oci))
@@ -132,4 +154,71 @@ def export_bundle(lock_path: Path, out: Path, home: Path, *, registries: list[st
     tmp = out / f".index.json.{os.getpid()}.tmp"
     tmp.write_bytes(index)
     os.replace(tmp, out / "index.json")
-    return BundleReport(folder=out, variants=len(variants), blobs=len(blobs), bytes=total)
+    return BundleReport(folder=out, variants=len(variants), blobs=len(blobs), bytes=total, signatures=signed)
+
+
+def _check_locked_signer(art: LockedArtifact, signer: str | None, sources: Sources, lock_path: Path) -> None:
+    """A bundle of an artifact locked as signed holds that key's signature, or is not written."""
+    if not art.publisher_key or signer == art.publisher_key:
+        return
+    got = f"they now give one by key {signer}" if signer else "they vouch for no publisher signature of it"
+    raise TrustError(f"{lock_path}: {art.model} {art.version} {art.variant} was signed by publisher key "
+                     f"{art.publisher_key} when locked, but {got}",
+                     source=", ".join(s.stored for s in sources.sources),
+                     hint="export from the lock's own signed sources (drop --registry)")
+
+
+def _trusted_publishers(home: Path, art: LockedArtifact) -> tuple[dict[str, str] | None, str]:
+    """The publisher keys of the model from the verified metadata this client has cached for a lock source.
+
+    Offline, from the trust store only (expiry still applies); (None, "") when no lock source has any.
+    """
+    for stored in art.sources:
+        folder = trust_dir(home, stored)
+        if not (folder / "metadata" / "targets.json").is_file():
+            continue  # a root pinned but never refreshed: nothing verified to go by
+        keys = Verifier(stored=stored, fetch_base=stored, folder=folder, offline=True).publishers(art.model)
+        if keys is not None:
+            return keys, stored
+    return None, ""
+
+
+def check_bundle_signature(sources: Sources, art: LockedArtifact, home: Path) -> str | None:
+    """Verify a bundle's publisher signature of ``art``, offline; returns the key id (None: nothing asks for one).
+
+    Only for OCI layout sources (bundles); a no-op for every other source, which
+    :func:`.sources.check_publisher` covers at install.
+    """
+    layouts = [s for s in sources.sources if isinstance(s, OciLayoutSource)]
+    if not layouts:
+        return None
+    where, what, locked = layouts[0].stored, f"{art.model} {art.version} {art.variant}", art.publisher_key
+    trusted, anchor = _trusted_publishers(home, art)
+    if not locked and trusted is None:
+        return None  # nothing says it is signed: the lock's digests alone bind the bytes
+    why = (f"phi.lock records it signed by publisher key {locked}" if locked else
+           f"the signed metadata of {anchor} this client trusts lists publisher keys for {art.model}")
+    found = next((f for s in layouts if (f := s.publisher_signature(art.manifest)) is not None), None)
+    if found is None:
+        raise TrustError(f"the bundle carries no publisher signature of {what}, but {why}", source=where,
+                         hint="export the bundle again from the lock's signed source (phi-get bundle export)")
+    body, layer = found
+    shown = f"{where} (the signature of {what})"
+    try:
+        hint = parse_signature_bundle(body, document=shown).key_hint
+    except ManifestError as exc:
+        raise TrustError(f"the publisher signature is malformed: {exc}", source=where) from None
+    if locked and hint != locked:
+        raise TrustError(f"{shown} is signed by key {hint}, not by publisher key {locked}, which phi.lock records",
+                         source=where)
+    if trusted is not None:
+        keys = trusted
+    elif layer.publisher_pem and key_id_of_pem(layer.publisher_pem.encode()) == locked:
+        keys = {locked: layer.publisher_pem}
+    else:
+        raise TrustError(f"{shown}: the bundle does not carry publisher key {locked}, which phi.lock records, and "
+                         f"this client has no verified publisher keys for {art.model}", source=where,
+                         hint="export the bundle again with phi-get, or refresh this client's trust from the "
+                              "lock's source once")
+    manifest, data = sources.manifest(art.manifest, name=art.model)
+    return verify_bundle(body, files=signed_files(manifest, data), keys=keys, shown=shown, source=where)

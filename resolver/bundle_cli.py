@@ -25,7 +25,8 @@ _JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 @bundle_app.command("export")
 def export(folder: Path = _FOLDER, lock: Path = _LOCK, registry: list[str] | None = _REGISTRY,
            home: Path | None = _HOME, json_out: bool = _JSON) -> None:
-    """Write an OCI image layout holding exactly what the lock pins (install it with sync --locked --from DIR)."""
+    """Write an OCI image layout of exactly what the lock pins, with its publisher signatures (install: sync
+    --locked --from DIR)."""
     from .bundle import export_bundle
     from .store import default_home
 
@@ -34,12 +35,11 @@ def export(folder: Path = _FOLDER, lock: Path = _LOCK, registry: list[str] | Non
         import json
 
         typer.echo(json.dumps({"folder": str(report.folder), "variants": report.variants, "blobs": report.blobs,
-                               "bytes": report.bytes}))
+                               "bytes": report.bytes, "signatures": report.signatures}))
         return
     typer.echo(f"wrote {report.folder}: {report.variants} variant(s), {report.blobs} file blob(s), "
-               f"{report.bytes} bytes; install with `phi-get trust allow-unsigned {report.folder}` (a bundle "
-               f"carries no TUF metadata; the lock pins every digest) and `phi-get sync --locked --from "
-               f"{report.folder}`")
+               f"{report.bytes} bytes, {report.signatures} publisher signature(s); install with `phi-get sync "
+               f"--locked --from {report.folder}` (the lock pins every digest and each signing key)")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,10 @@
 :func:`lock_project` resolves every model of ``phi.toml`` for every device
 class (each class is a device profile, so a CI machine locks for devices it
 is not) and writes ``phi.lock`` (:mod:`phi_get.manifests.lockfile`)
-atomically; the same inputs give byte-identical output.
+atomically; the same inputs give byte-identical output.  An artifact whose
+signed source requires a publisher signature has it verified at lock time,
+and its key id is recorded (``publisher-key``), so that a locked install from
+a bundle, with no network, demands that signature (:mod:`.bundle`).
 
 :func:`sync_locked` installs what the lock pins for one device class:
 nothing is resolved again, the manifest is fetched by its pinned digest and
@@ -11,7 +14,9 @@ verified against it, and the files it lists must be the locked ones
 (checked before any blob is fetched: a mismatch installs nothing).  It
 refuses a lock whose recorded inputs no longer match ``phi.toml`` and the
 device profiles.  Sources may be overridden (``--registry file:///mirror``):
-the bytes are content-addressed, so any mirror serves the same ones.
+the bytes are content-addressed, so any mirror serves the same ones; a
+bundle folder (an OCI layout) needs no ``trust allow-unsigned`` here, and its
+publisher signatures are checked before anything is placed.
 
 Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 """
@@ -33,13 +38,14 @@ from phi_get.manifests.project import DeviceClass, ModelSpec, Project, parse_pro
 from phi_get.manifests.targets import supported_targets
 from phi_get.manifests.urls import strip_credentials
 
+from .bundle import check_bundle_signature
 from .detect import load_device, sample_profiles
 from .errors import DeviceProfileError, LockMismatchError
 from .explain import no_match_error
 from .fetch import Reporter
 from .install import InstallResult, install_digest, resolve_from
 from .resolve import make_policy, parse_requirement
-from .sources import Sources, sources_from
+from .sources import Sources, check_publisher, sources_from
 from .store import Store
 
 __all__ = ["LOCK_NAME", "PROJECT_NAME", "LoadedProject", "load_project", "lock_project", "sync_locked"]
@@ -93,7 +99,9 @@ def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DevicePro
     if chosen is None or chosen.target is None:
         err = no_match_error(res)
         raise type(err)(f"device class {dc_name!r}: {err}", hint=err.hint)
-    manifest, _ = sources.manifest(chosen.entry.manifest, first=src, name=spec.name)
+    manifest, data = sources.manifest(chosen.entry.manifest, first=src, name=spec.name)
+    # Signed at lock time (issue 15): the key id goes in the lock, so a bundle install demands it (issue 16).
+    signer = check_publisher(sources, manifest, data, first=src)
     # phi.lock is committed: its URLs carry no credentials (sources_from lends them back from PHI_GET_REGISTRY).
     files = tuple(LockedFile(path=f.path, size=f.size, sha256=f.sha256,
                              url=strip_credentials(src.url(blob_path(f.sha256), name=manifest.name)))
@@ -103,7 +111,7 @@ def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DevicePro
         variant=manifest.variant, manifest=chosen.entry.manifest, format=str(manifest.format),
         precision=str(manifest.precision), target=chosen.target.tag, size=manifest.size,
         sources=tuple(s.stored for s in sources.sources),
-        unsigned_sources=tuple(s.stored for s in sources.sources if not s.signed),
+        unsigned_sources=tuple(s.stored for s in sources.sources if not s.signed), publisher_key=signer or "",
         policy={"prefer": spec.prefer, "format": spec.format, "precision": spec.precision,
                 "context": chosen.context,
                 # The quality budget, as Policy.to_json writes it (repr strings: a lock holds no floats).
@@ -169,7 +177,9 @@ def sync_locked(folder: Path, home: Path, *, device_class: str | None = None,
     results = []
     for art in lock.for_class(name):
         bases = list(registries or art.sources)
-        sources = sources_from(bases, home, offline=offline)
+        sources = sources_from(bases, home, offline=offline, locked=True)
+        # A bundle's publisher signature, checked before anything is placed (issue 16).
+        check_bundle_signature(sources, art, home)
         # The locked file list is checked against the manifest before any blob is fetched or placed.
         want = tuple((f.path, f.size, f.sha256) for f in art.files)
         results.append(install_digest(store, sources, art.manifest, expect_files=want, expect_name=art.model,

@@ -35,7 +35,9 @@ retries, size limits and redirect rules.
 
 :class:`OciLayoutSource`: an OCI image layout folder (a bundle written by
 ``phi-get bundle export``) read the same way, offline: its ``index.json``
-lists the variants, ``blobs/sha256/`` holds the manifests and files.
+lists the variants, ``blobs/sha256/`` holds the manifests and files, and
+:meth:`OciLayoutSource.publisher_signature` finds a variant's signature layer
+(any image manifest ``index.json`` lists, whatever wrote it: phi-get or skopeo).
 
 Imports the standard library, :mod:`phi_get.manifests` and :mod:`.transport`,
 :mod:`.sources`, :mod:`.errors`.
@@ -55,6 +57,7 @@ from typing import Final
 from phi_get.manifests.canonical import load_json_document
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import LAYOUT, ModelIndex, parse_model_index
+from phi_get.manifests.names import check_digest
 from phi_get.manifests.oci import (
     IMAGE_INDEX,
     IMAGE_MANIFEST,
@@ -62,16 +65,18 @@ from phi_get.manifests.oci import (
     MAX_OCI_DOC,
     Challenge,
     Reference,
+    SignatureLayer,
     Variant,
     credentials_for,
     parse_challenge,
     parse_index,
     parse_reference,
+    signature_layer,
 )
 from phi_get.manifests.urls import redact, strip_credentials
 
 from . import transport
-from .errors import SourceError
+from .errors import IntegrityError, SourceError
 from .sources import Source, _write_atomic
 
 __all__ = ["OciLayoutSource", "OciSource"]
@@ -335,3 +340,36 @@ class OciLayoutSource(Source):
         entries = {(v.entry.version, v.entry.variant): v.entry
                    for v in parse_index(doc.body, document=where) if v.name == name}
         return ModelIndex(name=name, entries=tuple(entries.values())) if entries else None
+
+    def publisher_signature(self, manifest_digest: str) -> tuple[bytes, SignatureLayer] | None:
+        """The signature layer of the variant whose phi-get manifest is ``manifest_digest``, and its bytes.
+
+        None when no image manifest of ``index.json`` is that variant with a signature layer.
+        The layer's bytes are checked against its digest, as every blob of the layout is.
+        """
+        where = f"{self.base.rstrip('/')}/index.json"
+        doc = transport.read_file(where, limit=MAX_OCI_DOC)
+        if doc.status != 200:
+            raise SourceError("not an OCI image layout: no index.json", url=where)
+        top = load_json_document(doc.body, limit=MAX_OCI_DOC, document=where)
+        items = top.get("manifests") if isinstance(top, dict) else None
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict) or item.get("mediaType") != IMAGE_MANIFEST:
+                continue
+            hex_ = check_digest(item.get("digest"), f"manifests[{i}].digest", where).removeprefix("sha256:")
+            body = self._blob(hex_, MAX_OCI_DOC)
+            layer = signature_layer(body, manifest_digest, document=self._file(hex_))
+            if layer is not None:  # the first image of that variant with a signature (an older export may lack one)
+                return self._blob(layer.digest.removeprefix("sha256:"), layer.size), layer
+        return None
+
+    def _blob(self, hex_: str, limit: int) -> bytes:
+        """A blob of the layout, checked against its digest (a missing one is named)."""
+        shown = self._file(hex_)
+        doc = transport.read_file(shown, limit=limit)
+        if doc.status != 200:
+            raise SourceError("the OCI layout lacks this blob, which its manifests list", url=shown)
+        actual = hashlib.sha256(doc.body).hexdigest()
+        if actual != hex_:
+            raise IntegrityError("blob", expected=f"sha256:{hex_}", actual=f"sha256:{actual}", where=shown)
+        return doc.body

@@ -259,11 +259,12 @@ class Sources:
 
 
 def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool | None = None,
-                 environ: dict[str, str] | None = None) -> Sources:
+                 environ: dict[str, str] | None = None, locked: bool = False) -> Sources:
     """``--registry`` URLs, else ``PHI_GET_REGISTRY`` (space or comma separated).
 
     An http(s) URL without credentials borrows those of a ``PHI_GET_REGISTRY``
     URL of the same origin (a lock records its sources without them).
+    ``locked``: for a locked install, whose lock pins every digest (an OCI layout needs no unsigned opt-out).
     """
     env = os.environ if environ is None else environ
     configured = env.get(REGISTRY_ENV, "").replace(",", " ").split()
@@ -276,7 +277,7 @@ def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool 
     for url in urls:
         userinfo = ""
         if url.startswith(("oci://", "oci+http://")) or _is_oci_layout(url):
-            out.append(_oci_source(url, home, off, env))
+            out.append(_oci_source(url, home, off, env, locked=locked))
             continue
         if not url.startswith(("http://", "https://", "file://")):
             path = Path(url)
@@ -300,12 +301,15 @@ def _is_oci_layout(url: str) -> bool:
     return (path / "oci-layout").is_file()
 
 
-def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str]) -> Source:
+def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str], *, locked: bool = False) -> Source:
     """An OCI registry (``oci://``) or an OCI image layout folder (a bundle): :mod:`.oci`.
 
     Imported only when one is configured, so the HTTP sources' hot path (``resolve``) does not load it.
     Trust (issue 15): OCI sources serve no TUF metadata, so, like any unsigned source, one is used only
     when the user accepted it unsigned (``phi-get trust allow-unsigned URL`` or ``PHI_GET_UNSIGNED``).
+    Except a layout read by a locked install (``sync --locked --from DIR``, issue 16): the committed lock is
+    the trust anchor there (every byte is checked against its digests, and its publisher signatures by
+    :func:`.bundle.check_bundle_signature`), and nothing is resolved from the layout.
     """
     from .oci import OciLayoutSource, OciSource
 
@@ -316,7 +320,13 @@ def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str]) -> 
     else:
         folder = Path(transport.file_path(url)) if url.startswith("file://") else Path(url)
         src = OciLayoutSource(base=folder.resolve().as_uri(), cache=cache, offline=offline)
-    if policy_for(src.stored, "", home, offline=offline, environ=env) is not None:
+    try:
+        pinned = policy_for(src.stored, "", home, offline=offline, environ=env) is not None
+    except TrustError:
+        if locked and isinstance(src, OciLayoutSource):
+            return src
+        raise
+    if pinned:
         raise TrustError("a TUF root is pinned for this source, but OCI registries and layouts serve no TUF "
                          "metadata yet; refusing rather than using it unverified", source=src.stored,
                          hint=f"accept it unsigned instead: `phi-get trust allow-unsigned {src.stored}`")
@@ -344,23 +354,44 @@ def _check_http_url(url: str) -> None:
         raise SourceURLError("a source URL needs a host", url=url)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PublisherSignature:
+    """A publisher signature that verified: the key id, its PEM (as signed metadata lists it), the bundle."""
+
+    key_id: str
+    pem: str
+    bundle: bytes = field(repr=False)
+
+
+def signed_files(manifest: Manifest, data: bytes) -> dict[str, str]:
+    """What a publisher signature must sign (path -> sha256): the manifest's files and manifest.json itself."""
+    from phi_get.manifests.artifact import MANIFEST_FILENAME
+
+    files = {f.path: f.sha256 for f in manifest.files}
+    files[MANIFEST_FILENAME] = digest_of(data).removeprefix("sha256:")
+    return files
+
+
 def check_publisher(sources: Sources, manifest: Manifest, data: bytes, *, first: Source | None = None) -> str | None:
-    """Enforce the publisher keys a signed source lists for the model; returns the signing key id, or None.
+    """Enforce the publisher keys a signed source lists for the model; returns the signing key id, or None."""
+    found = publisher_signature(sources, manifest, data, first=first)
+    return None if found is None else found.key_id
+
+
+def publisher_signature(sources: Sources, manifest: Manifest, data: bytes, *,
+                        first: Source | None = None) -> PublisherSignature | None:
+    """The verified publisher signature of a manifest, None when no signed source asks for one.
 
     A signed source whose offline targets key lists publisher keys for the
     model requires the manifest's signature (``v1/signatures/...``, itself a
     signed target) to verify with one of them.  Sources that list none
     require nothing (the artifact is then bound by the signed index alone).
     """
-    from phi_get.manifests.artifact import MANIFEST_FILENAME
     from phi_get.manifests.signing import signature_path
 
     from .trust import TrustError, verify_bundle
 
-    digest = digest_of(data)
-    files = {f.path: f.sha256 for f in manifest.files}
-    files[MANIFEST_FILENAME] = digest.removeprefix("sha256:")
-    rel = signature_path(digest)
+    rel = signature_path(digest_of(data))
     for src in sources._ordered(first):
         if src.trust is None:
             continue
@@ -372,5 +403,7 @@ def check_publisher(sources: Sources, manifest: Manifest, data: bytes, *, first:
             raise TrustError(f"{manifest.name} {manifest.version} {manifest.variant} has no publisher signature "
                              f"({src.url(rel)} answered {status}), and the source requires one", source=src.stored)
         src.verify(rel, body)
-        return verify_bundle(body, files=files, keys=keys, shown=src.url(rel), source=src.stored)
+        key_id = verify_bundle(body, files=signed_files(manifest, data), keys=keys, shown=src.url(rel),
+                               source=src.stored)
+        return PublisherSignature(key_id=key_id, pem=keys[key_id], bundle=body)
     return None

@@ -251,13 +251,15 @@ def test_lock_sync_locked_and_a_bundle_through_skopeo(basic: OciRegistry, tmp_pa
     index = json.loads((bundle / "index.json").read_bytes())
     assert len(index["manifests"]) == 1  # exactly what the lock pins: one class, one variant
     ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
-    # no credentials and a dead network: the bundle alone
+    # no credentials and a dead network: the bundle alone; the lock is the trust anchor (no allow-unsigned)
     offline = _env(tmp_path / "h2", creds=False, PHI_GET_OFFLINE="1", PHI_GET_UNSIGNED="")
-    refused = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline, ok=False)
-    assert refused.returncode == 4 and "allow-unsigned" in refused.stderr  # no TUF metadata: accepted explicitly
-    phi("trust", "allow-unsigned", str(bundle), env=offline)
     r = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline)
     assert "installed tiny-phi 0.1.0" in r.stdout
+    assert (project / "phi.lock").read_text() == lock_text  # still says the OCI source was unsigned
+    assert f'unsigned-sources = ["oci://{basic.host}/models"]' in lock_text
+    # outside a locked install, the bundle is still an unsigned source that needs the opt-out
+    refused = phi("install", "tiny-phi", "--registry", str(bundle), env=offline, ok=False)
+    assert refused.returncode == 4 and "allow-unsigned" in refused.stderr, refused.stderr
     dest = f"docker://{basic.host}/bundled/tiny-phi:{ref.rpartition('_')[2]}"
     skopeo("copy", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}", f"oci:{bundle}:{ref}", dest)
     raw = skopeo("inspect", "--raw", "--tls-verify=false", f"--creds={USER}:{PASSWORD}", dest).stdout

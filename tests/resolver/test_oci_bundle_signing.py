@@ -1,0 +1,250 @@
+"""Air-gapped bundles carry publisher signatures (issue 16, with issue 15's signing), against real parts.
+
+A signed live registry on loopback (tests/resolver/trustkit.py: TUF set up by
+the operator code, a publisher key listed for the model) serves an artifact
+signed with ``model_signing``; ``phi-get lock`` and ``phi-get bundle export``
+run through the real command line; the registry is then stopped and every
+install is ``phi-get sync --locked --from DIR`` with no network.  The bundle
+is attacked on disk as a USB stick could be: its signature layer dropped, or
+replaced by a signature (and public key) of another key.  The skopeo round
+trip uses the CNCF distribution registry (Debian ``docker-registry``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from phi_get.manifests.oci import FILEPATH, PUBLISHER_KEY, SIGNATURE_LAYER
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("model_signing") is None,
+    reason="the registry or the signing dependencies are not installed")]
+
+from .trustkit import SignedRegistry  # noqa: E402 - after the skip: it imports the registry (fastapi)
+
+TARGETS = ("cpu-x86_64", "cpu-arm64")
+PROJECT = ('[project]\nregistries = ["{url}"]\n[models]\n"tiny-phi" = ">=0.1"\n'
+           '[device-classes]\nedge = "pi-board"\n')
+
+
+def phi(*args: str, home: Path, cwd: Path | None = None, offline: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHI_GET_")}
+    env.update(PHI_GET_HOME=str(home), PHI_GET_DEVICE="pi-board", **({"PHI_GET_OFFLINE": "1"} if offline else {}))
+    r = subprocess.run([sys.executable, "-m", "phi_get", *args], capture_output=True, text=True, check=False,
+                       env=env, cwd=cwd, timeout=180)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    return r
+
+
+@dataclass
+class Signed:
+    """What the online side made before the registry stopped: a lock, its bundle, the locker's trust store."""
+
+    project: Path
+    bundle: Path
+    locker: Path          # PHI_GET_HOME that pinned the root, locked and exported (its trust/ has the TUF cache)
+    artifact: Path        # the published folder (files, manifest.json, model.sig)
+    key_id: str
+    top: Path
+
+
+def _keys(folder: Path, name: str) -> tuple[Path, Path, str]:
+    from phi_get.registry.artifact_sign import create_publisher_key
+
+    priv = folder / f"{name}.pem"
+    pub, key_id = create_publisher_key(priv)
+    return priv, pub, key_id
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
+    from phi_get.registry.artifact_sign import sign_artifact
+    from phi_get.registry.client import publish_tree
+    from phi_get.registry.testing import write_artifact
+
+    top = tmp_path_factory.mktemp("signed")
+    reg = SignedRegistry(top / "r")
+    try:
+        priv, pub, key_id = _keys(top, "publisher")
+        reg.repo.set_publishers("tiny-phi", [pub.read_bytes()], reg.keys, reg.registry)
+        artifact = top / "art"
+        write_artifact(artifact, {"model.gguf": b"weights " * 4000, "tokenizer.json": b"{}"}, version="0.1.0",
+                       targets=TARGETS)  # type: ignore[arg-type]
+        sign_artifact(artifact, priv)
+        publish_tree(artifact, reg.url, reg.token)
+        locker = top / "locker"
+        (top / "root.json").write_bytes(reg.root())
+        assert phi("trust", "add", reg.url, str(top / "root.json"), home=locker).returncode == 0
+        project = top / "proj"
+        project.mkdir()
+        (project / "phi.toml").write_text(PROJECT.format(url=reg.url))
+        locked = phi("lock", home=locker, cwd=project)
+        assert locked.returncode == 0, locked.stderr
+        bundle = top / "bundle"
+        made = phi("bundle", "export", "--lock", str(project / "phi.lock"), str(bundle), "--json", home=locker)
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["signatures"] == 1
+    finally:
+        reg.close()  # from here on there is no registry: every install below is offline
+    yield Signed(project=project, bundle=bundle, locker=locker, artifact=artifact, key_id=key_id, top=top)
+
+
+def _home(signed: Signed, kind: str, where: Path) -> Path:
+    """A fresh store; "cached": with the locker's trust store (TUF cache of the lock's source), "bare": nothing."""
+    home = where / f"home-{kind}"
+    if kind == "cached":
+        shutil.copytree(signed.locker / "trust", home / "trust")
+    return home
+
+
+def _image(bundle: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    index = json.loads((bundle / "index.json").read_bytes())
+    assert len(index["manifests"]) == 1
+    return index, json.loads((bundle / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
+
+
+def _rewrite(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Edit the variant's image manifest on disk and point index.json at the edited one (as an attacker would)."""
+    index, doc = _image(bundle)
+    change(doc)
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    hex_ = hashlib.sha256(data).hexdigest()
+    (bundle / "blobs/sha256" / hex_).write_bytes(data)
+    index["manifests"][0].update(digest=f"sha256:{hex_}", size=len(data))
+    (bundle / "index.json").write_text(json.dumps(index))
+
+
+def _sync(signed: Signed, bundle: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    return phi("sync", "--locked", "--from", str(bundle), "--project", str(signed.project), "--json", home=home,
+               offline=True)
+
+
+def _nothing_installed(home: Path) -> bool:
+    return not list(home.rglob("manifest.json"))
+
+
+def test_lock_records_the_signer_and_the_bundle_carries_the_publishers_signature(signed: Signed) -> None:
+    """Provenance kept across the air gap: phi.lock records the signing key id (lock-version 1.1), and the
+    bundle's image manifest holds model.sig as a layer, byte for byte the publisher's, with the public key."""
+    lock = (signed.project / "phi.lock").read_text()
+    assert f'publisher-key = "{signed.key_id}"' in lock and 'lock-version = "1.1"' in lock, lock
+    assert "unsigned-sources" not in lock
+    _index, image = _image(signed.bundle)
+    layers = [layer for layer in image["layers"] if layer["mediaType"] == SIGNATURE_LAYER]
+    assert len(layers) == 1 and layers[0]["annotations"][FILEPATH] == "model.sig"
+    sig = (signed.bundle / "blobs/sha256" / layers[0]["digest"][7:]).read_bytes()
+    assert sig == (signed.artifact / "model.sig").read_bytes()
+    assert hashlib.sha256(layers[0]["annotations"][PUBLISHER_KEY].encode()).hexdigest() == signed.key_id
+    # a ModelPack-style unpack (each layer to its filepath) is a folder the model_signing CLI verifies as it is
+    unpacked = signed.top / "unpacked"
+    for layer in image["layers"]:
+        target = unpacked / layer["annotations"][FILEPATH]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((signed.bundle / "blobs/sha256" / layer["digest"][7:]).read_bytes())
+    (signed.top / "publisher.pub.pem").write_text(layers[0]["annotations"][PUBLISHER_KEY])
+    tool = shutil.which("model_signing", path=str(Path(sys.executable).parent))
+    assert tool is not None
+    ok = subprocess.run([tool, "verify", "key", str(unpacked), "--signature", str(unpacked / "model.sig"),
+                         "--public_key", str(signed.top / "publisher.pub.pem")], capture_output=True, text=True,
+                        timeout=120, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+@pytest.mark.parametrize("kind", ["cached", "bare"])
+def test_a_signed_bundle_installs_offline_with_the_registry_stopped(signed: Signed, tmp_path: Path, kind: str) -> None:
+    """Air gap: with the registry gone and no network, sync --locked --from verifies the publisher signature
+    (with the client's cached TUF-verified key list, or with the lock's key id and the key the bundle carries)
+    and installs, without `trust allow-unsigned`."""
+    home = _home(signed, kind, tmp_path)
+    r = _sync(signed, signed.bundle, home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["name"] == "tiny-phi"
+
+
+@pytest.mark.parametrize("kind", ["cached", "bare", "trust-only"])
+def test_a_bundle_with_its_signature_removed_is_refused(signed: Signed, tmp_path: Path, kind: str) -> None:
+    """Signature stripping: a bundle whose signature layer was dropped is refused, naming the key the lock
+    records; "trust-only": a lock without publisher-key, the client's cached signed metadata still demands it."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(signed.bundle, bundle)
+    _rewrite(bundle, lambda doc: doc.update(layers=[x for x in doc["layers"] if x["mediaType"] != SIGNATURE_LAYER]))
+    project = signed.project
+    if kind == "trust-only":
+        project = tmp_path / "proj"
+        shutil.copytree(signed.project, project)
+        lock = project / "phi.lock"
+        lock.write_text("".join(line for line in lock.read_text().splitlines(keepends=True)
+                                if not line.startswith("publisher-key")))
+    home = _home(signed, "bare" if kind == "bare" else "cached", tmp_path)
+    r = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), home=home, offline=True)
+    assert r.returncode == 4 and "carries no publisher signature of tiny-phi 0.1.0" in r.stderr, r.stderr
+    assert signed.key_id in r.stderr if kind != "trust-only" else "lists publisher keys for tiny-phi" in r.stderr
+    assert _nothing_installed(home)
+
+
+@pytest.mark.parametrize("kind", ["cached", "bare"])
+def test_a_bundle_resigned_by_another_key_is_refused_naming_that_key(signed: Signed, tmp_path: Path,
+                                                                     kind: str) -> None:
+    """Impersonation on the USB stick: the signature layer replaced by a valid model-signing signature of the
+    same files by another key, with that key's PEM beside it: refused, the attacker's key id named."""
+    from phi_get.registry.artifact_sign import sign_artifact
+
+    evil_priv, evil_pub, evil_id = _keys(tmp_path, "attacker")
+    forged = tmp_path / "forged"
+    shutil.copytree(signed.artifact, forged)
+    (forged / "model.sig").unlink()
+    sign_artifact(forged, evil_priv)
+    sig = (forged / "model.sig").read_bytes()
+    bundle = tmp_path / "bundle"
+    shutil.copytree(signed.bundle, bundle)
+    hex_ = hashlib.sha256(sig).hexdigest()
+    (bundle / "blobs/sha256" / hex_).write_bytes(sig)
+
+    def swap(doc: dict[str, Any]) -> None:
+        layer = next(x for x in doc["layers"] if x["mediaType"] == SIGNATURE_LAYER)
+        layer.update(digest=f"sha256:{hex_}", size=len(sig))
+        layer["annotations"][PUBLISHER_KEY] = evil_pub.read_text()
+
+    _rewrite(bundle, swap)
+    home = _home(signed, kind, tmp_path)
+    r = _sync(signed, bundle, home)
+    assert r.returncode == 4 and f"signed by key {evil_id}" in r.stderr and signed.key_id in r.stderr, r.stderr
+    assert _nothing_installed(home)
+
+
+def test_skopeo_round_trip_keeps_the_signature(signed: Signed, tmp_path: Path) -> None:
+    """Interop: skopeo copies the bundle into the distribution registry and back into a new layout; the signature
+    layer comes back byte for byte and the copy installs offline with its signature verified."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo (Debian package) is not installed; .ci/run installs it")
+    from .ocikit import oci_registry
+
+    def skopeo(*args: str) -> None:
+        done = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+
+    index, image = _image(signed.bundle)
+    ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+    back = tmp_path / "back"
+    with oci_registry(tmp_path / "reg") as reg:
+        dest = f"docker://{reg.host}/bundled/tiny-phi:{ref.rpartition('_')[2]}"
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{signed.bundle}:{ref}", dest)
+        skopeo("copy", "--src-tls-verify=false", dest, f"oci:{back}:{ref}")
+    _index, copied = _image(back)
+    assert copied == image
+    layer = next(x for x in copied["layers"] if x["mediaType"] == SIGNATURE_LAYER)
+    assert (back / "blobs/sha256" / layer["digest"][7:]).read_bytes() == (signed.artifact / "model.sig").read_bytes()
+    home = _home(signed, "bare", tmp_path)
+    r = _sync(signed, back, home)
+    assert r.returncode == 0, r.stderr
