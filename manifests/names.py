@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
@@ -44,6 +45,8 @@ __all__ = [
     "normalize_model_name",
     "path_key",
 ]
+
+_T = TypeVar("_T")
 
 #: Largest size accepted for one file of an artifact: 1 TiB.  The largest Phi
 #: checkpoint in fp32 is under 20 GB; anything near this is a corrupt document.
@@ -97,22 +100,22 @@ def check_variant_id(variant: object, field: str = "variant", document: str = "d
     return _whole_match(_VARIANT, variant, why, field, document)
 
 
-def check_version(version: object, field: str = "version", document: str = "document") -> Version:
-    if not isinstance(version, str):
-        raise ManifestError("expected a PEP 440 version string", field=field, value=version, document=document)
+def _pep440(value: object, parse: Callable[[str], _T], what: str, field: str, document: str) -> _T:
+    """``parse(value)`` for a PEP 440 string, else a ManifestError naming ``what`` was expected."""
+    if not isinstance(value, str):
+        raise ManifestError(f"expected a PEP 440 {what} string", field=field, value=value, document=document)
     try:
-        return Version(version)
-    except InvalidVersion:
-        raise ManifestError("not a valid PEP 440 version", field=field, value=version, document=document) from None
+        return parse(value)
+    except (InvalidVersion, InvalidSpecifier):
+        raise ManifestError(f"not a valid PEP 440 {what}", field=field, value=value, document=document) from None
+
+
+def check_version(version: object, field: str = "version", document: str = "document") -> Version:
+    return _pep440(version, Version, "version", field, document)
 
 
 def check_specifier(spec: object, field: str = "specifier", document: str = "document") -> SpecifierSet:
-    if not isinstance(spec, str):
-        raise ManifestError("expected a PEP 440 version specifier string", field=field, value=spec, document=document)
-    try:
-        return SpecifierSet(spec)
-    except InvalidSpecifier:
-        raise ManifestError("not a valid PEP 440 version specifier", field=field, value=spec, document=document) from None
+    return _pep440(spec, SpecifierSet, "version specifier", field, document)
 
 
 def check_digest(digest: object, field: str = "digest", document: str = "document") -> str:

@@ -25,6 +25,7 @@ import hashlib
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -72,6 +73,14 @@ class RegistryGcReport:
     freed_bytes: int
     uploads_removed: int
     blobs_kept: int
+
+
+def _request_field(check: Callable[[object, str, str], str], value: str, field: str) -> str:
+    """A request's ``field`` checked as the spec checks it; a bad one is the client's error (400)."""
+    try:
+        return check(value, field, "request")
+    except ManifestError as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 def _bump_revision(session: Session, name: str) -> None:
@@ -357,14 +366,8 @@ class Registry:
 
     @staticmethod
     def model_name(name: str) -> str:
-        try:
-            return check_model_name(name, "name", "request")
-        except ManifestError as exc:
-            raise BadRequestError(str(exc)) from None
+        return _request_field(check_model_name, name, "name")
 
     @staticmethod
     def _digest(digest: str) -> str:
-        try:
-            return check_digest(digest, "digest", "request")
-        except ManifestError as exc:
-            raise BadRequestError(str(exc)) from None
+        return _request_field(check_digest, digest, "digest")
