@@ -70,9 +70,6 @@ def test_manifests_uses_only_stdlib_and_packaging() -> None:
     assert not bad, bad
 
 
-PRODUCT = ("manifests", "resolver", "registry", "builders")
-
-
 def module_name(path: Path, root: Path = ROOT) -> str:
     """The module a product file is imported as (``phi_get.resolver.resolve``, ``phi_get`` for __init__)."""
     parts = ["phi_get", *path.relative_to(root).with_suffix("").parts]
@@ -81,7 +78,7 @@ def module_name(path: Path, root: Path = ROOT) -> str:
 
 def product_files() -> list[Path]:
     """Every module of the phi_get package: the root's and the parts' (tests, bench and builds are not)."""
-    return sorted(ROOT.glob("*.py")) + [f for part in PRODUCT for f in part_files(part)]
+    return sorted(ROOT.glob("*.py")) + [f for part in PARTS for f in part_files(part)]
 
 
 def import_graph(files: list[Path], root: Path = ROOT) -> dict[str, set[str]]:
