@@ -30,7 +30,25 @@ _HOME: dict[str, str] = {
     "SupportedTarget": "targets", "supported_targets": "targets",
 }
 
-__all__ = sorted(_HOME)
+__all__ = [
+    "DeviceProfile",
+    "FileEntry",
+    "Format",
+    "IndexEntry",
+    "Manifest",
+    "ManifestError",
+    "ModelIndex",
+    "PhiGetError",
+    "Precision",
+    "SchemaVersionError",
+    "SupportedTarget",
+    "canonical_bytes",
+    "digest_of",
+    "parse_device_profile",
+    "parse_manifest",
+    "parse_model_index",
+    "supported_targets",
+]
 
 
 def __getattr__(name: str) -> Any:
