@@ -3,6 +3,7 @@ so this folder is on sys.path): ports, waiting for a server, the loopback server
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,9 +14,16 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["PHI_GET", "free_port", "loopback_server_process", "wait_http"]
+__all__ = ["PHI_GET", "accept_unsigned", "free_port", "loopback_server_process", "wait_http"]
 
 PHI_GET = [sys.executable, "-m", "phi_get"]
+
+
+def accept_unsigned(url: str) -> None:
+    """Accept the bench's own unsigned server, as a user would with ``PHI_GET_UNSIGNED`` (issue 15):
+    for this process and the ``phi-get`` processes it starts."""
+    listed = os.environ.get("PHI_GET_UNSIGNED", "")
+    os.environ["PHI_GET_UNSIGNED"] = f"{listed} {url}".strip()
 
 
 def free_port() -> int:
@@ -53,6 +61,7 @@ def loopback_server_process(root: Path) -> Iterator[str]:
         url = proc.stdout.readline().strip()
         if not url.startswith("http://"):
             raise SystemExit(f"loopback server for {root} did not start (exit {proc.poll()})")
+        accept_unsigned(url)  # a plain wire-layout tree: no TUF metadata
         yield url
     finally:
         assert proc.stdin is not None

@@ -36,7 +36,8 @@ from phi_get.resolver.fetch import _part_size
 
 def install(url: str, home: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "phi_get", "install", "bench-model", "--registry", url,
-                             "--device", "pi-board", "--quiet"], env={**os.environ, "PHI_GET_HOME": str(home)},
+                             "--device", "pi-board", "--quiet"],
+                            env={**os.environ, "PHI_GET_HOME": str(home), "PHI_GET_UNSIGNED": url},  # the bench's own
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -89,6 +89,7 @@ def main() -> None:
             print(f"pushed {args.size_mb} MiB to {reg.host} in {time.perf_counter() - started:.1f} s")
             env = {k: v for k, v in os.environ.items() if not k.startswith("PHI_GET_")}
             env["PHI_GET_DEVICE"] = "intel-ai-pc"  # a sample profile: no hardware probing in the timing
+            env["PHI_GET_UNSIGNED"] = reg.url()  # the bench's own registry; OCI registries serve no TUF metadata
             rounds = []
             for i in range(args.repeat):
                 home, layout = work / f"home-{i}", work / f"layout-{i}"
