@@ -105,9 +105,9 @@ def run_resolve(argv: Sequence[str]) -> None:
     """Parse ``argv`` (the arguments after ``resolve``), resolve, print; PhiGetError propagates."""
     from .detect import load_device
     from .explain import no_match_error, render_text, resolution_json
+    from .home import default_home
     from .resolve import parse_requirement, resolve
     from .sources import sources_from
-    from .store import default_home
 
     args = resolve_parser().parse_args(list(argv))
     pol = policy_from_options(args.prefer, args.fmt, args.precision, args.context, args.require_runtime)

@@ -96,6 +96,7 @@ from phi_get.manifests.manifest import Manifest, parse_manifest
 from phi_get.manifests.names import check_digest
 
 from .errors import DiskFullError, IntegrityError, NotInstalledError
+from .home import HOME_ENV, default_home
 
 __all__ = [
     "HOME_ENV",
@@ -113,7 +114,6 @@ __all__ = [
     "process_alive",
 ]
 
-HOME_ENV: Final = "PHI_GET_HOME"
 LAYOUT_VERSION: Final = "1"
 #: A pin of another host's process (whose liveness cannot be checked from here) is honoured this long.
 PIN_MAX_AGE_S: Final = 3600
@@ -121,14 +121,6 @@ _RECORD_KEEP: Final = 8      # identities per verified record: the blob and a fe
 _HASH_CHUNK: Final = 4 << 20  # re-hash read size
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY: Final = getattr(os, "O_BINARY", 0)
-
-
-def default_home(environ: dict[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    if env.get(HOME_ENV):
-        return Path(env[HOME_ENV]).expanduser()
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "phi-get"
 
 
 def is_disk_full(exc: OSError) -> bool:
