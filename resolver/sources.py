@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from phi_get.manifests.canonical import digest_of
 from phi_get.manifests.index import (
@@ -51,7 +51,10 @@ from phi_get.manifests.urls import origin, redact, strip_credentials
 
 from . import transport
 from .errors import IntegrityError, NoRegistryError, SourceError, SourceURLError
-from .trust import TrustError, Verifier, policy_for
+from .trust_store import is_pinned, unsigned_listed
+
+if TYPE_CHECKING:
+    from .trust import Verifier
 
 __all__ = [
     "OFFLINE_ENV",
@@ -288,9 +291,19 @@ def sources_from(registries: Sequence[str] | None, home: Path, *, offline: bool 
             _check_http_url(url)
             userinfo = _userinfo(url) or next((_userinfo(u) for u in lenders if _same_origin(u, url)), "")
         src = Source(base=url.rstrip("/"), cache=home / "cache" / "index", offline=off, userinfo=userinfo)
-        trust = policy_for(src.stored, src.fetch_url(""), home, offline=off, environ=env)
+        trust = _trust_policy(src.stored, src.fetch_url(""), home, offline=off, environ=env)
         out.append(src if trust is None else replace(src, trust=trust))
     return Sources(sources=tuple(out))
+
+
+def _trust_policy(stored: str, fetch_base: str, home: Path, *, offline: bool,
+                  environ: Mapping[str, str]) -> Verifier | None:
+    """:func:`.trust.policy_for`, without loading the TUF client for a source the user accepts unsigned."""
+    if not is_pinned(home, stored) and unsigned_listed(home, stored, environ):
+        return None
+    from .trust import policy_for
+
+    return policy_for(stored, fetch_base, home, offline=offline, environ=environ)
 
 
 def _is_oci_layout(url: str) -> bool:
@@ -312,6 +325,7 @@ def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str], *, 
     :func:`.bundle.check_bundle_signature`), and nothing is resolved from the layout.
     """
     from .oci import OciLayoutSource, OciSource
+    from .trust import TrustError, policy_for
 
     cache = home / "cache" / "index"
     src: Source

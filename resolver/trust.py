@@ -51,6 +51,7 @@ from phi_get.manifests.urls import redact_text, strip_credentials
 
 from . import transport
 from .errors import ResolverError, SourceError
+from .trust_store import UNSIGNED_ENV, trust_dir, unsigned_listed
 
 if TYPE_CHECKING:
     from tuf.ngclient.updater import Updater
@@ -65,7 +66,6 @@ __all__ = [
     "trust_dir",
 ]
 
-UNSIGNED_ENV: Final = "PHI_GET_UNSIGNED"
 _MAX_ROOT: Final = 512_000
 
 
@@ -80,27 +80,6 @@ class TrustError(ResolverError, ValueError):
         self.hint = hint
 
 
-def _key(stored: str) -> str:
-    return hashlib.sha256(stored.rstrip("/").encode()).hexdigest()[:16]
-
-
-def trust_dir(home: Path, stored: str) -> Path:
-    """Where the trust of the source ``stored`` (a URL without credentials) lives."""
-    return home / "trust" / _key(stored)
-
-
-def _unsigned_listed(home: Path, stored: str, environ: Mapping[str, str]) -> bool:
-    wanted = stored.rstrip("/")
-    listed = environ.get(UNSIGNED_ENV, "").replace(",", " ").split()
-    if "*" in listed or wanted in (strip_credentials(u).rstrip("/") for u in listed):
-        return True
-    path = home / "trust" / "unsigned"
-    try:
-        return wanted in (line.strip().rstrip("/") for line in path.read_text().splitlines())
-    except OSError:
-        return False
-
-
 def policy_for(stored: str, fetch_base: str, home: Path, *, offline: bool,
                environ: Mapping[str, str] | None = None) -> Verifier | None:
     """The verifier of a source, None when the user marked it unsigned; refused when neither."""
@@ -109,7 +88,7 @@ def policy_for(stored: str, fetch_base: str, home: Path, *, offline: bool,
         # a file:// mirror is local: read even offline (a USB stick is how an offline device updates)
         return Verifier(stored=stored, fetch_base=fetch_base, folder=folder,
                         offline=offline and not stored.startswith("file://"))
-    if _unsigned_listed(home, stored, os.environ if environ is None else environ):
+    if unsigned_listed(home, stored, os.environ if environ is None else environ):
         return None
     raise TrustError("no root of trust is pinned for this source, and it was not marked unsigned",
                      source=stored,
