@@ -38,10 +38,8 @@ caching the bytes would only cost a copy and a later write-back.  Elsewhere
 writes dirty pages back during the download, so the final ``fsync`` has
 little left to do.
 
-Positional I/O (:class:`PositionalFile`): ``os.pread``/``os.pwrite`` where
-the OS has them; where it does not (Windows), ``lseek`` + ``read``/``write``
-under one lock per file, so the workers and the hasher never move each
-other's file position between a seek and its read or write.
+Positional I/O (:class:`~.blockio.PositionalFile`, re-exported here) and
+direct I/O: :mod:`.blockio`.
 
 A server that ignores ``Range`` (answers 200) is handled by falling back to
 one whole-file stream.  A dropped connection is retried from where the part
@@ -53,13 +51,11 @@ its trickle counts as no progress, so a trickling source fails the part
 instead of holding it for ever.  ``file://`` URLs (a static mirror on disk)
 are read directly: a regular file of exactly the declared size.
 
-
 Imports the standard library and :mod:`phi_get.manifests`.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import mmap
@@ -69,7 +65,6 @@ import shutil
 import socket
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -80,8 +75,9 @@ from typing import Final, Protocol
 from phi_get.manifests.manifest import FileEntry
 from phi_get.manifests.urls import redact
 
-from .errors import DiskFullError, IntegrityError, SourceError
 from . import transport
+from .blockio import _O_BINARY, PositionalFile, _open_direct
+from .errors import DiskFullError, IntegrityError, SourceError
 from .store import Identity, Store, host_tag, is_disk_full, process_alive
 
 __all__ = [
@@ -98,12 +94,8 @@ __all__ = [
 _MIB: Final = 1 << 20
 _MAX_CHUNK: Final = 4 * _MIB  # a chunk: one buffer, one write, one hash update; an eighth of a part, 1-4 MiB
 _HASH_READ: Final = 4 * _MIB  # read-back size for bytes that are on disk only
-_ALIGN: Final = 4096         # direct I/O needs offsets and lengths in whole blocks of this
 _POOL_PER_WORKER: Final = 2  # memory for hashing: this many chunk buffers per worker (at most 32 MiB for 4)
 #: Files are opened in binary mode on Windows (no CRLF translation); 0 elsewhere.
-_O_BINARY: Final = getattr(os, "O_BINARY", 0)
-_O_DIRECT: Final = getattr(os, "O_DIRECT", 0)  # Linux; 0 where the OS has no direct I/O
-_DIRECT_ENV: Final = "PHI_GET_DIRECT_IO"       # "0": buffered writes only
 _RETRIES: Final = 4
 _FLUSH_EVERY_S: Final = 0.25
 LEASE_STALE_S: Final = 10.0
@@ -153,81 +145,6 @@ class FetchStats:
     waited: bool = False  # another process downloaded it while we waited
     ranged: bool = True   # False when the source ignored Range
     read_back: int = 0    # bytes hashed from the file (resumed, or spilled ahead of the hasher), not from memory
-
-
-class PositionalFile:
-    """Reads and writes at an offset without a shared file position: safe from many threads.
-
-    ``native``: use ``os.pread``/``os.pwrite`` (POSIX); False (or where the OS
-    lacks them, as Windows does) seeks and reads or writes under a lock.
-    ``direct_fd``: a second descriptor of the same file opened with
-    ``O_DIRECT``; block-aligned writes go through it, bypassing the page
-    cache, the rest through ``fd``.  If the file system refuses a direct
-    write (``EINVAL``), it is retried buffered and direct I/O is dropped.
-    """
-
-    __slots__ = ("_lock", "direct_fd", "fd", "native")
-
-    def __init__(self, fd: int, *, native: bool | None = None, direct_fd: int = -1) -> None:
-        self.fd = fd
-        self.native = _HAS_PREAD if native is None else native
-        self.direct_fd = direct_fd if self.native else -1
-        self._lock = threading.Lock()
-
-    def write(self, data: memoryview, pos: int) -> None:
-        """Write all of ``data`` at ``pos`` (short writes continue where they stopped)."""
-        while data:
-            dfd = self.direct_fd  # once: another thread may drop direct I/O meanwhile
-            if dfd >= 0 and not pos % _ALIGN and not len(data) % _ALIGN:
-                try:
-                    n = os.pwrite(dfd, data, pos)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    self.direct_fd = -1  # this file system takes no direct I/O (or not with this alignment)
-                    continue
-            elif self.native:
-                n = os.pwrite(self.fd, data, pos)
-            else:
-                with self._lock:
-                    os.lseek(self.fd, pos, os.SEEK_SET)
-                    n = os.write(self.fd, data)
-            data, pos = data[n:], pos + n
-
-    def read_back(self, buf: memoryview, pos: int, want: int) -> int:
-        """Read up to ``want`` bytes at ``pos`` into ``buf`` (page-aligned, ``want`` rounded up to a block).
-
-        Through the direct descriptor where one is in use: bytes written
-        around the page cache are read the same way, never from a page the
-        kernel cached before they were written.  0 at the end of the file.
-        """
-        dfd = self.direct_fd
-        if dfd >= 0 and not pos % _ALIGN:
-            ask = -(-want // _ALIGN) * _ALIGN
-            try:
-                return min(want, os.preadv(dfd, [buf[:ask]], pos))
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self.direct_fd = -1
-        return self.readinto(buf[:want], pos)
-
-    def readinto(self, buf: memoryview, pos: int) -> int:
-        """Read up to ``len(buf)`` bytes at ``pos`` into ``buf``; 0 at the end of the file."""
-        if self.native and _HAS_PREADV:
-            return os.preadv(self.fd, [buf], pos)
-        if self.native:
-            chunk = os.pread(self.fd, len(buf), pos)
-        else:
-            with self._lock:
-                os.lseek(self.fd, pos, os.SEEK_SET)
-                chunk = os.read(self.fd, len(buf))
-        buf[: len(chunk)] = chunk
-        return len(chunk)
-
-
-_HAS_PREAD: Final = hasattr(os, "pread") and hasattr(os, "pwrite")
-_HAS_PREADV: Final = hasattr(os, "preadv")
 
 
 @dataclass
@@ -964,17 +881,6 @@ def abandoned_downloads(pdir: Path, *, blob_present: bool) -> list[Path]:
     works = sorted(pdir.glob(f"{_WORK_PREFIX}*"))
     orphans = [w for w in works if _orphaned(w)]
     return [pdir] if len(orphans) == len(works) else orphans
-
-
-def _open_direct(path: Path) -> int:
-    """An ``O_DIRECT`` descriptor of ``path``, or -1 (no direct I/O on this OS or file system)."""
-    if not _O_DIRECT or os.environ.get(_DIRECT_ENV, "1") == "0":
-        return -1
-    try:
-        dfd = os.open(path, os.O_RDWR | _O_DIRECT)
-    except OSError:  # tmpfs, for one, refuses O_DIRECT
-        return -1
-    return dfd
 
 
 def _fetch_into(store: Store, entry: FileEntry, urls: list[str], pdir: Path, rep: Reporter, workers: int,

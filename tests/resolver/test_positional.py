@@ -17,7 +17,7 @@ from typing import Any
 import phi_get
 import pytest
 from phi_get.manifests.artifact import load_artifact_folder
-from phi_get.resolver import fetch
+from phi_get.resolver import blockio, fetch
 from phi_get.resolver.fetch import PositionalFile
 
 
@@ -25,8 +25,8 @@ from phi_get.resolver.fetch import PositionalFile
 def no_pread(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("pread", "pwrite", "preadv"):
         monkeypatch.delattr(os, name, raising=False)
-    monkeypatch.setattr(fetch, "_HAS_PREAD", False)
-    monkeypatch.setattr(fetch, "_HAS_PREADV", False)
+    monkeypatch.setattr(blockio, "_HAS_PREAD", False)
+    monkeypatch.setattr(blockio, "_HAS_PREADV", False)
 
 
 @pytest.mark.parametrize("native", [True, False])
