@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from phi_get.manifests.manifest import FileEntry
-from phi_get.resolver import fetch
+from phi_get.resolver import fetch, workfolders
 from phi_get.resolver.errors import IntegrityError, SourceError
 from phi_get.resolver.lock import lock_project, sync_locked
 from phi_get.resolver.store import Store
@@ -125,7 +125,7 @@ def test_a_resumed_download_that_fails_its_hash_is_downloaded_whole(blob: Any, t
     """Class 8: bytes kept from a failed run that turn out wrong (a bad source before) do not fail every next run."""
     srv, entry, data = blob
     store = Store(tmp_path / "home").ensure()
-    prefix, host, _pid, rand = fetch._work_name().split("-")
+    prefix, host, _pid, rand = workfolders._work_name().split("-")
     dead = store.partial(entry.sha256) / f"{prefix}-{host}-999999999-{rand}"  # its process is gone
     dead.mkdir(parents=True)
     half = 4 << 20

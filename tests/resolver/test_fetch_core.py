@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from phi_get.manifests.manifest import FileEntry
-from phi_get.resolver import fetch
+from phi_get.resolver import fetch, workfolders
 from phi_get.resolver.fetch import fetch_blob
 from phi_get.resolver.store import Store
 
@@ -133,7 +133,7 @@ def test_a_dead_process_work_folder_is_adopted_and_resumed(blob: Any, tmp_path: 
 
 
 def _name_for_pid(pid: int) -> str:
-    prefix, host, _pid, rand = fetch._work_name().split("-")
+    prefix, host, _pid, rand = workfolders._work_name().split("-")
     return "-".join([prefix, host, str(pid), rand])
 
 
@@ -153,21 +153,21 @@ def test_orphaned_means_owner_gone_or_silent(tmp_path: Path, other_process: Any)
     for path in (live, live / "data"):
         os.utime(path, (old, old))
     if os.name != "nt":
-        assert not fetch._orphaned(live)  # a live process of this host, however quiet: never
-    mine = tmp_path / fetch._work_name()
+        assert not workfolders._orphaned(live)  # a live process of this host, however quiet: never
+    mine = tmp_path / workfolders._work_name()
     mine.mkdir()
-    assert fetch._orphaned(mine)  # this process, but no download of it uses the folder (cancelled, say)
+    assert workfolders._orphaned(mine)  # this process, but no download of it uses the folder (cancelled, say)
     dead = tmp_path / _name_for_pid(999999999)
     dead.mkdir()
-    assert fetch._orphaned(dead)  # this host, a pid that is gone
+    assert workfolders._orphaned(dead)  # this host, a pid that is gone
     other = tmp_path / "w-0123456789ab-1-abcdef"  # another host's pid 1: judged by age only
     other.mkdir()
     (other / "journal").write_text("0 1\n")
-    assert not fetch._orphaned(other)
+    assert not workfolders._orphaned(other)
     for path in (other, other / "journal"):
         os.utime(path, (old, old))
-    assert fetch._orphaned(other)
-    assert not fetch._orphaned(tmp_path / "w-0123456789ab-2-vanished")  # gone meanwhile: nothing to adopt
+    assert workfolders._orphaned(other)
+    assert not workfolders._orphaned(tmp_path / "w-0123456789ab-2-vanished")  # gone meanwhile: nothing to adopt
 
 
 def test_gc_leaves_a_download_with_a_fresh_lease_alone(tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ def test_gc_removes_abandoned_downloads_and_keeps_live_ones(tmp_path: Path, othe
     beside = store.partial("b" * 64) / dead_name  # a dead one beside a live one: only it goes
     beside.mkdir()
     (beside / "data").write_bytes(b"z" * 100)
-    done = store.partial("c" * 64) / fetch._work_name()  # the blob is in the store already: moot
+    done = store.partial("c" * 64) / workfolders._work_name()  # the blob is in the store already: moot
     done.mkdir(parents=True)
     store.blob("c" * 64).write_bytes(b"")
 

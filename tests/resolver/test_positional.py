@@ -17,7 +17,7 @@ from typing import Any
 import phi_get
 import pytest
 from phi_get.manifests.artifact import load_artifact_folder
-from phi_get.resolver import blockio, fetch
+from phi_get.resolver import blockio, fetch, workfolders
 from phi_get.resolver.fetch import PositionalFile
 
 
@@ -78,4 +78,4 @@ def test_lease_liveness_check_never_signals_on_windows(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(os, "kill", kill)
     monkeypatch.setattr(os, "name", "nt")
-    assert fetch._alive(os.getpid() + 1_000_000) is True
+    assert workfolders._alive(os.getpid() + 1_000_000) is True
