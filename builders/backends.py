@@ -11,11 +11,7 @@ from phi_get.manifests.recipe import VariantSpec
 
 from .base import Backend
 
-__all__ = ["RUNNABLE_PROVIDERS", "backend_for", "runs_here"]
-
-#: Execution providers this (CPU-only) machine can run.  MLX runs on Linux
-#: through mlx[cpu], so its "metal" variants are run here on the CPU.
-RUNNABLE_PROVIDERS = frozenset({"cpu", "metal"})
+__all__ = ["backend_for"]
 
 
 def backend_for(spec: VariantSpec) -> Backend:
@@ -31,7 +27,3 @@ def backend_for(spec: VariantSpec) -> Backend:
     }
     return table[spec.format]
 
-
-def runs_here(spec: VariantSpec) -> bool:
-    """Whether the variant's runtime provider exists on this CPU-only machine."""
-    return spec.runtime.provider in RUNNABLE_PROVIDERS

@@ -23,10 +23,20 @@ from phi_get.manifests.recipe import VariantSpec
 from .evaluate import Reference
 from .source import Checkpoint
 
-__all__ = ["Backend", "BuildContext", "BuildResult", "Outcome", "Produced", "Reporter"]
+__all__ = ["RUNNABLE_PROVIDERS", "Backend", "BuildContext", "BuildResult", "Outcome", "Produced", "Reporter",
+           "runs_here"]
 
 #: A progress hook: ``reporter(variant_id, message)``.
 Reporter = Callable[[str, str], None]
+
+#: Execution providers this (CPU-only) machine can run.  MLX runs on Linux
+#: through mlx[cpu], so its "metal" variants are run here on the CPU.
+RUNNABLE_PROVIDERS = frozenset({"cpu", "metal"})
+
+
+def runs_here(spec: VariantSpec) -> bool:
+    """Whether the variant's runtime provider exists on this CPU-only machine."""
+    return spec.runtime.provider in RUNNABLE_PROVIDERS
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

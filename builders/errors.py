@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from phi_get.manifests.errors import ExitCode, PhiGetError
 
-__all__ = ["BuildError", "CheckpointError", "HubError", "OutputExistsError", "SourceError"]
+__all__ = ["BuildError", "CheckpointError", "HubError", "OutputExistsError"]
 
 
 class BuildError(PhiGetError, RuntimeError):
@@ -19,10 +19,6 @@ class CheckpointError(BuildError, ValueError):
     """
 
     exit_code = ExitCode.BAD_INPUT
-
-
-#: The former name, kept while code outside this package's own modules still says it.
-SourceError = CheckpointError
 
 
 class HubError(CheckpointError, ConnectionError):

@@ -27,8 +27,7 @@ from typing import Any, Final
 
 from phi_get.manifests.recipe import VariantSpec
 
-from .backends import runs_here
-from .base import BuildContext, Produced
+from .base import BuildContext, Produced, runs_here
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits, structural_quality
 

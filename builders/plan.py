@@ -32,7 +32,8 @@ from phi_get.manifests.display import human_bytes
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.recipe import Recipe, VariantSpec
 
-from .backends import backend_for, runs_here
+from .backends import backend_for
+from .base import runs_here
 
 __all__ = ["PlanEntry", "check_here", "plan_recipe", "select_variants"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from phi_get.builders.build import build_recipe
-from phi_get.builders.errors import SourceError
+from phi_get.builders.errors import CheckpointError
 from phi_get.builders.plan import plan_recipe
 from phi_get.builders.source import open_source
 from phi_get.manifests.errors import ManifestError
@@ -29,7 +29,7 @@ def copy_of(tiny_phi: Path, tmp_path: Path) -> Path:
 
 def _fails_fast(source: Path, out: Path, match: str) -> None:
     start = time.perf_counter()
-    with pytest.raises(SourceError, match=match):
+    with pytest.raises(CheckpointError, match=match):
         build_recipe("tiny-phi", source, out)
     assert time.perf_counter() - start < 5, "bad input must be refused before long work"
     assert not out.exists() or not any(out.iterdir())
@@ -62,7 +62,7 @@ def test_garbage_safetensors_header(copy_of: Path, tmp_path: Path) -> None:
 
 
 def test_missing_folder_or_bad_repo_spec(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="neither a folder nor a Hugging Face repo"):
+    with pytest.raises(CheckpointError, match="neither a folder nor a Hugging Face repo"):
         open_source(tmp_path / "nope")
 
 
@@ -114,6 +114,6 @@ def test_hub_source_that_cannot_be_fetched_is_a_source_error(monkeypatch: pytest
     # No network here: offline mode makes the hub client refuse at once.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    with pytest.raises(SourceError, match=r"cannot fetch microsoft/Phi-3.5-mini-instruct@abc123 from the Hugging Face"):
+    with pytest.raises(CheckpointError, match=r"cannot fetch microsoft/Phi-3.5-mini-instruct@abc123 from the Hugging Face"):
         open_source("microsoft/Phi-3.5-mini-instruct@abc123")
     assert time.perf_counter() - start < 30

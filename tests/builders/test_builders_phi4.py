@@ -364,12 +364,12 @@ def _edit_json(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
 
 
 def _refused(folder: Path, match: str) -> None:
-    from phi_get.builders.errors import SourceError
+    from phi_get.builders.errors import CheckpointError
     from phi_get.builders.gguf import convert_to_gguf
     from phi_get.builders.source import open_source
 
     dest = folder.parent / "out" / "model.gguf"
-    with pytest.raises(SourceError, match=match):
+    with pytest.raises(CheckpointError, match=match):
         convert_to_gguf(open_source(folder), dest)
     assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
 
