@@ -21,7 +21,6 @@ __all__ = [
     "BlobIntegrityError",
     "ConflictError",
     "ForbiddenError",
-    "IntegrityError",
     "NotFoundError",
     "RangeError",
     "RegistryError",
@@ -97,10 +96,6 @@ class BlobIntegrityError(RegistryError, ValueError):
     exit_code = ExitCode.INTEGRITY
 
 
-#: The former name, kept while code outside this module's owners still says it.
-IntegrityError = BlobIntegrityError
-
-
 class TooLargeError(RegistryError, ValueError):
     status = 413
     code = "too-large"
@@ -137,7 +132,7 @@ class ServeError(RegistryError, OSError):
 _BY_CODE: dict[str, type[RegistryError]] = {
     cls.code: cls
     for cls in (BadRequestError, AuthError, ForbiddenError, NotFoundError, ConflictError,
-                IntegrityError, TooLargeError, RangeError, ServiceError, RegistryError)
+                BlobIntegrityError, TooLargeError, RangeError, ServiceError, RegistryError)
 }
 
 

@@ -27,10 +27,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from phi_get.manifests.atomic import write_atomic
 from phi_get.manifests.index import LAYOUT, blob_path, index_path, manifest_path
 from phi_get.manifests.signing import TUF_PREFIX, signature_path
 
-from .errors import IntegrityError
+from .errors import BlobIntegrityError
 from .service import Registry
 
 __all__ = ["ExportReport", "export_mirror"]
@@ -43,19 +44,6 @@ class ExportReport:
     blobs_written: int
     blobs_kept: int
     bytes_written: int
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _place_blob(registry: Registry, sha: str, target: Path) -> None:
@@ -86,26 +74,26 @@ def export_mirror(registry: Registry, out: str | os.PathLike[str]) -> ExportRepo
             kept += 1
             continue
         if registry.store.size(sha) != size:
-            raise IntegrityError(f"blob sha256:{sha} referenced by a manifest is missing from the store "
+            raise BlobIntegrityError(f"blob sha256:{sha} referenced by a manifest is missing from the store "
                                  f"or has the wrong size; the store is damaged")
         _place_blob(registry, sha, target)
         written += 1
         nbytes += size
     manifests = registry.manifests()
     for digest, content in manifests:
-        _write_atomic(root / manifest_path(digest), content)
+        write_atomic(root / manifest_path(digest), content)
     names = registry.model_names()
     for name in names:
         body, _etag = registry.index(name)
-        _write_atomic(root / index_path(name), body)
-    _write_atomic(root / LAYOUT["catalog"], registry.catalog_bytes())
+        write_atomic(root / index_path(name), body)
+    write_atomic(root / LAYOUT["catalog"], registry.catalog_bytes())
     if registry.tuf is not None:  # signed metadata last: a mirror never signs what it does not hold yet
         for digest, _content in manifests:
             sig = registry.tuf.signature(digest)
             if sig is not None:
-                _write_atomic(root / signature_path(digest), sig)
+                write_atomic(root / signature_path(digest), sig)
         meta = [(n, b) for n, b in registry.tuf.files() if n != "timestamp.json"]
         for name, body in meta + [(n, b) for n, b in registry.tuf.files() if n == "timestamp.json"]:
-            _write_atomic(root / TUF_PREFIX / name, body)
+            write_atomic(root / TUF_PREFIX / name, body)
     return ExportReport(models=len(names), manifests=len(manifests), blobs_written=written, blobs_kept=kept,
                         bytes_written=nbytes)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from phi_get.manifests.atomic import write_atomic
 from phi_get.manifests.index import LAYOUT, index_path, manifest_path
 from phi_get.manifests.signing import PUBLISHERS_TARGET, key_id_of_pem, signature_path
 
@@ -42,8 +42,6 @@ from .errors import BadRequestError, RegistryError
 if TYPE_CHECKING:
     from securesystemslib.signer import Signer
     from tuf.api.metadata import Metadata
-
-    from .service import Registry
 
 __all__ = [
     "BIN_BITS",
@@ -69,22 +67,29 @@ _RENEW_SHARE: Final = 0.5
 SIGNATURES_DIR: Final = "signatures"
 
 
+class Registry(Protocol):
+    """What this repository signs of a registry: its wire documents (registry/service.py's Registry has them).
+
+    A protocol, so that the service can hold its repository and the
+    repository read the service without the two modules importing each other.
+    """
+
+    def catalog_bytes(self) -> bytes: ...
+
+    def model_names(self) -> list[str]: ...
+
+    def index(self, name: str) -> tuple[bytes, str]: ...
+
+    def manifests(self) -> list[tuple[str, bytes]]: ...
+
+
 class SigningError(RegistryError, ValueError):
     """The signing keys or metadata are missing or do not fit (an operator's mistake, exit 2)."""
 
 
 def _atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Metadata world-readable, keys 0o600 from their first byte (manifests/atomic.py)."""
+    write_atomic(path, data, mode=mode)
 
 
 def _now() -> datetime:

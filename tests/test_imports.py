@@ -126,7 +126,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 #: Cycles being broken in files other work still holds; each entry must still be a cycle (remove it once fixed).
 PENDING_CYCLES = (
     ("phi_get.resolver.oci", "phi_get.resolver.sources"),
-    ("phi_get.registry.service", "phi_get.registry.tuf_repo"),
 )
 
 
