@@ -36,8 +36,8 @@ from pathlib import Path
 from phi_get.builders import gguf, mlx, onnx_genai, openvino
 from phi_get.builders.base import Outcome
 from phi_get.builders.build import build_recipe
+from phi_get.builders.checkpoint import open_source
 from phi_get.builders.envs import ENVS
-from phi_get.builders.source import open_source
 from phi_get.builders.tiny import make_tiny_phi
 from phi_get.manifests.recipe import VariantSpec, load_recipe
 

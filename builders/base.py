@@ -20,8 +20,8 @@ from typing import Protocol
 from phi_get.manifests.manifest import Quality
 from phi_get.manifests.recipe import VariantSpec
 
+from .checkpoint import Checkpoint
 from .evaluate import Reference
-from .source import Checkpoint
 
 __all__ = ["RUNNABLE_PROVIDERS", "Backend", "BuildContext", "BuildResult", "Outcome", "Produced", "Reporter",
            "runs_here"]

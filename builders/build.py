@@ -33,9 +33,9 @@ from phi_get.manifests.recipe import Recipe, VariantSpec, load_recipe
 
 from .backends import backend_for
 from .base import BuildContext, BuildResult, Outcome, Reporter
+from .checkpoint import Checkpoint, open_source
 from .evaluate import METRICS, QualityGateError, Reference, load_reference, quality_gate
 from .plan import plan_recipe
-from .source import Checkpoint, open_source
 
 __all__ = ["BUILDER", "artifact_folder", "build_recipe"]
 

@@ -35,10 +35,10 @@ from phi_get.manifests.atomic import replacing
 from phi_get.manifests.recipe import VariantSpec
 
 from .base import BuildContext, Produced
+from .checkpoint import Checkpoint
 from .errors import BuildError, CheckpointError
 from .evaluate import GENERATE_TOKENS, PROMPT, runtime_quality, score_logits
 from .gguf_vocab import read_vocab
-from .source import Checkpoint
 
 __all__ = ["FILE_TYPES", "MODEL_FILE", "GgufBackend", "convert_to_gguf", "quantize_gguf"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from phi_get.builders.build import build_recipe
+from phi_get.builders.checkpoint import open_source
 from phi_get.builders.errors import CheckpointError
 from phi_get.builders.plan import plan_recipe
-from phi_get.builders.source import open_source
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.recipe import load_recipe
 

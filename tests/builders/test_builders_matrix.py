@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from phi_get.builders.base import Outcome
-from phi_get.builders.source import local_digest
+from phi_get.builders.checkpoint import local_digest
 from phi_get.manifests.artifact import find_artifact_folders, load_artifact_folder
 from phi_get.manifests.recipe import load_recipe
 

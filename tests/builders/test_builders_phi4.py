@@ -296,8 +296,8 @@ def test_longrope_factors_reach_llama_cpp(tiny_phi4_longrope: Path) -> None:
     # the same factors, and once where they do not, to show the factors matter.
     pytest.importorskip("llama_cpp")
     import gguf
+    from phi_get.builders.checkpoint import open_source
     from phi_get.builders.gguf import convert_to_gguf
-    from phi_get.builders.source import open_source
     from phi_get.builders.tiny import EVAL_TEXT, TinySpec, corpus_text
     from transformers import AutoTokenizer
 
@@ -364,9 +364,9 @@ def _edit_json(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
 
 
 def _refused(folder: Path, match: str) -> None:
+    from phi_get.builders.checkpoint import open_source
     from phi_get.builders.errors import CheckpointError
     from phi_get.builders.gguf import convert_to_gguf
-    from phi_get.builders.source import open_source
 
     dest = folder.parent / "out" / "model.gguf"
     with pytest.raises(CheckpointError, match=match):
@@ -411,8 +411,8 @@ def test_transformers_5_config_layout_converts_to_the_same_gguf(phi4_copy: Path,
     # A checkpoint saved by transformers 5 moves rope_theta, partial_rotary_factor
     # and the scaling into rope_parameters; the converter reads both layouts.
     import gguf
+    from phi_get.builders.checkpoint import open_source
     from phi_get.builders.gguf import convert_to_gguf
-    from phi_get.builders.source import open_source
     from transformers import AutoConfig
 
     resaved = tmp_path / "t5" / phi4_copy.name

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from phi_get.builders.checkpoint import open_source
 from phi_get.builders.evaluate import METRICS, Reference, score_logits
-from phi_get.builders.source import open_source
 from phi_get.builders.tiny import EVAL_TEXT
 from phi_get.manifests.artifact import find_artifact_folders, load_artifact_folder
 from phi_get.manifests.fields import Reader

@@ -1,5 +1,8 @@
 """The source checkpoint: where it comes from, what it is, and whether it is usable.
 
+Named for the checkpoint (a build's "source"), apart from the resolver's
+sources, which are registries and mirrors.
+
 A source is a local folder in the Hugging Face layout, or ``owner/name@REV``
 on the Hugging Face Hub (fetched with huggingface-hub at that exact revision).
 :func:`open_source` validates it before any long work starts: a
