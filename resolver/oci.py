@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from phi_get.manifests.atomic import write_atomic
 from phi_get.manifests.canonical import load_json_document
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import LAYOUT, ModelIndex, parse_model_index
@@ -77,7 +78,7 @@ from phi_get.manifests.urls import redact, strip_credentials
 
 from . import transport
 from .errors import IntegrityError, SourceError
-from .sources import Source, _write_atomic
+from .source import Source
 
 __all__ = ["OciLayoutSource", "OciSource"]
 
@@ -253,7 +254,7 @@ class OciSource(Source):
             return None
         seen = {(v.entry.version, v.entry.variant): v.entry for v in variants if v.name == name}
         index = ModelIndex(name=name, entries=tuple(seen.values()))
-        _write_atomic(cached, index.to_bytes())
+        write_atomic(cached, index.to_bytes())
         return index
 
     def _variants(self, name: str) -> list[Variant] | None:

@@ -123,19 +123,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
     return []
 
 
-#: Cycles being broken in files other work still holds; each entry must still be a cycle (remove it once fixed).
-PENDING_CYCLES = (
-    ("phi_get.resolver.oci", "phi_get.resolver.sources"),
-)
-
-
 def test_no_import_cycle_inside_phi_get() -> None:
-    graph = import_graph(product_files())
-    for a, b in PENDING_CYCLES:
-        assert b in graph[a] and a in graph[b], f"{a} <-> {b} is no longer a cycle: remove it from PENDING_CYCLES"
-        graph[a].discard(b)
-        graph[b].discard(a)
-    cycle = find_cycle(graph)
+    cycle = find_cycle(import_graph(product_files()))
     assert not cycle, " -> ".join(cycle)
 
 
