@@ -50,7 +50,7 @@ def _config(registry: Registry, *, access_log: bool, advisor: Advisor | None = N
             log_level: str = "warning") -> object:
     import uvicorn
 
-    from .api import registry_asgi_app
+    from .http_api import registry_asgi_app
 
     # uvicorn sets its loggers' levels when the Config is made: a level set afterwards is ignored.
     return uvicorn.Config(registry_asgi_app(registry, advisor=advisor), log_level=log_level, access_log=access_log,

@@ -1,7 +1,7 @@
 """The registry's logic: publish, yank, read, count, collect garbage.
 
 :class:`Registry` holds an engine and a :class:`~.storage.BlobStore`; the
-HTTP layer (``api.py``), the exporter and the CLI all call it, and it knows
+HTTP layer (``http_api.py``), the exporter and the CLI all call it, and it knows
 nothing of HTTP.  Rules it enforces (issue 4):
 
 * a manifest is committed last, in one transaction, and only when every blob

@@ -216,7 +216,7 @@ def test_gc_keeps_referenced_and_deletes_unreferenced(server: RunningRegistry, t
 def test_index_sees_a_publish_by_another_process_within_its_max_age(server: RunningRegistry, tmp_path: Path) -> None:
     import time
 
-    from phi_get.registry.api import INDEX_MAX_AGE_S
+    from phi_get.registry.http_api import INDEX_MAX_AGE_S
     from phi_get.registry.server import open_registry
     from phi_get.registry.tokens import Principal
 
