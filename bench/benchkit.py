@@ -53,7 +53,7 @@ def loopback_server_process(root: Path) -> Iterator[str]:
     A registry never runs inside the installer's process: in another
     process its threads do not share the installer's interpreter lock.
     """
-    kit = Path(__file__).parents[1] / "tests" / "resolver" / "wirekit.py"
+    kit = Path(__file__).parents[1] / "tests" / "kit" / "wirekit.py"
     proc = subprocess.Popen([sys.executable, str(kit), str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     try:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 
 import wirekit
 from phi_get.manifests.artifact import load_artifact_folder

@@ -44,7 +44,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 
 import wirekit
 from benchkit import loopback_server_process

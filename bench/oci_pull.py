@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 
 from benchkit import PHI_GET
 from ocikit import oci_registry

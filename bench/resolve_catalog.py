@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 
 from phi_get.manifests.canonical import canonical_bytes
 from phi_get.manifests.index import parse_model_index

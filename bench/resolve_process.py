@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "resolver"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 
 import wirekit
 

@@ -1,4 +1,4 @@
-"""``phi-get publish`` against a hostile server (tests/resolver/hostile.py): SECURITY.md's credentials in a URL, redirects and retries.
+"""``phi-get publish`` against a hostile server (tests/kit/hostile.py): SECURITY.md's credentials in a URL, redirects and retries.
 
 Class 6: a redirect is refused with the URL and the Location, before any
 upload (it used to be taken for success, and the commit then crashed).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from phi_get.registry.testing import write_artifact
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "resolver"))  # the hostile server of the resolver's test kit
+sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))  # the hostile server of the resolver's test kit
 
 from hostile import HostileServer, Rule  # noqa: E402
 

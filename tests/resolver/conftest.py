@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # wirekit: shared with bench/
+sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))  # the test kit: shared with tests/registry and bench/
 
 import wirekit
 

@@ -1,6 +1,6 @@
 """Air-gapped bundles carry publisher signatures (issue 16, with issue 15's signing), against real parts.
 
-A signed live registry on loopback (tests/resolver/trustkit.py: TUF set up by
+A signed live registry on loopback (tests/kit/trustkit.py: TUF set up by
 the operator code, a publisher key listed for the model) serves an artifact
 signed with ``model_signing``; ``phi-get lock`` and ``phi-get bundle export``
 run through the real command line; the registry is then stopped and every
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("model_signing") is None,
     reason="the registry or the signing dependencies are not installed")]
 
-from .trustkit import SignedRegistry  # noqa: E402 - after the skip: it imports the registry (fastapi)
+from trustkit import SignedRegistry  # noqa: E402 - after the skip: it imports the registry (fastapi)
 
 TARGETS = ("cpu-x86_64", "cpu-arm64")
 PROJECT = ('[project]\nregistries = ["{url}"]\n[models]\n"tiny-phi" = ">=0.1"\n'
@@ -228,7 +228,7 @@ def test_skopeo_round_trip_keeps_the_signature(signed: Signed, tmp_path: Path) -
     layer comes back byte for byte and the copy installs offline with its signature verified."""
     if shutil.which("skopeo") is None:
         pytest.skip("skopeo (Debian package) is not installed; .ci/run installs it")
-    from .ocikit import oci_registry
+    from ocikit import oci_registry
 
     def skopeo(*args: str) -> None:
         done = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120, check=False)

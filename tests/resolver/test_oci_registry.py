@@ -2,7 +2,7 @@
 
 The registry is the CNCF distribution registry (Debian ``docker-registry``
 2.8) with htpasswd auth, or with bearer tokens from this kit's token server
-(tests/resolver/ocikit.py); ``skopeo`` (Debian) is the other client.  phi-get
+(tests/kit/ocikit.py); ``skopeo`` (Debian) is the other client.  phi-get
 pushes with ``phi-get publish --to``, and pulls with the real CLI: resolve,
 install, lock, sync --locked, bundle export, sync --from.
 """
@@ -24,7 +24,7 @@ from phi_get.manifests.manifest import Manifest
 from phi_get.manifests.oci import FILEPATH, IMAGE_INDEX, MODEL_ARTIFACT, MODEL_CONFIG, PHI_MANIFEST
 from phi_get.registry.testing import write_artifact
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))
 from ocikit import PASSWORD, USER, OciRegistry, oci_registry
 
 PHI_GET = str(Path(sys.executable).parent / "phi-get")

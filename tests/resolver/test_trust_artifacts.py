@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("model_signing") is None,
     reason="the registry or the signing dependencies are not installed")]
 
-from .trustkit import SignedRegistry
+from trustkit import SignedRegistry
 
 TARGETS = ("cpu-x86_64", "cpu-arm64")
 
@@ -177,8 +177,7 @@ def test_offline_http_source_is_checked_against_its_verified_cache(reg: SignedRe
     """Offline, an http source is verified from the cached metadata (the registry is down); a cached index
     altered on disk is refused, with the warm record and without it (python-tuf over cached files only)."""
     from phi_get.resolver.trust import TrustError
-
-    from .trustkit import client_sources
+    from trustkit import client_sources
 
     _publish(reg, tmp_path, "0.1.0", None)
     home = tmp_path / "home"

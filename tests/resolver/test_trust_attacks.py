@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("tuf") is None,
     reason="the registry or the signing dependencies are not installed")]
 
-from .trustkit import SignedRegistry, TamperProxy, client_sources
+from trustkit import SignedRegistry, TamperProxy, client_sources
 
 
 @pytest.fixture(autouse=True)
