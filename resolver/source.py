@@ -18,7 +18,7 @@ import hashlib
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from phi_get.manifests.atomic import write_atomic
 from phi_get.manifests.index import MAX_INDEX_BYTES, ModelIndex, index_path, parse_model_index
@@ -26,7 +26,9 @@ from phi_get.manifests.urls import redact, strip_credentials
 
 from . import transport
 from .errors import SourceError
-from .trust import Verifier
+
+if TYPE_CHECKING:  # the TUF client module loads only for a pinned source (resolver/sources.py)
+    from .trust import Verifier
 
 __all__ = ["Source"]
 

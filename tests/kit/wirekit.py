@@ -24,8 +24,21 @@ from phi_get.manifests.canonical import canonical_bytes
 from phi_get.manifests.index import Catalog, IndexEntry, ModelIndex, blob_path, index_path, manifest_path
 from phi_get.manifests.manifest import Manifest, manifest_from_json
 
-__all__ = ["PHI35", "Faults", "LoopbackServer", "compact_entry", "make_manifest", "write_mirror",
+__all__ = ["ONE_CLASS_PROJECT", "PHI35", "Faults", "LoopbackServer", "compact_entry", "make_manifest", "write_mirror",
            "write_random_mirror"]
+
+#: A phi.toml with one model served by ``{url}`` and one device class: the fleet the lock and sync tests lock.
+ONE_CLASS_PROJECT = """
+[project]
+name = "fleet"
+registries = ["{url}"]
+
+[models]
+"tiny-model" = ">=0.1"
+
+[device-classes]
+edge = "pi-board"
+"""
 
 #: Phi-3.5-mini facts for realistic scenarios: 32 layers x 32 kv heads x 96 dims x K,V x fp16.
 PHI35 = {"kv_bytes_per_token": 393216, "max_context": 131072}

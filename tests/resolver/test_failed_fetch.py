@@ -19,6 +19,7 @@ from phi_get.resolver import fetch, workfolders
 from phi_get.resolver.errors import IntegrityError, SourceError
 from phi_get.resolver.lock import lock_project, sync_locked
 from phi_get.resolver.store import Store
+from wirekit import ONE_CLASS_PROJECT
 
 SIZE = 8 << 20 | 777  # one part, 1 MiB chunks, an unaligned tail
 
@@ -83,25 +84,12 @@ def test_a_download_that_got_nothing_leaves_nothing(blob: Any, tmp_path: Path) -
     assert not list(store.partial(missing.sha256).glob("w-*"))
 
 
-PROJECT = """
-[project]
-name = "fleet"
-registries = ["{url}"]
-
-[models]
-"tiny-model" = ">=0.1"
-
-[device-classes]
-edge = "pi-board"
-"""
-
-
 def test_sync_locked_checks_the_file_list_before_fetching_anything(served: Any, home: Path, mirror: Any,
                                                                    tmp_path: Path) -> None:
     """Class 8: a lock whose file list is not the manifest's is refused before any blob is fetched or placed."""
     folder = tmp_path / "proj"
     folder.mkdir()
-    (folder / "phi.toml").write_text(PROJECT.format(url=served.url))
+    (folder / "phi.toml").write_text(ONE_CLASS_PROJECT.format(url=served.url))
     lock_project(folder, home)
     new = mirror[1][1]
     weights = next(f for f in new.files if f.path == "model.bin")

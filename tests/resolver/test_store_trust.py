@@ -24,6 +24,7 @@ from phi_get.resolver.install import install_digest
 from phi_get.resolver.lock import lock_project, sync_locked
 from phi_get.resolver.sources import sources_from
 from phi_get.resolver.store import Store
+from wirekit import ONE_CLASS_PROJECT
 
 DEVICE = "pi-board"  # its CPU (cpu-arm64) is one the test artifacts target
 
@@ -165,24 +166,11 @@ def test_a_fresh_download_is_recorded_without_a_second_hash(served: Any, home: P
     load_artifact_folder(third.path)
 
 
-PROJECT = """
-[project]
-name = "fleet"
-registries = ["{url}"]
-
-[models]
-"tiny-model" = ">=0.1"
-
-[device-classes]
-edge = "pi-board"
-"""
-
-
 def test_sync_locked_checks_the_stored_bytes_too(served: Any, home: Path, tmp_path: Path) -> None:
     """Class 1 through ``sync --locked``: a corrupted installed file is found and replaced, not passed as installed."""
     folder = tmp_path / "proj"
     folder.mkdir()
-    (folder / "phi.toml").write_text(PROJECT.format(url=served.url))
+    (folder / "phi.toml").write_text(ONE_CLASS_PROJECT.format(url=served.url))
     lock_project(folder, home)
     path = sync_locked(folder, home, device_class="edge")[0].path
     _scribble(path / "tokenizer.json", offset=10)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from hostile import HostileServer, Rule
+from wirekit import ONE_CLASS_PROJECT
 
 SECRET = "s3cr3t-T0KEN"
 BASIC = "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()
@@ -75,19 +76,6 @@ def assert_nothing_placed(home: Path, sha256: str | None = None) -> None:
     assert not arts.exists() or not any(arts.iterdir())
 
 
-PROJECT = """
-[project]
-name = "fleet"
-registries = ["{url}"]
-
-[models]
-"tiny-model" = ">=0.1"
-
-[device-classes]
-edge = "pi-board"
-"""
-
-
 def test_a_credential_in_the_url_is_sent_as_basic_to_its_origin_and_never_shown_or_stored(
         mirror: Any, tmp_path: Path) -> None:
     """Class 2: install, lock, sync and list with ``http://user:TOKEN@host``; the registry demands the credential."""
@@ -102,7 +90,7 @@ def test_a_credential_in_the_url_is_sent_as_basic_to_its_origin_and_never_shown_
         assert f'"source": "{shown(srv.url)}"' in listed.stdout
         proj = tmp_path / "proj"
         proj.mkdir()
-        (proj / "phi.toml").write_text(PROJECT.format(url=srv.url))
+        (proj / "phi.toml").write_text(ONE_CLASS_PROJECT.format(url=srv.url))
         locked = phi("lock", "--registry", registry, "--json", home=home, cwd=proj)
         assert locked.returncode == 0, locked.stderr
         lock_text = (proj / "phi.lock").read_text()
