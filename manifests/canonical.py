@@ -39,7 +39,6 @@ import json
 import math
 import re
 import sys
-import tomllib
 from typing import Any, Final
 
 from .errors import DocumentTooLargeError, ManifestError
@@ -254,6 +253,8 @@ def load_toml_document(data: bytes | str, *, limit: int, document: str) -> Any:
         raise ManifestError(f"not TOML: {exc}", document=document) from None
     if _toml_too_deep(text):
         raise ManifestError(_too_deep_message(), document=document)
+    import tomllib  # here: a command that reads no TOML does not pay its ~3 ms import
+
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

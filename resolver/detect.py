@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -76,18 +73,30 @@ class Probe:
 
 
 def _run(cmd: tuple[str, ...], timeout: float = PROBE_TIMEOUT_S) -> str:
+    import subprocess
+
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     return out.stdout
 
 
+def _system() -> str:
+    """``platform.system()``, imported only when probing (with ``subprocess``: about 5 ms a command
+    that names its device profile does not pay)."""
+    import platform
+
+    return platform.system()
+
+
 def _os() -> str:
-    system = platform.system().lower()
+    system = _system().lower()
     if system == "linux" and ("ANDROID_ROOT" in os.environ or Path("/system/build.prop").exists()):
         return "android"
     return {"darwin": "macos"}.get(system, system)
 
 
 def _arch() -> str:
+    import platform
+
     machine = platform.machine().lower()
     return {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "armv8l": "arm64"}.get(machine, machine)
 
@@ -99,7 +108,7 @@ def _cpu_flags() -> list[str]:
             if key.strip().lower() in ("flags", "features"):
                 return sorted(set(value.split()))
         return []
-    if platform.system() == "Darwin":
+    if _system() == "Darwin":
         if _arch() == "arm64":
             names = _run(("sysctl", "hw.optional")).splitlines()
             flags = {"asimd"}
@@ -125,9 +134,9 @@ def _memory() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
         raise OSError("no MemTotal in /proc/meminfo")
-    if platform.system() == "Darwin":
+    if _system() == "Darwin":
         return int(_run(("sysctl", "-n", "hw.memsize")).strip())
-    if platform.system() == "Windows":
+    if _system() == "Windows":
         import ctypes
 
         class _Status(ctypes.Structure):
@@ -161,7 +170,7 @@ def _nvidia() -> list[dict[str, Any]]:
 
 
 def _apple() -> list[dict[str, Any]]:
-    if platform.system() != "Darwin" or _arch() != "arm64":
+    if _system() != "Darwin" or _arch() != "arm64":
         raise NotPresent("not macOS on Apple silicon")
     brand = _run(("sysctl", "-n", "machdep.cpu.brand_string")).strip() or "Apple silicon"
     return [{"type": "gpu", "vendor": "apple", "name": brand, "unified_memory": True}]
@@ -179,7 +188,7 @@ def _pci_devices(cls_dir: str) -> list[tuple[str, Path]]:
 
 def _sysfs_accelerators() -> list[dict[str, Any]]:
     """Intel and AMD GPUs (DRM), Intel NPUs (accel class), Qualcomm NPUs (fastrpc) on Linux."""
-    if platform.system() != "Linux":
+    if _system() != "Linux":
         raise NotPresent("sysfs probing is Linux only")
     accs: list[dict[str, Any]] = []
     seen: set[Path] = set()
@@ -223,7 +232,8 @@ _PROBES: Final[dict[str, Callable[[], Any]]] = {
 
 def run_probes(probes: dict[str, Callable[[], Any]], timeout: float = PROBE_TIMEOUT_S) -> dict[str, Probe]:
     """Run every probe concurrently, each bounded by ``timeout`` seconds."""
-    from concurrent.futures import ThreadPoolExecutor  # only when probing (it imports logging)
+    import subprocess  # only when probing, as the two below
+    from concurrent.futures import ThreadPoolExecutor  # it imports logging
     from concurrent.futures import TimeoutError as FutureTimeout
 
     pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="phi-get-probe")
@@ -275,7 +285,7 @@ def probe_device(timeout: float = PROBE_TIMEOUT_S, *, environ: Mapping[str, str]
 
 def sample_profiles() -> dict[str, Path]:
     """The device profiles shipped with phi-get, by name (``gpu-server`` ...)."""
-    folder = Path(str(resources.files("phi_get.resolver") / "profiles"))
+    folder = Path(__file__).with_name("profiles")  # a folder of the package (never zip-imported)
     return {p.stem: p for p in sorted(folder.glob("*.json"))}
 
 

@@ -34,14 +34,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from packaging.utils import canonicalize_name
 from packaging.version import Version
 from phi_get.manifests.device import DeviceProfile
 from phi_get.manifests.display import human_bytes
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.index import IndexEntry
 from phi_get.manifests.manifest import Format, Precision
-from phi_get.manifests.names import check_model_name, check_specifier
+from phi_get.manifests.names import check_model_name, check_specifier, normalize_distribution_name
 from phi_get.manifests.runtimes import RUNTIME_PROVIDES, build_families, fix_for, is_vendor_path
 from phi_get.manifests.targets import SupportedTarget, family_of, supported_targets
 
@@ -136,7 +135,7 @@ def budget_of(target: SupportedTarget, headroom: float | None = None) -> int:
 
 
 def _runtime_version(device_runtimes: Mapping[str, str], distribution: str) -> str | None:
-    dist = canonicalize_name(distribution)
+    dist = normalize_distribution_name(distribution)
     if dist in device_runtimes:
         return device_runtimes[dist]
     for provider, provides in RUNTIME_PROVIDES.items():
@@ -211,7 +210,7 @@ class _Filter:
         found = self._drives.get(distribution)
         if found is None:
             found = self._drives[distribution] = build_families(
-                canonicalize_name(distribution), self.device.runtimes, self.device.runtime_devices)
+                normalize_distribution_name(distribution), self.device.runtimes, self.device.runtime_devices)
         return found
 
     def version_ok(self, v: Version) -> bool:
