@@ -6,6 +6,8 @@ Reading (public; the wire layout of :data:`phi_get.manifests.index.LAYOUT`)::
     GET  /v1/models/{name}/index.json          model index; ETag + If-None-Match -> 304
     GET  /v1/manifests/sha256/{hex}.json       canonical manifest bytes (counts a download)
     GET|HEAD /v1/blobs/sha256/{hex}            blob bytes; Range -> 206/416
+    GET  /v1/tuf/{name}                        signed metadata (tuf_repo.py)
+    GET  /v1/signatures/sha256/{hex}.sig       an artifact's publisher signature
     GET  /v1/search?q=                         models whose name contains q
     GET  /v1/models/{name}/stats.json          download counts
     GET  /v1/health                            liveness
@@ -17,8 +19,17 @@ Publishing (``Authorization: Bearer <token>``; see tokens.py)::
                                                verified before it is visible
     POST /v1/publish                           the manifest's canonical bytes; 201
                                                created, 200 identical, 409 different
+    PUT  /v1/signatures/sha256/{hex}.sig       a model-signing bundle of an artifact
     POST   /v1/models/{name}/versions/{version}/yank   {"reason": "...", "variant": null}
     DELETE /v1/models/{name}/versions/{version}/yank   un-yank
+
+The routes live at module level in two routers, :data:`read_router` and
+:data:`publish_router`; each reaches the :class:`~.service.Registry` it serves
+through ``request.app.state.registry`` (the :func:`registry_of` dependency),
+so :func:`create_app` only builds the app, wires that state and mounts the
+routers and the web catalog's (web.py).  Publishing routes authenticate
+in their body (:func:`_principal`), not as a dependency, so each route keeps
+its own order of checks.
 
 Errors are JSON ``{"error": <code>, "message": <text>}`` with the status of
 the :mod:`.errors` class.  Imports fastapi/starlette and the registry only.
@@ -27,10 +38,10 @@ the :mod:`.errors` class.  Imports fastapi/starlette and the registry only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import Any, BinaryIO, Final
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any, BinaryIO, Final
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -50,7 +61,8 @@ from .service import Registry
 from .tokens import Principal, authenticate
 from .web import web_router
 
-__all__ = ["INDEX_MAX_AGE_S", "IndexFastPath", "create_app", "registry_asgi_app"]
+__all__ = ["INDEX_MAX_AGE_S", "IndexFastPath", "create_app", "publish_router", "read_router", "registry_asgi_app",
+           "registry_of"]
 
 _JSON: Final = "application/json"
 #: How stale a served index may be when another process shares the catalog
@@ -86,161 +98,210 @@ def registry_asgi_app(registry: Registry, *, advisor: Advisor | None = None) -> 
 
 
 def create_app(registry: Registry, *, advisor: Advisor | None = None) -> FastAPI:
-    """A FastAPI app serving ``registry``; no module-level state.  ``advisor``: the web catalog's device page."""
+    """A FastAPI app serving ``registry`` (held in ``app.state``, never in a module global).  ``advisor``: the web
+    catalog's device page."""
     app = FastAPI(title="phi-get registry", version=__version__,
-                  description="Publish, catalog and serve quantized Phi model artifacts.")
+                  description="Publish, catalog and serve quantized Phi model artifacts.",
+                  exception_handlers=_EXCEPTION_HANDLERS)
     app.state.registry = registry
     app.include_router(web_router(registry, advisor))
-
-    @app.exception_handler(RegistryError)
-    async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
-        return _error_body(exc)
-
-    @app.exception_handler(ManifestError)
-    async def _document_error(_request: Request, exc: ManifestError) -> JSONResponse:
-        return _error_body(BadRequestError(str(exc)))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
-        message = f"{request.method} {request.url.path}: {exc.detail}"
-        return JSONResponse({"error": code, "message": message}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error_body(BadRequestError(f"invalid request at {where}: {first.get('msg', 'invalid')}"))
-
-    async def principal_of(request: Request) -> Principal:
-        return await run_in_threadpool(authenticate, registry.engine, request.headers.get("authorization"))
-
-    @app.get("/v1/health", tags=["read"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/models.json", tags=["read"], response_class=Response)
-    def catalog() -> Response:
-        return Response(registry.catalog_bytes(), media_type=_JSON, headers={"cache-control": "no-cache"})
-
-    @app.get("/v1/models/{name}/index.json", tags=["read"], response_class=Response,
-             responses={304: {"description": "unchanged since the ETag given in If-None-Match"}})
-    def model_index(name: str, request: Request) -> Response:
-        body, etag = registry.index(name, max_age_s=INDEX_MAX_AGE_S)
-        headers = {"etag": etag, "cache-control": "no-cache"}
-        if _etag_matches(etag.encode(), request.headers.get("if-none-match", "").encode("latin-1")):
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type=_JSON, headers=headers)
-
-    @app.get("/v1/manifests/sha256/{hex}.json", tags=["read"], response_class=Response)
-    def manifest(hex: str) -> Response:
-        body = registry.manifest_bytes("sha256:" + _hex(hex), count=True)
-        return Response(body, media_type=_JSON, headers={
-            "etag": f'"sha256:{hex}"', "cache-control": "public, max-age=31536000, immutable"})
-
-    async def blob(hex: str) -> Any:
-        h = _hex(hex)
-        if registry.store.size(h) is None:
-            raise NotFoundError(f"no blob sha256:{h} in this registry")
-        path = registry.store.local_path(h)
-        if path is None:  # a backend without local files: stream it, whole
-            size = registry.store.size(h)
-            return StreamingResponse(_chunks(registry.store.open(h)), media_type="application/octet-stream",
-                                     headers={"content-length": str(size), "etag": f'"sha256:{h}"'})
-        return BlobResponse(path, etag=f'"sha256:{h}"')
-
-    blob_responses: dict[int | str, dict[str, Any]] = {
-        206: {"description": "the requested byte range"}, 416: {"description": "range not satisfiable"}}
-    for method in ("GET", "HEAD"):
-        app.add_api_route("/v1/blobs/sha256/{hex}", blob, methods=[method], tags=["read"], response_class=Response,
-                          responses=blob_responses, operation_id=f"blob_{method.lower()}")
-
-    # Signed metadata and publisher signatures (issue 15; registry/tuf_repo.py).
-    @app.get("/v1/tuf/{name}", tags=["read"], response_class=Response)
-    def tuf_metadata(name: str) -> Response:
-        body = registry.tuf.file(name) if registry.tuf is not None else None
-        if body is None:
-            raise NotFoundError(f"no signed metadata {name!r} in this registry")
-        return Response(body, media_type=_JSON, headers={"cache-control": "no-cache"})
-
-    @app.get("/v1/signatures/sha256/{hex}.sig", tags=["read"], response_class=Response)
-    def signature(hex: str) -> Response:
-        body = registry.tuf.signature(_hex(hex)) if registry.tuf is not None else None
-        if body is None:
-            raise NotFoundError(f"no publisher signature of sha256:{hex} in this registry")
-        return Response(body, media_type=_JSON)
-
-    @app.put("/v1/signatures/sha256/{hex}.sig", tags=["publish"], status_code=201,
-             openapi_extra=_raw_body(_JSON, "a model-signing bundle of the artifact"))
-    async def put_signature(hex: str, request: Request) -> dict[str, object]:
-        principal = await principal_of(request)
-        body = await request.body()
-        await run_in_threadpool(registry.put_signature, principal, "sha256:" + _hex(hex), body)
-        return {"signed": f"sha256:{hex}"}
-
-    @app.get("/v1/search", tags=["read"])
-    def search(q: str = "", limit: int = 100) -> list[dict[str, object]]:
-        if not 1 <= limit <= 1000:
-            raise BadRequestError(f"limit must be 1 to 1000 (got {limit})")
-        return registry.search(q, limit)
-
-    @app.get("/v1/models/{name}/stats.json", tags=["read"])
-    def stats(name: str) -> dict[str, object]:
-        return registry.stats(name)
-
-    @app.put("/v1/uploads/sha256/{hex}", tags=["publish"], status_code=201,
-             openapi_extra=_raw_body("application/octet-stream", "the blob's bytes"))
-    async def upload(hex: str, model: str, request: Request) -> JSONResponse:
-        h = _hex(hex)
-        principal = await principal_of(request)
-        principal.require_publish(registry.model_name(model))
-        size = _content_length(request, registry.max_blob_size)
-        if registry.store.size(h) == size:
-            async for _chunk in request.stream():  # already stored: drain, write nothing
-                pass
-            return JSONResponse({"digest": f"sha256:{h}", "size": size, "created": False}, status_code=200)
-        pending = registry.store.begin_upload(h, size)
-        try:
-            async for chunk in request.stream():
-                pending.write(chunk)
-            pending.commit()
-        except ClientDisconnect:
-            pending.abort()
-            raise BadRequestError(f"upload of sha256:{h} interrupted after {pending.received} bytes") from None
-        finally:
-            pending.abort()  # no-op after commit
-        return JSONResponse({"digest": f"sha256:{h}", "size": size, "created": True}, status_code=201)
-
-    @app.post("/v1/publish", tags=["publish"], status_code=201,
-              openapi_extra=_raw_body(_JSON, "the manifest's canonical bytes"))
-    async def publish(request: Request) -> JSONResponse:
-        principal = await principal_of(request)
-        principal.require_publish()
-        _content_length(request, MAX_MANIFEST_BYTES, required=False)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_MANIFEST_BYTES:
-                raise TooLargeError(f"manifest body is over the limit of {MAX_MANIFEST_BYTES} bytes")
-        result = await run_in_threadpool(registry.publish, principal, bytes(body))
-        doc = {"digest": result.digest, "name": result.name, "version": result.version,
-               "variant": result.variant, "created": result.created}
-        return JSONResponse(doc, status_code=201 if result.created else 200)
-
-    @app.post("/v1/models/{name}/versions/{version}/yank", tags=["publish"])
-    async def yank(name: str, version: str, body: YankRequest, request: Request) -> dict[str, object]:
-        principal = await principal_of(request)
-        n = await run_in_threadpool(registry.yank, principal, name, version, body.reason, body.variant)
-        return {"yanked": n}
-
-    @app.delete("/v1/models/{name}/versions/{version}/yank", tags=["publish"])
-    async def unyank(name: str, version: str, request: Request, variant: str | None = None) -> dict[str, object]:
-        principal = await principal_of(request)
-        n = await run_in_threadpool(registry.yank, principal, name, version, None, variant)
-        return {"unyanked": n}
-
+    app.include_router(read_router)
+    app.include_router(publish_router)
     return app
+
+
+async def registry_of(request: Request) -> Registry:
+    """The registry the app serves (a dependency; async, so it runs on the event loop, not in a thread)."""
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+#: The registry a route serves, as a route parameter.
+RegistryDep = Annotated[Registry, Depends(registry_of)]
+
+
+async def _principal(request: Request, registry: Registry) -> Principal:
+    return await run_in_threadpool(authenticate, registry.engine, request.headers.get("authorization"))
+
+
+# -- errors: every refusal is {"error": code, "message": text} -------------------------------------------------
+
+async def _registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
+    return _error_body(exc)
+
+
+async def _document_error(_request: Request, exc: ManifestError) -> JSONResponse:
+    return _error_body(BadRequestError(str(exc)))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "bad-request")
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse({"error": code, "message": message}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return _error_body(BadRequestError(f"invalid request at {where}: {first.get('msg', 'invalid')}"))
+
+
+_EXCEPTION_HANDLERS: Final[dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]]] = {RegistryError: _registry_error, ManifestError: _document_error,
+                              StarletteHTTPException: _http_error, RequestValidationError: _validation_error}
+
+
+# -- reading: public ---------------------------------------------------------------------------------------
+
+#: The public routes: the wire layout, signed metadata, search and stats.
+read_router: Final = APIRouter(tags=["read"])
+
+
+@read_router.get("/v1/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@read_router.get("/v1/models.json", response_class=Response)
+def catalog(registry: RegistryDep) -> Response:
+    return Response(registry.catalog_bytes(), media_type=_JSON, headers={"cache-control": "no-cache"})
+
+
+@read_router.get("/v1/models/{name}/index.json", response_class=Response,
+                 responses={304: {"description": "unchanged since the ETag given in If-None-Match"}})
+def model_index(name: str, request: Request, registry: RegistryDep) -> Response:
+    body, etag = registry.index(name, max_age_s=INDEX_MAX_AGE_S)
+    headers = {"etag": etag, "cache-control": "no-cache"}
+    if _etag_matches(etag.encode(), request.headers.get("if-none-match", "").encode("latin-1")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=_JSON, headers=headers)
+
+
+@read_router.get("/v1/manifests/sha256/{hex}.json", response_class=Response)
+def manifest(hex: str, registry: RegistryDep) -> Response:
+    body = registry.manifest_bytes("sha256:" + _hex(hex), count=True)
+    return Response(body, media_type=_JSON, headers={
+        "etag": f'"sha256:{hex}"', "cache-control": "public, max-age=31536000, immutable"})
+
+
+async def blob(hex: str, registry: RegistryDep) -> Any:
+    h = _hex(hex)
+    if registry.store.size(h) is None:
+        raise NotFoundError(f"no blob sha256:{h} in this registry")
+    path = registry.store.local_path(h)
+    if path is None:  # a backend without local files: stream it, whole
+        size = registry.store.size(h)
+        return StreamingResponse(_chunks(registry.store.open(h)), media_type="application/octet-stream",
+                                 headers={"content-length": str(size), "etag": f'"sha256:{h}"'})
+    return BlobResponse(path, etag=f'"sha256:{h}"')
+
+
+for _method in ("GET", "HEAD"):
+    read_router.add_api_route("/v1/blobs/sha256/{hex}", blob, methods=[_method], response_class=Response,
+                              responses={206: {"description": "the requested byte range"},
+                                         416: {"description": "range not satisfiable"}},
+                              operation_id=f"blob_{_method.lower()}")
+
+
+# Signed metadata and publisher signatures (registry/tuf_repo.py).
+@read_router.get("/v1/tuf/{name}", response_class=Response)
+def tuf_metadata(name: str, registry: RegistryDep) -> Response:
+    body = registry.tuf.file(name) if registry.tuf is not None else None
+    if body is None:
+        raise NotFoundError(f"no signed metadata {name!r} in this registry")
+    return Response(body, media_type=_JSON, headers={"cache-control": "no-cache"})
+
+
+@read_router.get("/v1/signatures/sha256/{hex}.sig", response_class=Response)
+def signature(hex: str, registry: RegistryDep) -> Response:
+    body = registry.tuf.signature(_hex(hex)) if registry.tuf is not None else None
+    if body is None:
+        raise NotFoundError(f"no publisher signature of sha256:{hex} in this registry")
+    return Response(body, media_type=_JSON)
+
+
+@read_router.get("/v1/search")
+def search(registry: RegistryDep, q: str = "", limit: int = 100) -> list[dict[str, object]]:
+    if not 1 <= limit <= 1000:
+        raise BadRequestError(f"limit must be 1 to 1000 (got {limit})")
+    return registry.search(q, limit)
+
+
+@read_router.get("/v1/models/{name}/stats.json")
+def stats(name: str, registry: RegistryDep) -> dict[str, object]:
+    return registry.stats(name)
+
+
+# -- publishing: a token in Authorization --------------------------------------------------------------------
+
+#: The routes that need a token: uploads, publish, signatures, yank.
+publish_router: Final = APIRouter(tags=["publish"])
+
+
+@publish_router.put("/v1/signatures/sha256/{hex}.sig", status_code=201,
+                    openapi_extra=_raw_body(_JSON, "a model-signing bundle of the artifact"))
+async def put_signature(hex: str, request: Request, registry: RegistryDep) -> dict[str, object]:
+    principal = await _principal(request, registry)
+    body = await request.body()
+    await run_in_threadpool(registry.put_signature, principal, "sha256:" + _hex(hex), body)
+    return {"signed": f"sha256:{hex}"}
+
+
+@publish_router.put("/v1/uploads/sha256/{hex}", status_code=201,
+                    openapi_extra=_raw_body("application/octet-stream", "the blob's bytes"))
+async def upload(hex: str, model: str, request: Request, registry: RegistryDep) -> JSONResponse:
+    h = _hex(hex)
+    principal = await _principal(request, registry)
+    principal.require_publish(registry.model_name(model))
+    size = _content_length(request, registry.max_blob_size)
+    if registry.store.size(h) == size:
+        async for _chunk in request.stream():  # already stored: drain, write nothing
+            pass
+        return JSONResponse({"digest": f"sha256:{h}", "size": size, "created": False}, status_code=200)
+    pending = registry.store.begin_upload(h, size)
+    try:
+        async for chunk in request.stream():
+            pending.write(chunk)
+        pending.commit()
+    except ClientDisconnect:
+        pending.abort()
+        raise BadRequestError(f"upload of sha256:{h} interrupted after {pending.received} bytes") from None
+    finally:
+        pending.abort()  # no-op after commit
+    return JSONResponse({"digest": f"sha256:{h}", "size": size, "created": True}, status_code=201)
+
+
+@publish_router.post("/v1/publish", status_code=201,
+                     openapi_extra=_raw_body(_JSON, "the manifest's canonical bytes"))
+async def publish(request: Request, registry: RegistryDep) -> JSONResponse:
+    principal = await _principal(request, registry)
+    principal.require_publish()
+    _content_length(request, MAX_MANIFEST_BYTES, required=False)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise TooLargeError(f"manifest body is over the limit of {MAX_MANIFEST_BYTES} bytes")
+    result = await run_in_threadpool(registry.publish, principal, bytes(body))
+    doc = {"digest": result.digest, "name": result.name, "version": result.version,
+           "variant": result.variant, "created": result.created}
+    return JSONResponse(doc, status_code=201 if result.created else 200)
+
+
+@publish_router.post("/v1/models/{name}/versions/{version}/yank")
+async def yank(name: str, version: str, body: YankRequest, request: Request,
+               registry: RegistryDep) -> dict[str, object]:
+    principal = await _principal(request, registry)
+    n = await run_in_threadpool(registry.yank, principal, name, version, body.reason, body.variant)
+    return {"yanked": n}
+
+
+@publish_router.delete("/v1/models/{name}/versions/{version}/yank")
+async def unyank(name: str, version: str, request: Request, registry: RegistryDep,
+                 variant: str | None = None) -> dict[str, object]:
+    principal = await _principal(request, registry)
+    n = await run_in_threadpool(registry.yank, principal, name, version, None, variant)
+    return {"unyanked": n}
 
 
 class IndexFastPath:
