@@ -15,7 +15,12 @@ grows with the size of the code and that no installed wheel pays (pip
 compiles the bytecode at install).  The rows marked "(bytecode cached)"
 run with a bytecode cache under a temporary ``PYTHONPYCACHEPREFIX``.
 
-    .venv/bin/python bench/resolve_process.py [--repeat 11]
+``--baseline REV`` also times the same resolve run by the code of a git
+revision (``git archive`` into a temporary folder, imported ahead of the
+editable install), alternating run by run with this tree's so both see the
+same load; it prints both medians and their ratio (> 1: this tree is slower).
+
+    .venv/bin/python bench/resolve_process.py [--repeat 11] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -47,6 +52,28 @@ def timed(cmd: list[str], env: dict[str, str], repeat: int) -> float:
     return statistics.median(times)
 
 
+def timed_pair(cmd: list[str], envs: tuple[dict[str, str], dict[str, str]], repeat: int) -> tuple[float, float]:
+    """Median seconds of ``cmd`` under each of two environments, alternating run by run."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for env, out in zip(envs, times, strict=True):
+            t = time.perf_counter()
+            done = subprocess.run(cmd, env=env, capture_output=True, check=False, cwd=tempfile.gettempdir())
+            out.append(time.perf_counter() - t)
+            assert done.returncode == 0, done.stderr
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _baseline_tree(rev: str, tmp: Path) -> Path:
+    """A folder whose ``phi_get`` is the repository at ``rev`` (for PYTHONPATH)."""
+    repo = Path(__file__).parents[1]
+    tree = tmp / "baseline" / "phi_get"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree.parent
+
+
 def _signed_copy(root: Path, tmp: Path) -> Path:
     """The mirror again, TUF-signed as a registry operator would sign it (registry/tuf_repo.py)."""
     import shutil
@@ -74,6 +101,7 @@ def _pin(url: str, signed_root: Path, env: dict[str, str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=11)
+    ap.add_argument("--baseline", metavar="REV", help="also time resolve by the code of this git revision")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "mirror"
@@ -97,6 +125,7 @@ def main() -> None:
             cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
             cached["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
             subprocess.run([*resolve, "--device", "pi-board"], env=cached, check=True, capture_output=True)  # compile
+            comparison: dict[str, float] = {}
             results = {
                 "python -c pass": timed([*py, "-c", "pass"], env, args.repeat),
                 "phi-get --version": timed([*py, "-m", "phi_get", "--version"], env, args.repeat),
@@ -110,15 +139,30 @@ def main() -> None:
                 "resolve --device pi-board (bytecode cached)": timed([*resolve, "--device", "pi-board"], cached,
                                                                      args.repeat),
             }
+            if args.baseline:
+                tree = str(_baseline_tree(args.baseline, Path(tmp)))
+                old = {"PYTHONPATH": tree, "PHI_GET_HOME": str(Path(tmp) / "home-baseline")}
+                pairs = {"bytecode compiled": (env, {**env, **old}),
+                         "bytecode cached": (cached, {**cached, **old,
+                                                      "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pycache-baseline")})}
+                for what, here in (("resolve --device pi-board", [*resolve, "--device", "pi-board"]),
+                                   ("resolve (probed device)", resolve)):
+                    for label, (new_env, old_env) in pairs.items():
+                        subprocess.run(here, env=old_env, check=True, capture_output=True, cwd=tmp)  # cache, bytecode
+                        new_s, old_s = timed_pair(here, (new_env, old_env), args.repeat)
+                        results[f"{what} ({label}), this tree"] = new_s
+                        results[f"{what} ({label}), {args.baseline}"] = old_s
+                        comparison[f"{what} ({label})"] = round(new_s / old_s, 3)
     for label, secs in results.items():
-        print(f"{label:<44} p50 {secs * 1000:6.0f} ms")
+        print(f"{label:<58} p50 {secs * 1000:6.0f} ms")
     worst = max(results["resolve --device pi-board"], results["resolve (probed device)"],
                 results["signed resolve --device pi-board"])
     worst_direct = max(results["no-typer resolve --device pi-board"], results["no-typer resolve (probed)"])
     print(json.dumps({"p50_ms": {k: round(v * 1000) for k, v in results.items()}, "target_s": TARGET_S,
                       "ratio_target_over_resolve": round(TARGET_S / worst, 2),
                       "ratio_target_over_no_typer_resolve": round(TARGET_S / worst_direct, 2),
-                      "resolve_minus_cli_start_ms": round((worst - results["phi-get --version"]) * 1000)}))
+                      "resolve_minus_cli_start_ms": round((worst - results["phi-get --version"]) * 1000),
+                      **({"baseline": args.baseline, "ratio_this_tree_over_baseline": comparison} if comparison else {})}))
 
 
 if __name__ == "__main__":
