@@ -32,26 +32,44 @@ def tiny_phi(
     out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to (Hugging Face layout).")],
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT.")] = False,
-    style: Annotated[str, typer.Option(
-        "--style", help="phi3 (sentencepiece, multi-head attention) or phi4 (byte-level BPE tokenizer.json, "
-        "grouped-query attention, partial rotary, tied embeddings).")] = "phi3",
+    style: Annotated[str | None, typer.Option(
+        "--style", help="phi3 (sentencepiece, multi-head attention; the default) or phi4 (byte-level BPE "
+        "tokenizer.json, grouped-query attention, partial rotary, tied embeddings).")] = None,
+    like: Annotated[str | None, typer.Option(
+        "--like", help="phi-3.5-mini or phi-4-mini: that model's exact published config and vocabulary size "
+        "(bf16) with --layers layers, instead of the tiny dimensions.")] = None,
+    layers: Annotated[int | None, typer.Option("--layers", help="Number of layers (default 2).")] = None,
+    layout: Annotated[str | None, typer.Option(
+        "--layout", help="With --like: hub (rope_scaling, as the Hub's config.json; the default) or "
+        "transformers5 (rope_parameters, as transformers 5 saves it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Generate the tiny random-weight Phi-3 checkpoint used by tests and the demo."""
+    """Generate a random-weight Phi checkpoint: the tiny one of tests and the demo, or a real model's dimensions."""
     _quiet_libraries()
     from phi_get.manifests.display import human_bytes
 
+    from .errors import BuildError
     from .tiny import TinySpec, TinyStyle, make_tiny_phi
 
-    spec = TinySpec(seed=seed, style=style)  # type: ignore[arg-type]  # TinySpec checks it (exit 2)
+    n_layers = 2 if layers is None else layers
+    if like is not None:
+        if style is not None:
+            raise BuildError("--style is for the tiny dimensions; --like takes the published model's")
+        spec = TinySpec.like(like, layers=n_layers, seed=seed, layout=layout or "hub")
+        label = f"{like} ({n_layers} layers)"
+    else:
+        if layout is not None:
+            raise BuildError("--layout applies to --like checkpoints only")
+        spec = TinySpec(seed=seed, style=style or "phi3", layers=n_layers)  # type: ignore[arg-type]  # checked (exit 2)
+        label = "tiny Phi-3" if spec.style is TinyStyle.PHI3 else "tiny Phi-4-style"
     path = make_tiny_phi(out, spec, force=force)
     size = sum(p.stat().st_size for p in path.iterdir())
-    label = "Phi-3" if spec.style is TinyStyle.PHI3 else "Phi-4-style"
     if as_json:
-        typer.echo(json.dumps({"path": str(path), "style": str(spec.style), "seed": seed, "size": size},
+        typer.echo(json.dumps({"path": str(path), "style": str(spec.style), "like": like, "layers": n_layers,
+                               "layout": str(spec.layout) if like else None, "seed": seed, "size": size},
                               sort_keys=True))
         return
-    typer.echo(f"wrote tiny {label} checkpoint to {path} ({human_bytes(size)})")
+    typer.echo(f"wrote {label} checkpoint to {path} ({human_bytes(size)})")
 
 
 def build(

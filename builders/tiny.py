@@ -16,6 +16,11 @@ config vocabulary padded past the tokenizer's to a multiple of 64).
 ``longrope_original_context`` adds Phi-3.5/Phi-4's LongRoPE scaling
 (``rope_type = "longrope"``, short and long factors) to either style.
 
+``TinySpec.like("phi-3.5-mini", layers=2)`` (``phi-get tiny-phi OUT --like
+phi-3.5-mini --layers 2``) is another kind: the published model's exact
+config and vocabulary size at fewer layers, bf16, written by
+``tiny_real.py`` (issue 14).
+
 The same command gives the same bytes: the seed fixes the weights, the
 tokenizer is trained single-threaded on a fixed text, and files are written
 in a fixed order.  Needs the ``build`` extra (torch, transformers,
@@ -37,8 +42,9 @@ from phi_get.manifests.atomic import replacing
 
 from .eval_text import EVAL_TEXT  # re-exported: the evaluation and the tests read it here
 from .tiny_bpe import write_bpe_tokenizer
+from .tiny_real import REAL_MODELS, Layout, write_real_checkpoint
 
-__all__ = ["EVAL_TEXT", "TinySpec", "TinyStyle", "corpus_text", "make_tiny_phi"]
+__all__ = ["EVAL_TEXT", "Layout", "TinySpec", "TinyStyle", "corpus_text", "make_tiny_phi"]
 
 #: Chat and control tokens, as in Phi-3's tokenizer.
 SPECIAL_TOKENS = ("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -75,9 +81,32 @@ class TinySpec:
     style: TinyStyle = TinyStyle.PHI3
     #: Pretraining context for LongRoPE scaling (< max_context); None: plain RoPE.
     longrope_original_context: int | None = None
+    #: A published model whose exact config to copy (tiny_real.REAL_MODELS); then only
+    #: seed, layers, init_std and layout apply.
+    like_model: str | None = None
+    #: How a real-dimension checkpoint's config.json spells rope (Layout).
+    layout: Layout = Layout.HUB
+
+    @classmethod
+    def like(cls, model: str, *, layers: int, seed: int = 0, layout: Layout | str = Layout.HUB,
+             init_std: float = 0.06) -> TinySpec:
+        """The published ``model``'s exact config (``phi-3.5-mini``, ``phi-4-mini``) at ``layers`` layers."""
+        return cls(like_model=model, layers=layers, seed=seed, layout=layout, init_std=init_std)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         from phi_get.manifests.errors import ManifestError
+
+        if self.like_model is not None and self.like_model not in REAL_MODELS:
+            raise ManifestError(f"no published config for it; known models are: {', '.join(REAL_MODELS)}",
+                                field="like", value=self.like_model, document="tiny checkpoint spec")
+        try:
+            object.__setattr__(self, "layout", Layout(self.layout))
+        except ValueError:
+            raise ManifestError(f"unknown layout; layouts are: {', '.join(Layout)}", field="layout",
+                                value=self.layout, document="tiny checkpoint spec") from None
+        if type(self.layers) is not int or not 1 <= self.layers <= 256:
+            raise ManifestError("must be an integer from 1 to 256", field="layers", value=self.layers,
+                                document="tiny checkpoint spec")
 
         try:
             object.__setattr__(self, "style", TinyStyle(self.style))
@@ -107,6 +136,9 @@ class TinySpec:
 
     def record(self) -> dict[str, Any]:
         """What phi-get-tiny.json says about the checkpoint (the phi3 default's keys are fixed)."""
+        if self.like_model is not None:
+            return {"like": self.like_model, "layers": self.layers, "seed": self.seed, "init_std": self.init_std,
+                    "layout": str(self.layout)}
         data: dict[str, Any] = {
             "seed": self.seed, "vocab_size": self.tokenizer_vocab, "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size, "layers": self.layers, "heads": self.heads,
@@ -289,7 +321,10 @@ def make_tiny_phi(out: Path, spec: TinySpec = TinySpec(), *, force: bool = False
 
         raise OutputExistsError(f"{out} exists and is not empty; pass --force to replace it")
     with replacing(out, folder=True) as tmp:
-        if spec.style is TinyStyle.PHI4:
+        if spec.like_model is not None:
+            write_real_checkpoint(tmp, spec.like_model, layers=spec.layers, seed=spec.seed, init_std=spec.init_std,
+                                  layout=spec.layout, corpus=corpus_text(spec.seed))
+        elif spec.style is TinyStyle.PHI4:
             _make_phi4_tokenizer_and_model(tmp, spec)
         else:
             _train_tokenizer(tmp, spec)

@@ -24,7 +24,7 @@ from typing import Final
 
 from .eval_text import EVAL_TEXT
 
-__all__ = ["O200K_PATTERN", "PHI4_SPECIAL_TOKENS", "write_bpe_tokenizer"]
+__all__ = ["O200K_PATTERN", "PHI4_SPECIAL_TOKENS", "train_bpe", "write_bpe_files", "write_bpe_tokenizer"]
 
 #: The o200k pre-tokenizer split, as in Phi-4-mini's (and gpt-4o's) tokenizer.json.
 O200K_PATTERN: Final = (
@@ -43,8 +43,8 @@ _CHAT_TEMPLATE: Final = (
 )
 
 
-def _train(text: str, vocab_size: int) -> str:
-    """tokenizer.json text of a byte-level BPE trained on ``text``."""
+def train_bpe(text: str, vocab_size: int, special: tuple[str, ...] = PHI4_SPECIAL_TOKENS) -> str:
+    """tokenizer.json text of a byte-level BPE trained on ``text``, ``special`` appended as added tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -55,10 +55,11 @@ def _train(text: str, vocab_size: int) -> str:
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(PHI4_SPECIAL_TOKENS), min_frequency=2, show_progress=False,
+        vocab_size=vocab_size - len(special), min_frequency=2, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
     tok.train_from_iterator(text.splitlines(), trainer)
-    tok.add_special_tokens(list(PHI4_SPECIAL_TOKENS))
+    if special:
+        tok.add_special_tokens(list(special))
     return tok.to_str(pretty=True)
 
 
@@ -80,12 +81,16 @@ def _config(added: dict[str, int], max_context: int) -> str:
 
 
 def write_bpe_tokenizer(folder: Path, text: str, vocab_size: int, max_context: int) -> dict[str, int]:
-    """Train on ``text`` and write tokenizer.json + tokenizer_config.json into ``folder``.
+    """Train on ``text`` and write tokenizer.json + tokenizer_config.json into ``folder``; the special tokens' ids."""
+    return write_bpe_files(folder, train_bpe(text, vocab_size), max_context)
 
-    Returns the special tokens' ids.  Checks that transformers loads the
-    files and tokenizes exactly as the trained tokenizer does.
+
+def write_bpe_files(folder: Path, tokenizer_json: str, max_context: int) -> dict[str, int]:
+    """Write ``tokenizer_json`` and its tokenizer_config.json into ``folder``; the added tokens' ids.
+
+    Checks that transformers loads the files and tokenizes exactly as the
+    ``tokenizers`` library does.
     """
-    tokenizer_json = _train(text, vocab_size)
     added = {t["content"]: int(t["id"]) for t in json.loads(tokenizer_json)["added_tokens"]}
     (folder / "tokenizer.json").write_text(tokenizer_json + "\n", encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(_config(added, max_context), encoding="utf-8")
@@ -97,5 +102,5 @@ def write_bpe_tokenizer(folder: Path, text: str, vocab_size: int, max_context: i
     raw = Tokenizer.from_str(tokenizer_json)
     probe = EVAL_TEXT + "<|user|>hi<|end|>"
     if hf(probe)["input_ids"] != raw.encode(probe).ids:
-        raise RuntimeError(f"transformers tokenizes the tiny BPE tokenizer in {folder} differently from tokenizers")
+        raise RuntimeError(f"transformers tokenizes the BPE tokenizer in {folder} differently from tokenizers")
     return added
