@@ -135,17 +135,16 @@ def _script_for(distribution: str) -> str | None:
 
 def _build_key(distribution: str, version: str) -> str:
     """Interpreter, distribution, version and the RECORD's size and mtime: one key per installed build."""
-    from importlib import metadata
+    from .installed import find_installed
 
     stamp = ""
-    try:
-        dist = metadata.distribution(distribution)
-        base = getattr(dist, "_path", None)  # PathDistribution's dist-info folder
-        if base is not None:
-            st = (Path(str(base)) / "RECORD").stat()
+    found = find_installed([distribution]).get(distribution)
+    if found is not None:
+        try:
+            st = (found.metadata_dir / "RECORD").stat()
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
-    except (metadata.PackageNotFoundError, OSError):
-        pass
+        except OSError:
+            pass
     return f"{sys.executable}|{distribution}=={version}|{stamp}"
 
 

@@ -4,7 +4,8 @@ One small function per fact.  Each runs with a timeout (in a worker thread,
 and native tools in a subprocess with their own timeout); a probe that fails
 or times out degrades to "not detected" and its reason is recorded in the
 profile under ``probes`` (an extra key the format keeps).  Runtimes come from
-package metadata (:mod:`importlib.metadata`), never by importing them.
+the installed distributions' metadata folders (:mod:`.installed`), never by
+importing them.
 Nothing is read at import time.
 
 :func:`load_device` applies the overrides: ``--device FILE`` or a shipped
@@ -213,15 +214,9 @@ def _sysfs_accelerators() -> list[dict[str, Any]]:
 
 
 def _runtimes() -> dict[str, str]:
-    from importlib import metadata  # only when probing: about 10 ms of imports that resolve --device skips
+    from .installed import find_installed  # only when probing
 
-    found = {}
-    for dist in RUNTIME_DISTRIBUTIONS:
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    return {dist: found.version for dist, found in find_installed(RUNTIME_DISTRIBUTIONS).items()}
 
 
 _PROBES: Final[dict[str, Callable[[], Any]]] = {

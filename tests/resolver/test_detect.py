@@ -53,3 +53,32 @@ def test_sample_profiles_all_parse() -> None:
     assert names == {"gpu-server", "apple-laptop", "pi-board", "intel-ai-pc", "snapdragon-laptop"}
     for name in names:
         assert load_device(name, environ={}).memory_bytes > 0
+
+
+def test_installed_distributions_match_importlib_metadata() -> None:
+    """One listing of sys.path answers as importlib.metadata does, for every distribution installed here."""
+    from importlib import metadata
+
+    from phi_get.resolver.installed import find_installed
+
+    names = sorted({d.metadata["Name"] for d in metadata.distributions()})
+    assert len(names) > 50  # the test environment: torch, transformers, llama-cpp-python ...
+    found = find_installed(names)
+    assert {n: f.version for n, f in found.items()} == {n: metadata.version(n) for n in names}
+    assert all(f.metadata_dir.is_dir() for f in found.values())
+
+
+def test_installed_first_path_entry_wins_and_egg_info_is_read(tmp_path: Path) -> None:
+    from phi_get.resolver.installed import find_installed
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "Llama_CPP_Python-0.3.1.dist-info").mkdir(parents=True)
+    (second / "llama_cpp_python-0.2.0.dist-info").mkdir(parents=True)
+    (second / "mlx_lm.egg-info").mkdir()
+    (second / "mlx_lm.egg-info" / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: mlx-lm\nVersion: 0.21.0\n\nbody")
+    (second / "openvino_genai-2025.1-py3.11.egg-info").write_text("Name: openvino-genai\nVersion: 2025.1.0\n")
+    found = find_installed(["llama-cpp-python", "mlx-lm", "openvino-genai", "onnxruntime-genai"],
+                           [str(tmp_path / "missing"), str(first), str(second)])
+    assert {n: f.version for n, f in found.items()} == {
+        "llama-cpp-python": "0.3.1", "mlx-lm": "0.21.0", "openvino-genai": "2025.1.0"}
+    assert found["llama-cpp-python"].metadata_dir == first / "Llama_CPP_Python-0.3.1.dist-info"
