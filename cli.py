@@ -89,8 +89,22 @@ def _resolver_advisor() -> Any:
     return ResolverAdvisor()
 
 
+def _prebuilt_importer() -> Any:
+    """``phi-get import`` (a registry command): the builders fetch, check and package the upstream artifact."""
+    from phi_get.builders.cli import _quiet_libraries  # the builder commands quiet the same libraries
+    from phi_get.builders.prebuilt import Declared, import_prebuilt
+
+    _quiet_libraries()
+
+    def run(source: str, *, declared: dict[str, Any], **options: Any) -> Any:
+        return import_prebuilt(source, declared=Declared(**declared), **options)
+
+    return run
+
+
 #: What the root wires into a part's commands, since the parts never import each other.
-_WIRING: dict[str, dict[str, Any]] = {"phi_get.registry.cli": {"advisor": _resolver_advisor}}
+_WIRING: dict[str, dict[str, Any]] = {"phi_get.registry.cli": {"advisor": _resolver_advisor,
+                                                               "importer": _prebuilt_importer}}
 
 
 def __getattr__(name: str) -> Any:

@@ -37,7 +37,7 @@ from .checkpoint import Checkpoint, open_source
 from .evaluate import METRICS, QualityGateError, Reference, load_reference, quality_gate
 from .plan import plan_recipe
 
-__all__ = ["BUILDER", "artifact_folder", "build_recipe"]
+__all__ = ["BUILDER", "artifact_folder", "artifact_path", "build_recipe", "install_folder", "work_folder"]
 
 BUILDER = f"phi-get {__version__}"
 
@@ -46,8 +46,18 @@ def _quiet(variant: str, message: str) -> None:
     pass
 
 
+def artifact_path(out: Path, name: str, version: object, variant: str) -> Path:
+    """Where an artifact lives under an output folder: ``OUT/<name>/<version>/<variant>/``."""
+    return Path(out) / name / str(version) / variant
+
+
+def work_folder(out: Path, ckpt: Checkpoint) -> Path:
+    """Shared work of one source under an output folder (conversions, the reference logits)."""
+    return Path(out) / ".work" / ckpt.digest[:16]
+
+
 def artifact_folder(out: Path, recipe: Recipe, variant: str) -> Path:
-    return Path(out) / recipe.name / str(recipe.version) / variant
+    return artifact_path(out, recipe.name, recipe.version, variant)
 
 
 def _up_to_date(folder: Path, ckpt: Checkpoint, spec: VariantSpec, tools: dict[str, str]) -> Manifest | None:
@@ -111,7 +121,7 @@ def _manifest(recipe: Recipe, spec: VariantSpec, ckpt: Checkpoint, tmp: Path, to
     )
 
 
-def _install(tmp: Path, final: Path) -> None:
+def install_folder(tmp: Path, final: Path) -> None:
     """Rename a finished temporary folder into place, replacing an older build."""
     old = None
     if final.exists():
@@ -135,7 +145,7 @@ def _build_one(recipe: Recipe, spec: VariantSpec, ctx: BuildContext, final: Path
         (tmp / MANIFEST_FILENAME).write_bytes(manifest.to_bytes())
         load_artifact_folder(tmp, verify=True)
         tmp.chmod(0o755)
-        _install(tmp, final)
+        install_folder(tmp, final)
     except Exception as exc:  # noqa: BLE001 - any failure of one variant is reported, its folder removed
         shutil.rmtree(tmp, ignore_errors=True)
         reason = str(exc) if isinstance(exc, PhiGetError) else f"{type(exc).__name__}: {exc}"
@@ -165,7 +175,7 @@ def build_recipe(recipe: Recipe | str, source: str | Path, out: str | Path, *, o
     plan = plan_recipe(recipe, recipe_ref, only)
     ckpt = open_source(source)
     out = Path(out).resolve()  # toolchains run in other working folders
-    work = out / ".work" / ckpt.digest[:16]
+    work = work_folder(out, ckpt)
     cmd = command or tuple(["phi_get.builders.build.build_recipe", recipe_ref, str(source), str(out)]
                            + ([f"--only={only}"] if only else []))
     reference: Reference | None = None

@@ -4,20 +4,20 @@ Named for the checkpoint (a build's "source"), apart from the resolver's
 sources, which are registries and mirrors.
 
 A source is a local folder in the Hugging Face layout, or ``owner/name@REV``
-on the Hugging Face Hub (fetched with huggingface-hub at that exact revision).
+on the Hugging Face Hub (fetched at the exact commit the revision names, every file
+checked against the repo's git tree: builders/hub.py).
 :func:`open_source` validates it before any long work starts: a
 ``Phi3ForCausalLM`` config, a tokenizer, safetensors files whose headers
 parse and whose sizes match their headers.  Its identity is the exact commit
 (hub) or the sha256 over the sorted ``(path, sha256)`` list of its files
 (local folder).
 
-May import ``phi_get.manifests``; huggingface_hub is imported only to fetch.
+May import ``phi_get.manifests``; huggingface_hub is imported only to fetch (by hub.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,13 @@ from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Source
 from phi_get.manifests.modelfiles import SafetensorsHeader, read_safetensors_header
 
-from .errors import CheckpointError, HubError
+from .errors import CheckpointError
+from .hub import download, parse_hub_spec, resolve_revision
 from .source_dtype import source_precision
 
 __all__ = ["PHI3_ARCHITECTURE", "Checkpoint", "local_digest", "open_source"]
 
 PHI3_ARCHITECTURE = "Phi3ForCausalLM"
-_HUB = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)@([A-Za-z0-9._/-]+)$")
 _TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 _MAX_CONFIG = 1 << 20
 #: Largest JSON file of a source (tokenizer.json of the largest Phi vocabularies is about 15 MB).
@@ -93,22 +93,12 @@ def _ignored(rel: Path) -> bool:
 
 
 def _fetch_hub(repo: str, revision: str) -> tuple[Path, Source]:
-    """Resolve ``revision`` to its exact commit, check config.json, then fetch the rest."""
-    try:
-        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-    except ImportError as exc:  # pragma: no cover - the build extra has it
-        raise CheckpointError(f"huggingface-hub is needed to fetch {repo}@{revision}: {exc}") from None
-    try:
-        commit = HfApi().model_info(repo, revision=revision).sha or revision
-        # The architecture is checked from config.json alone, before gigabytes of weights.
-        _config(Path(hf_hub_download(repo, "config.json", revision=commit)).parent)
-        folder = snapshot_download(repo, revision=commit,
-                                   allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja"])
-    except CheckpointError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - network, auth, missing revision: all end the build here
-        raise HubError(f"cannot fetch {repo}@{revision} from the Hugging Face Hub: {exc}") from None
-    return Path(folder), Source(repo=repo, revision=commit)
+    """Resolve ``revision`` to its exact commit, check config.json, then fetch the rest (builders/hub.py)."""
+    commit = resolve_revision(repo, revision)
+    # The architecture is checked from config.json alone, before gigabytes of weights.
+    _config(download(repo, commit, ["config.json"]).folder)
+    snapshot = download(repo, commit, ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"])
+    return snapshot.folder, Source(repo=repo, revision=commit)
 
 
 def _safetensors_header(path: Path) -> SafetensorsHeader:
@@ -179,8 +169,8 @@ def open_source(spec: str | Path) -> Checkpoint:
         # path would be read as a Hugging Face repo id.
         folder = folder.resolve()
         source = None
-    elif m := _HUB.match(text):
-        folder, source = _fetch_hub(m.group(1), m.group(2))
+    elif hub := parse_hub_spec(text):
+        folder, source = _fetch_hub(*hub)
     else:
         raise CheckpointError(f"source {text!r} is neither a folder nor a Hugging Face repo 'owner/name@revision'")
     config = _config(folder)

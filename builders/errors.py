@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from phi_get.manifests.errors import ExitCode, PhiGetError
 
-__all__ = ["BuildError", "CheckpointError", "HubError", "OutputExistsError"]
+__all__ = ["BuildError", "CheckpointError", "HubError", "HubIntegrityError", "HubNotFoundError", "OutputExistsError"]
 
 
 class BuildError(PhiGetError, RuntimeError):
@@ -26,6 +26,20 @@ class HubError(CheckpointError, ConnectionError):
 
     exit_code = ExitCode.UNAVAILABLE
     hint = "no Hub access here? build from a local checkpoint folder: --source DIR"
+
+
+class HubNotFoundError(HubError, LookupError):
+    """The Hub answered: no such repo (or gated, or private), revision or file; the message names which."""
+
+    exit_code = ExitCode.NOT_FOUND
+    hint = None
+
+
+class HubIntegrityError(HubError):
+    """A file fetched from the Hub does not match the size or digest its repo's git tree records."""
+
+    exit_code = ExitCode.INTEGRITY
+    hint = None
 
 
 class OutputExistsError(BuildError, FileExistsError):

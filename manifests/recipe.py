@@ -31,6 +31,7 @@ __all__ = [
     "VariantSpec",
     "Recipe",
     "load_variant_catalog",
+    "variant_from_json",
     "load_recipe",
     "recipe_names",
     "parse_recipe",
@@ -103,6 +104,11 @@ def _variant(r: Reader) -> VariantSpec:
         runtime=RuntimeRequirement.from_reader(runtime),
         reference=r.flag("reference", False),
     )
+
+
+def variant_from_json(data: object, *, document: str = "variant") -> VariantSpec:
+    """One ``[[variant]]`` entry given as data (``phi-get import``'s declared variant), validated alike."""
+    return _variant(Reader(data, document=document))
 
 
 def parse_variant_catalog(text: str, *, document: str = "variants.toml") -> dict[str, VariantSpec]:

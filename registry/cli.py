@@ -1,4 +1,4 @@
-"""Registry commands: ``phi-get publish`` and ``phi-get registry serve|export|gc|token|yank``.
+"""Registry commands: ``phi-get publish``, ``phi-get import`` and ``phi-get registry serve|export|gc|token|yank``.
 
 Imports only typer and the standard library at import time; the server
 stack (sqlmodel, fastapi, uvicorn) and httpx are imported inside commands.
@@ -23,7 +23,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -54,9 +54,11 @@ _STORAGE = typer.Option(None, "--storage", help=_STORAGE_HELP)
 _SCOPE = typer.Option(..., "--scope", help="admin, publish:* or publish:<model>; repeatable.")
 _MIRROR_OUT = typer.Argument(..., help="Folder to write the static mirror to (created or updated).")
 _PUBLISH_FOLDER = typer.Argument(..., help="An artifact folder, or a folder holding several.")
-#: What the root CLI wires in through :func:`register` (the registry cannot import the resolver):
-#: ``advisor`` builds the web catalog's "what fits my device" advisor when ``serve`` starts.
-_WIRED: dict[str, Callable[[], Advisor]] = {}
+#: What the root CLI wires in through :func:`register` (the registry imports neither the resolver nor
+#: the builders): ``advisor`` builds the web catalog's "what fits my device" advisor when ``serve``
+#: starts; ``importer`` gives ``phi-get import`` the builders' function that fetches, checks and
+#: packages an upstream prebuilt artifact (``phi_get.builders.prebuilt.import_prebuilt``).
+_WIRED: dict[str, Callable[[], Any]] = {}
 
 
 def _config_file() -> tuple[Path, dict[str, object]]:
@@ -407,9 +409,90 @@ def _progress_printer() -> Callable[[str, str, int], None]:
     return report
 
 
-def register(app: typer.Typer, *, advisor: Callable[[], Advisor] | None = None) -> None:
-    """Add the registry's commands; ``advisor`` (from the root CLI) answers the web catalog's device page."""
+def import_prebuilt(
+    source: str = typer.Argument(..., help="hf://OWNER/NAME@REVISION: a Hugging Face Hub repo holding a prebuilt "
+                                 "artifact, at a branch, tag or commit (resolved to the commit and recorded)."),
+    name: str = typer.Option(..., "--name", help="Model name to publish it under (e.g. phi-3.5-mini)."),
+    version: str = typer.Option(..., "--version", help="Version to publish it as (PEP 440)."),
+    variant: str = typer.Option(..., "--variant", help="Variant id. A catalog id (gguf-q4_k_m, ...) gives "
+                                "precision, quantization, targets and runtime; otherwise they are inferred "
+                                "from the files or declared below."),
+    fmt: str | None = typer.Option(None, "--format", help="Declare the format (gguf, onnx, openvino, mlx, "
+                                   "safetensors); it must agree with the files. Default: inferred."),
+    precision: str | None = typer.Option(None, "--precision", help="Declare the precision (fp16, int4, ...)."),
+    quantization: str | None = typer.Option(None, "--quantization", help="Declare the quantization "
+                                            "(default: a GGUF's file type, else the catalog entry's)."),
+    targets: str | None = typer.Option(None, "--targets", help="Declare the targets, comma-separated "
+                                       "(cpu-x86_64,cuda ...)."),
+    runtime: str | None = typer.Option(None, "--runtime", help="Declare the runtime: "
+                                       "DISTRIBUTION[SPECIFIER][@PROVIDER], e.g. 'llama-cpp-python>=0.3@cpu'."),
+    include: list[str] | None = typer.Option(None, "--include", help="Only the repo's files matching this glob "
+                                             "(repeatable): pick one GGUF of several."),
+    reference: str | None = typer.Option(None, "--reference", help="The unquantized checkpoint (folder or "
+                                         "OWNER/NAME@REV) to measure quality against, as a build does. Without "
+                                         "it: a load-and-generate check, recorded as quality.check = structural."),
+    out: Path | None = typer.Option(None, "--out", help="Keep the artifact folder under OUT/<name>/<version>/"
+                                    "<variant>/ (default: a temporary folder, removed after publishing)."),
+    no_publish: bool = typer.Option(False, "--no-publish", help="Only write the checked artifact folder (needs --out)."),
+    registry: str | None = typer.Option(None, "--registry", "-r", help=_URL_HELP),
+    token: str | None = typer.Option(None, "--token", envvar=_TOKEN_ENV, show_envvar=True,
+                                        help="Publish token (prefer the environment variable)."),
+    to: str | None = typer.Option(None, "--to", help="Push to an OCI registry instead: oci://HOST[:PORT]/NAMESPACE."),
+    json_out: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Import an upstream prebuilt artifact from a Hugging Face Hub repo at a commit, check it, publish it."""
+    import shutil
+    import tempfile
+
+    from .errors import BadRequestError
+
+    if no_publish and out is None:
+        raise BadRequestError("--no-publish keeps nothing without --out DIR")
+    url = None if no_publish or to is not None else _registry_url(registry)  # said before any download
+    factory = _WIRED.get("importer")
+    if factory is None:  # pragma: no cover - the root CLI wires it; a registry-only install has no builders
+        raise BadRequestError("phi-get import needs phi-get's builders (pip install 'phi-get[build]')")
+    work = out if out is not None else Path(tempfile.mkdtemp(prefix="phi-get-import-"))
+    try:
+        folder = factory()(source, name=name, version=version, variant=variant, out=work, reference=reference,
+                           include=include or None, command=("phi-get", *sys.argv[1:]),
+                           declared={"format": fmt, "precision": precision, "quantization": quantization,
+                                     "targets": tuple(t for t in targets.split(",") if t) if targets else None,
+                                     "runtime": runtime})
+        if not json_out:
+            typer.echo(f"checked {source} -> {folder}", err=True)
+        published: list[dict[str, object]] = []
+        if not no_publish:
+            if to is not None:
+                from .oci_push import push_tree
+
+                report = push_tree(folder, to, progress=None)
+            else:
+                from .client import publish_tree
+
+                assert url is not None
+                report = publish_tree(folder, url, token, progress=None)
+            published = [{"name": a.name, "version": a.version, "variant": a.variant, "manifest": a.digest,
+                          "created": a.created} for a in report.artifacts]
+        if json_out:
+            _emit({"folder": str(folder) if out is not None else None, "published": published})
+            return
+        for a in published:
+            typer.echo(f"{'published' if a['created'] else 'already published'} {a['name']} {a['version']} "
+                       f"{a['variant']} {a['manifest']}")
+    finally:
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def register(app: typer.Typer, *, advisor: Callable[[], Advisor] | None = None,
+             importer: Callable[[], Any] | None = None) -> None:
+    """Add the registry's commands; ``advisor`` (from the root CLI) answers the web catalog's device page,
+    ``importer`` does ``phi-get import``'s fetching and checking."""
     if advisor is not None:
         _WIRED["advisor"] = advisor
+    if importer is not None:
+        _WIRED["importer"] = importer
     app.add_typer(registry_app)
     app.command("publish")(publish)
+    app.command("import")(import_prebuilt)
