@@ -42,10 +42,17 @@ def tiny_phi(
     layout: Annotated[str | None, typer.Option(
         "--layout", help="With --like: hub (rope_scaling, as the Hub's config.json; the default) or "
         "transformers5 (rope_parameters, as transformers 5 saves it).")] = None,
+    trained: Annotated[bool, typer.Option(
+        "--trained", help="The tiny Phi-3 with phi-get's shipped trained weights (bf16): the quality reference.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Generate a random-weight Phi checkpoint: the tiny one of tests and the demo, or a real model's dimensions."""
     _quiet_libraries()
+    if trained:
+        _tiny_phi_trained(out, force=force, as_json=as_json,
+                          shape={"--seed": seed or None, "--style": style, "--like": like, "--layers": layers,
+                                 "--layout": layout})
+        return
     from phi_get.manifests.display import human_bytes
 
     from .errors import BuildError
@@ -70,6 +77,24 @@ def tiny_phi(
                               sort_keys=True))
         return
     typer.echo(f"wrote {label} checkpoint to {path} ({human_bytes(size)})")
+
+
+def _tiny_phi_trained(out: Path, *, force: bool, as_json: bool, shape: dict[str, object]) -> None:
+    """``tiny-phi --trained``: the shipped trained weights fix every dimension, so no shape option applies."""
+    from phi_get.manifests.display import human_bytes
+
+    from .errors import BuildError
+    from .trained import make_trained_phi
+
+    if given := [name for name, value in shape.items() if value is not None]:
+        raise BuildError(f"--trained writes the one trained checkpoint phi-get ships; {', '.join(given)} cannot "
+                         "change it")
+    path = make_trained_phi(out, force=force)
+    size = sum(p.stat().st_size for p in path.iterdir())
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "trained": True, "size": size}, sort_keys=True))
+        return
+    typer.echo(f"wrote the trained tiny Phi-3 checkpoint to {path} ({human_bytes(size)})")
 
 
 def build(
