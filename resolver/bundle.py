@@ -9,29 +9,40 @@ list, and writes an OCI image layout (:mod:`phi_get.manifests.oci`):
     DIR/blobs/sha256/HEX       the files, phi-get's manifests, ModelPack configs, OCI manifests,
                                and the publisher signatures (model.sig layers)
 
-Nothing else goes in: a bundle holds exactly what the lock pins, and the
+Nothing else goes in: a bundle holds exactly what the lock pins, the
 publisher signature of each artifact whose signed source vouches for one
 (verified at export against the publisher keys its TUF metadata lists; the
 signature is one more layer of the variant's image manifest, with the
-publisher's public key on it: :mod:`phi_get.manifests.oci`).  Each
-blob is written to a temporary name, checked against its digest (the
+publisher's public key on it: :mod:`phi_get.manifests.oci`), and, for each
+TUF-signed source it came from, that source's metadata (issue 15):
+
+    DIR/tuf/<key>/source       the source's URL (<key>: as in the client's trust store)
+    DIR/tuf/<key>/v1/tuf/      N.root.json (the chain from 1), timestamp.json, N.snapshot.json,
+                               N.targets.json and the bins, as the registry serves them
+
+Each blob is written to a temporary name, checked against its digest (the
 store's copy is trusted no more than a download) and renamed into place,
 and ``index.json`` is written last, so a bundle cut short is never taken
 for a complete one.  ``ref.name`` is ``NAME_VERSION-VARIANT`` (the tag, with the
 model's name in front), which ``skopeo copy oci:DIR:REF docker://...``
-takes, so a bundle can be moved into any registry and back.
+takes, so a bundle can be moved into any registry and back (images only:
+skopeo does not carry ``tuf/``).
 
 ``phi-get sync --locked --from DIR`` (or ``--registry DIR``) reads the
-folder as a source with no network (:class:`.oci.OciLayoutSource`), with no
-``trust allow-unsigned`` needed: the lock is the trust anchor of a locked
-install (every byte is checked against its digests).  Before anything is
-placed, :func:`check_bundle_signature` demands the publisher signature of an
+folder as a source with no network (:class:`.oci.OciLayoutSource`), which
+:func:`bundle_sources` gives the lock source's TUF verifier over the
+bundle's copy of its metadata when this client pins that source's root:
+TUF's update workflow runs as for a live registry or a mirror (the same
+:class:`.trust.Verifier`), and the manifest and publisher signature must be
+its signed targets.  A bundle without that metadata is refused where the
+root is pinned, and used unsigned only where the lock's source (or the
+bundle) is accepted unsigned, with a warning.  Before anything is placed,
+:func:`check_bundle_signature` demands the publisher signature of an
 artifact that ``phi.lock`` records as signed (``publisher-key``) or whose
-lock source this client trusts signed metadata of (its cached, TUF-verified
-publisher key list), and refuses one that is missing, or signed by another
-key (named).  The keys it verifies with: the client's cached list when there
-is one (so a key revoked since is refused), else the key the bundle carries,
-used only when its key id is the one the lock records.
+verified metadata lists publisher keys, and refuses one that is missing, or
+signed by another key (named).  The keys it verifies with: the verified
+metadata's (so a key revoked since is refused), else, unsigned, the key the
+bundle carries, used only when its key id is the one the lock records.
 
 Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 """
@@ -40,12 +51,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from phi_get.manifests.canonical import digest_of
 from phi_get.manifests.errors import ManifestError
-from phi_get.manifests.index import IndexEntry
+from phi_get.manifests.index import IndexEntry, index_path, manifest_path
 from phi_get.manifests.lockfile import LockedArtifact, parse_lock
 from phi_get.manifests.manifest import parse_manifest
 from phi_get.manifests.oci import (
@@ -57,8 +69,15 @@ from phi_get.manifests.oci import (
     model_config,
     variant_tag,
 )
-from phi_get.manifests.signing import key_id_of_pem, parse_signature_bundle
+from phi_get.manifests.signing import (
+    PUBLISHERS_TARGET,
+    TUF_PREFIX,
+    key_id_of_pem,
+    parse_signature_bundle,
+    signature_path,
+)
 
+from . import transport
 from .errors import IntegrityError
 from .fetch import Reporter
 from .install import install_digest
@@ -66,8 +85,9 @@ from .oci import OciLayoutSource
 from .sources import Sources, publisher_signature, signed_files, sources_from
 from .store import Store
 from .trust import TrustError, Verifier, trust_dir, verify_bundle
+from .trust_store import UNSIGNED_ENV, is_pinned, unsigned_listed
 
-__all__ = ["BundleReport", "check_bundle_signature", "export_bundle"]
+__all__ = ["BundleReport", "bundle_sources", "check_bundle_signature", "export_bundle", "tuf_folder"]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BundleReport:
@@ -76,6 +96,17 @@ class BundleReport:
     blobs: int
     bytes: int
     signatures: int = 0
+    #: The signed sources whose TUF metadata the bundle carries (their stored URLs).
+    signed_sources: tuple[str, ...] = ()
+
+
+def tuf_folder(bundle: Path, stored: str) -> Path:
+    """Where a bundle keeps the TUF metadata of its source ``stored``: ``tuf/<key>/``, read as that source's base.
+
+    ``<key>`` is the one the client's trust store uses (:func:`.trust_store.trust_dir`), and the
+    metadata lies under ``v1/tuf/`` below it, as a registry serves it, so the one TUF client reads it.
+    """
+    return bundle / "tuf" / trust_dir(bundle, stored).name
 
 
 def _put(folder: Path, data: bytes) -> str:
@@ -122,6 +153,7 @@ def export_bundle(lock_path: Path, out: Path, home: Path, *, registries: list[st
     ref_names: dict[str, str] = {}
     blobs: set[str] = set()
     total = signed = 0
+    tuf: dict[str, tuple[Verifier, set[str]]] = {}  # stored URL -> its verifier, the paths the bundle needs
     for art in lock.artifacts:
         if art.manifest in (v.entry.manifest for v in variants.values()):
             continue
@@ -143,18 +175,28 @@ def export_bundle(lock_path: Path, out: Path, home: Path, *, registries: list[st
         for doc in (data, config, *((signature.bundle,) if signature else ())):
             _put(out, doc)
         signed += signature is not None
+        for src in sources.sources:
+            if src.trust is not None:
+                rels = tuf.setdefault(src.stored, (src.trust, set()))[1]
+                rels.update((PUBLISHERS_TARGET, index_path(art.model), manifest_path(art.manifest),
+                             *((signature_path(art.manifest),) if signature else ())))
         oci = image_manifest(manifest, data, config, signature=signature.bundle if signature else None,
                              publisher_pem=signature.pem if signature else "")
         digest = _put(out, oci)
         variants[digest] = Variant(name=manifest.name, entry=IndexEntry.from_manifest(manifest, art.manifest),
                                    digest=digest, size=len(oci))
         ref_names[digest] = f"{manifest.name}_{variant_tag(str(manifest.version), manifest.variant)}"
+    for stored, (verifier, rels) in tuf.items():
+        folder = tuf_folder(out, stored)
+        verifier.write_metadata(folder / TUF_PREFIX, sorted(rels))
+        (folder / "source").write_text(stored + "\n")
     (out / LAYOUT_FILE).write_bytes(LAYOUT_VERSION)
     index = image_index(variants.values(), ref_names)
     tmp = out / f".index.json.{os.getpid()}.tmp"
     tmp.write_bytes(index)
     os.replace(tmp, out / "index.json")
-    return BundleReport(folder=out, variants=len(variants), blobs=len(blobs), bytes=total, signatures=signed)
+    return BundleReport(folder=out, variants=len(variants), blobs=len(blobs), bytes=total, signatures=signed,
+                        signed_sources=tuple(sorted(tuf)))
 
 
 def _check_locked_signer(art: LockedArtifact, signer: str | None, sources: Sources, lock_path: Path) -> None:
@@ -168,36 +210,75 @@ def _check_locked_signer(art: LockedArtifact, signer: str | None, sources: Sourc
                      hint="export from the lock's own signed sources (drop --registry)")
 
 
-def _trusted_publishers(home: Path, art: LockedArtifact) -> tuple[dict[str, str] | None, str]:
-    """The publisher keys of the model from the verified metadata this client has cached for a lock source.
+def bundle_sources(sources: Sources, art: LockedArtifact, home: Path,
+                   warn: Callable[[str], None] | None = None) -> Sources:
+    """The sources of a locked install, a bundle among them verified as the lock's signed source would be.
 
-    Offline, from the trust store only (expiry still applies); (None, "") when no lock source has any.
+    A bundle (an OCI layout) carrying the TUF metadata of a lock source whose
+    root this client pins is read with that source's :class:`.trust.Verifier`
+    over the bundle's copy (TUF's update workflow against the pinned root:
+    rollback, expiry, thresholds, snapshot consistency; offline), so the
+    manifest and the publisher signature must be its signed targets.  A
+    bundle without it is used only where the user accepts the lock source (or
+    the bundle) unsigned, and ``warn`` says so; else it is refused.
     """
-    for stored in art.sources:
-        folder = trust_dir(home, stored)
-        if not (folder / "metadata" / "targets.json").is_file():
-            continue  # a root pinned but never refreshed: nothing verified to go by
-        keys = Verifier(stored=stored, fetch_base=stored, folder=folder, offline=True).publishers(art.model)
-        if keys is not None:
-            return keys, stored
-    return None, ""
+    out = []
+    for src in sources.sources:
+        if isinstance(src, OciLayoutSource) and src.trust is None:
+            src = _vouched(src, art, home, warn)
+        out.append(src)
+    return replace(sources, sources=tuple(out))
+
+
+def _vouched(src: OciLayoutSource, art: LockedArtifact, home: Path,
+             warn: Callable[[str], None] | None) -> OciLayoutSource:
+    folder = Path(transport.file_path(src.base))
+    carried = {stored for p in (folder / "tuf").glob("*/source") if (stored := p.read_text().strip())} \
+        if (folder / "tuf").is_dir() else set()
+    for stored in (*art.sources, *sorted(carried - set(art.sources))):
+        if stored in carried and is_pinned(home, stored):
+            verifier = Verifier(stored=stored, fetch_base=tuf_folder(folder, stored).as_uri(),
+                                folder=trust_dir(home, stored), offline=False)
+            return replace(src, trust=verifier)
+    what = f"{art.model} {art.version} {art.variant}"
+    pinned = [s for s in art.sources if is_pinned(home, s)]
+    if pinned:
+        raise TrustError(f"the bundle carries no TUF metadata of {pinned[0]}, whose root this client pins, so "
+                         f"{what} cannot be verified", source=src.stored,
+                         hint="export the bundle again with phi-get bundle export from the signed source")
+    accepted = [s for s in (*art.sources, src.stored) if unsigned_listed(home, s, os.environ)]
+    if not accepted:
+        lock_source = art.sources[0] if art.sources else src.stored
+        hint = (f"pin the operator's root: `phi-get trust add {lock_source} root.json`" if carried else
+                f"accept it unsigned: `phi-get trust allow-unsigned {lock_source}` (or {UNSIGNED_ENV}=...)")
+        state = "TUF metadata, but no root of it is pinned here" if carried else "no TUF metadata"
+        raise TrustError(f"the bundle carries {state}, and the lock's source "
+                         f"{', '.join(art.sources) or '?'} is not accepted unsigned", source=src.stored, hint=hint)
+    if warn is not None:
+        warn(f"{what} from the bundle {src.stored} is installed unsigned (no TUF verification): "
+             f"{accepted[0]} is accepted unsigned")
+    return src
 
 
 def check_bundle_signature(sources: Sources, art: LockedArtifact, home: Path) -> str | None:
     """Verify a bundle's publisher signature of ``art``, offline; returns the key id (None: nothing asks for one).
 
-    Only for OCI layout sources (bundles); a no-op for every other source, which
-    :func:`.sources.check_publisher` covers at install.
+    Only for OCI layout sources (bundles, after :func:`bundle_sources`); a no-op for every other source,
+    which :func:`.sources.check_publisher` covers at install.  The publisher keys: those the bundle's TUF
+    metadata lists (verified), else, for a bundle accepted unsigned, the key it carries, used only when
+    its key id is the one the lock records.
     """
     layouts = [s for s in sources.sources if isinstance(s, OciLayoutSource)]
     if not layouts:
         return None
     where, what, locked = layouts[0].stored, f"{art.model} {art.version} {art.variant}", art.publisher_key
-    trusted, anchor = _trusted_publishers(home, art)
+    signed = next((s for s in layouts if s.trust is not None), None)
+    trusted = signed.trust.publishers(art.model) if signed is not None and signed.trust is not None else None
     if not locked and trusted is None:
-        return None  # nothing says it is signed: the lock's digests alone bind the bytes
+        return None  # nothing says it is signed: the lock's digests (and the signed manifest) bind the bytes
+    anchor = signed.trust.stored if signed is not None and signed.trust is not None else ""
     why = (f"phi.lock records it signed by publisher key {locked}" if locked else
-           f"the signed metadata of {anchor} this client trusts lists publisher keys for {art.model}")
+           f"the signed metadata of {anchor} lists publisher keys for {art.model}")
     found = next((f for s in layouts if (f := s.publisher_signature(art.manifest)) is not None), None)
     if found is None:
         raise TrustError(f"the bundle carries no publisher signature of {what}, but {why}", source=where,
@@ -211,14 +292,14 @@ def check_bundle_signature(sources: Sources, art: LockedArtifact, home: Path) ->
     if locked and hint != locked:
         raise TrustError(f"{shown} is signed by key {hint}, not by publisher key {locked}, which phi.lock records",
                          source=where)
-    if trusted is not None:
+    if trusted is not None and signed is not None:
         keys = trusted
+        signed.verify(signature_path(art.manifest), body)  # the signature itself is a signed target
     elif layer.publisher_pem and key_id_of_pem(layer.publisher_pem.encode()) == locked:
         keys = {locked: layer.publisher_pem}
     else:
         raise TrustError(f"{shown}: the bundle does not carry publisher key {locked}, which phi.lock records, and "
-                         f"this client has no verified publisher keys for {art.model}", source=where,
-                         hint="export the bundle again with phi-get, or refresh this client's trust from the "
-                              "lock's source once")
+                         f"its verified metadata lists no publisher keys for {art.model}", source=where,
+                         hint="export the bundle again with phi-get bundle export")
     manifest, data = sources.manifest(art.manifest, name=art.model)
     return verify_bundle(body, files=signed_files(manifest, data), keys=keys, shown=shown, source=where)

@@ -35,11 +35,14 @@ def export(folder: Path = _FOLDER, lock: Path = _LOCK, registry: list[str] | Non
         import json
 
         typer.echo(json.dumps({"folder": str(report.folder), "variants": report.variants, "blobs": report.blobs,
-                               "bytes": report.bytes, "signatures": report.signatures}))
+                               "bytes": report.bytes, "signatures": report.signatures,
+                               "signed_sources": list(report.signed_sources)}))
         return
+    tuf = (f"TUF metadata of {', '.join(report.signed_sources)}" if report.signed_sources else
+           "no TUF metadata (unsigned sources: the installing side must accept them unsigned)")
     typer.echo(f"wrote {report.folder}: {report.variants} variant(s), {report.blobs} file blob(s), "
-               f"{report.bytes} bytes, {report.signatures} publisher signature(s); install with `phi-get sync "
-               f"--locked --from {report.folder}` (the lock pins every digest and each signing key)")
+               f"{report.bytes} bytes, {report.signatures} publisher signature(s), {tuf}; install with "
+               f"`phi-get sync --locked --from {report.folder}`")
 
 
 def register(app: typer.Typer) -> None:

@@ -274,9 +274,10 @@ def sync_cmd(
     registry: list[str] | None = _REGISTRY, device: str | None = _DEVICE, home: Path | None = _HOME,
     offline: bool | None = _OFFLINE, json_out: bool = _JSON, quiet: bool = _QUIET,
     bundle: Path | None = typer.Option(None, "--from", help="Install from a bundle folder (phi-get bundle export) "
-                                       "instead of the lock's sources, with no network; no `trust allow-unsigned` "
-                                       "needed (the lock pins every digest; signed artifacts need their "
-                                       "publisher signature in the bundle)."),
+                                       "instead of the lock's sources, with no network; verified with the TUF "
+                                       "metadata it carries against the lock source's pinned root (or used "
+                                       "unsigned where that source is accepted unsigned); signed artifacts need "
+                                       "their publisher signature in the bundle."),
 ) -> None:
     """Install what phi.lock pins for this device class (without --locked: lock first)."""
     from .lock import sync_locked

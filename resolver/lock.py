@@ -15,8 +15,10 @@ verified against it, and the files it lists must be the locked ones
 refuses a lock whose recorded inputs no longer match ``phi.toml`` and the
 device profiles.  Sources may be overridden (``--registry file:///mirror``):
 the bytes are content-addressed, so any mirror serves the same ones; a
-bundle folder (an OCI layout) needs no ``trust allow-unsigned`` here, and its
-publisher signatures are checked before anything is placed.
+bundle folder (an OCI layout) is verified with the TUF metadata it carries
+against the lock source's pinned root, or used only where that source is
+accepted unsigned (:func:`.bundle.bundle_sources`), and its publisher
+signatures are checked before anything is placed.
 
 Imports the standard library, :mod:`phi_get.manifests` and sibling modules.
 """
@@ -38,7 +40,7 @@ from phi_get.manifests.project import DeviceClass, ModelSpec, Project, parse_pro
 from phi_get.manifests.targets import supported_targets
 from phi_get.manifests.urls import strip_credentials
 
-from .bundle import check_bundle_signature
+from .bundle import bundle_sources, check_bundle_signature
 from .detect import load_device, sample_profiles
 from .errors import DeviceProfileError, LockMismatchError
 from .explain import no_match_error
@@ -177,8 +179,10 @@ def sync_locked(folder: Path, home: Path, *, device_class: str | None = None,
     results = []
     for art in lock.for_class(name):
         bases = list(registries or art.sources)
-        sources = sources_from(bases, home, offline=offline, locked=True)
-        # A bundle's publisher signature, checked before anything is placed (issue 16).
+        # A bundle is verified with the TUF metadata it carries, against the lock source's pinned root,
+        # or used unsigned where the user accepts that (issue 15); its publisher signature is checked
+        # before anything is placed (issue 16).
+        sources = bundle_sources(sources_from(bases, home, offline=offline, locked=True), art, home, warn)
         check_bundle_signature(sources, art, home)
         # The locked file list is checked against the manifest before any blob is fetched or placed.
         want = tuple((f.path, f.size, f.sha256) for f in art.files)

@@ -74,6 +74,7 @@ from phi_get.manifests.oci import (
     parse_reference,
     signature_layer,
 )
+from phi_get.manifests.signing import signature_path
 from phi_get.manifests.urls import redact, strip_credentials
 
 from . import transport
@@ -91,10 +92,16 @@ _MAX_TOKEN_DOC: Final = 1 << 20
 _RENEW_AT: Final = 0.2
 
 
+#: The publisher signature's wire path around its manifest's hex (manifests/signing.py has the fact).
+_SIGNATURE: Final = signature_path("sha256:" + "0" * 64).partition("0" * 64)[::2]
+
+
 def _relative(relative: str) -> tuple[str, str]:
-    """("manifest" | "blob" | "catalog" | "", hex) for a path of the wire layout."""
+    """("manifest" | "blob" | "catalog" | "signature" | "", hex) for a path of the wire layout."""
     if relative == LAYOUT["catalog"]:
         return "catalog", ""
+    if relative.startswith(_SIGNATURE[0]) and relative.endswith(_SIGNATURE[1]):
+        return "signature", relative[len(_SIGNATURE[0]):len(relative) - len(_SIGNATURE[1])]
     for kind, template in (("manifest", LAYOUT["manifest"]), ("blob", LAYOUT["blob"])):
         head, _, tail = template.partition("{hex}")
         if relative.startswith(head) and relative.endswith(tail):
@@ -237,6 +244,8 @@ class OciSource(Source):
     def read(self, relative: str, *, etag: str | None = None,
              name: str | None = None) -> tuple[int, bytes, str | None]:
         kind, hex_ = _relative(relative)
+        if kind == "signature" and name is not None:
+            return (*self._signature(name, f"sha256:{hex_}"), None)
         if kind != "manifest" or name is None:  # no catalog: many registries refuse /v2/_catalog
             return 404, b"", None
         status, body = self._get(name, f"blobs/sha256:{hex_}")
@@ -256,6 +265,27 @@ class OciSource(Source):
         index = ModelIndex(name=name, entries=tuple(seen.values()))
         write_atomic(cached, index.to_bytes())
         return index
+
+    def _signature(self, name: str, manifest_digest: str) -> tuple[int, bytes]:
+        """(status, bytes) of the signature layer of the variant whose phi-get manifest is ``manifest_digest``."""
+        image = next((v for v in self._variants(name) or [] if v.entry.manifest == manifest_digest), None)
+        if image is None:
+            return 404, b""
+        where = f"{self.ref.api}/{self.ref.repository(name)}/manifests/{image.digest}"
+        status, body = self._get(name, f"manifests/{image.digest}")
+        if status != 200:
+            return status, b""
+        if hashlib.sha256(body).hexdigest() != image.digest.removeprefix("sha256:"):
+            raise IntegrityError("image manifest", expected=image.digest,
+                                 actual=f"sha256:{hashlib.sha256(body).hexdigest()}", where=where)
+        layer = signature_layer(body, manifest_digest, document=where)
+        if layer is None:
+            return 404, b""
+        status, sig = self._get(name, f"blobs/{layer.digest}", limit=layer.size)
+        if status == 200 and hashlib.sha256(sig).hexdigest() != layer.digest.removeprefix("sha256:"):
+            raise IntegrityError("blob", expected=layer.digest, actual=f"sha256:{hashlib.sha256(sig).hexdigest()}",
+                                 where=self.url(f"blobs/{layer.digest}", name=name))
+        return status, sig
 
     def _variants(self, name: str) -> list[Variant] | None:
         where = f"{self.ref.api}/{self.ref.repository(name)}/manifests/{INDEX_TAG}"
@@ -327,7 +357,10 @@ class OciLayoutSource(Source):
 
     def read(self, relative: str, *, etag: str | None = None,
              name: str | None = None) -> tuple[int, bytes, str | None]:
-        kind, _hex = _relative(relative)
+        kind, hex_ = _relative(relative)
+        if kind == "signature":  # the signature layer of that manifest's variant (a signed bundle's target)
+            found = self.publisher_signature(f"sha256:{hex_}")
+            return (200, found[0], None) if found is not None else (404, b"", None)
         if kind != "manifest":
             return 404, b"", None
         doc = transport.read_file(self.url(relative), limit=MAX_OCI_DOC)

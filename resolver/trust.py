@@ -40,7 +40,7 @@ import hashlib
 import json
 import os
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -323,6 +323,47 @@ class Verifier:
     def listed(self, rel: str) -> bool:
         """Whether the signed targets list ``rel`` (a signed source that lists no model really has none)."""
         return self._info(rel) is not None
+
+    def write_metadata(self, out: Path, rels: Iterable[str]) -> None:
+        """Write into ``out`` (served as ``{base}/v1/tuf/``) the metadata that verifies ``rels`` (issue 15).
+
+        For a bundle: after a full refresh that looks every path up (so the bins
+        listing them are current), the files are written under the names TUF's
+        update workflow asks for (consistent snapshots: ``N.role.json``,
+        ``timestamp.json``): the root chain from version 1 (each known version:
+        the cache's history, else the source's copy; a client checks every
+        link), the timestamp, the snapshot, targets and every bin the snapshot
+        lists at the version cached.  Nothing here is trusted by the reader:
+        it verifies them against its own pinned root.
+        """
+        from tuf.api import exceptions as tuf_exc
+
+        updater = self._ready()
+        for rel in rels:
+            try:
+                updater.get_targetinfo(rel)
+            except (tuf_exc.RepositoryError, tuf_exc.DownloadError, ValueError, OSError) as exc:
+                raise TrustError(f"the signed targets of {rel} could not be read: {exc}", source=self.stored) from None
+        meta = self.folder / "metadata"
+        files: dict[str, bytes] = {"timestamp.json": (meta / "timestamp.json").read_bytes()}
+        snapshot = (meta / "snapshot.json").read_bytes()
+        listed = json.loads(snapshot)["signed"]["meta"]
+        files[f"{json.loads(snapshot)['signed']['version']}.snapshot.json"] = snapshot
+        for name, info in listed.items():
+            path = meta / name
+            if path.is_file() and json.loads(path.read_bytes())["signed"]["version"] == info.get("version"):
+                files[f"{info['version']}.{name}"] = path.read_bytes()
+        current = int(json.loads((meta / "root.json").read_bytes())["signed"]["version"])
+        for n in range(1, current + 1):
+            kept = meta / "root_history" / f"{n}.root.json"
+            body = kept.read_bytes() if kept.is_file() else self._get(f"{n}.root.json", _MAX_ROOT)
+            if body is not None:
+                files[f"{n}.root.json"] = body
+        out.mkdir(parents=True, exist_ok=True)
+        for name, body in sorted(files.items(), key=lambda kv: kv[0] == "timestamp.json"):  # timestamp last
+            tmp = out / f".{name}.{os.getpid()}.tmp"
+            tmp.write_bytes(body)
+            os.replace(tmp, out / name)
 
     def publishers(self, model: str) -> dict[str, str] | None:
         """The publisher keys (key id -> PEM) the offline targets key allows for ``model``; None when unlisted."""

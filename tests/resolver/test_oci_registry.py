@@ -251,10 +251,15 @@ def test_lock_sync_locked_and_a_bundle_through_skopeo(basic: OciRegistry, tmp_pa
     index = json.loads((bundle / "index.json").read_bytes())
     assert len(index["manifests"]) == 1  # exactly what the lock pins: one class, one variant
     ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
-    # no credentials and a dead network: the bundle alone; the lock is the trust anchor (no allow-unsigned)
+    # no credentials and a dead network: the bundle alone; its source was unsigned (no TUF metadata in it), so
+    # it is used only where that source is accepted unsigned (issue 15), and the install says so
     offline = _env(tmp_path / "h2", creds=False, PHI_GET_OFFLINE="1", PHI_GET_UNSIGNED="")
-    r = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline)
-    assert "installed tiny-phi 0.1.0" in r.stdout
+    refused = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline, ok=False)
+    assert refused.returncode == 4 and "carries no TUF metadata" in refused.stderr, refused.stderr
+    assert f"phi-get trust allow-unsigned oci://{basic.host}/models" in refused.stderr
+    accepted = {**offline, "PHI_GET_UNSIGNED": f"oci://{basic.host}/models"}
+    r = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=accepted)
+    assert "installed tiny-phi 0.1.0" in r.stdout and "installed unsigned" in r.stderr, r.stderr
     assert (project / "phi.lock").read_text() == lock_text  # still says the OCI source was unsigned
     assert f'unsigned-sources = ["oci://{basic.host}/models"]' in lock_text
     # outside a locked install, the bundle is still an unsigned source that needs the opt-out
