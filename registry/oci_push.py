@@ -8,7 +8,10 @@ first) becomes, in the repository ``NAMESPACE/NAME``, the layout of
    ModelPack config; phi-get's manifest), each skipped when ``HEAD`` finds
    it, else uploaded monolithically (``POST .../blobs/uploads/`` then ``PUT
    <Location>&digest=``, distribution spec "pushing a blob monolithically");
-2. the variant's image manifest, tagged ``VERSION-VARIANT``;
+2. the variant's image manifest, tagged ``VERSION-VARIANT``; a folder signed
+   by its publisher (``model.sig``, ``phi-get sign``) has the signature as
+   one more layer, as in a bundle (no public key on it: a client verifies
+   with the keys it pinned, never with one the registry hands out);
 3. the version's image index (tag ``VERSION``) and the repository's index of
    every variant (tag ``phi-get.index``), each read, merged and written back.
    Two publishers of the same model at the same moment can lose one's
@@ -65,6 +68,7 @@ from phi_get.manifests.oci import (
     variant_tag,
     version_tag,
 )
+from phi_get.manifests.signing import MODEL_SIGNATURE_FILENAME
 from phi_get.manifests.urls import redact_text
 
 from .client import ArtifactReport, Progress, PublishReport
@@ -179,7 +183,9 @@ class _Pusher:
         manifest: Manifest = load_artifact_folder(folder, verify=True)
         repo = ref.repository(manifest.name)
         data, config = manifest.to_bytes(), model_config(manifest)
-        oci = image_manifest(manifest, data, config)
+        sig_path = folder / MODEL_SIGNATURE_FILENAME  # the publisher's signature travels as a layer (issue 15)
+        signature = sig_path.read_bytes() if sig_path.is_file() else None
+        oci = image_manifest(manifest, data, config, signature=signature)
         unique = list({f.sha256: f for f in manifest.files}.values())
 
         def file_blob(entry: FileEntry) -> int:
@@ -191,6 +197,9 @@ class _Pusher:
             sizes = list(pool.map(file_blob, unique))
         sizes.append(self.blob(repo, digest_of(config), len(config), lambda: config, "ModelPack config"))
         sizes.append(self.blob(repo, manifest.digest, len(data), lambda: data, "manifest.json"))
+        if signature is not None:
+            sizes.append(self.blob(repo, digest_of(signature), len(signature), lambda: signature,
+                                   MODEL_SIGNATURE_FILENAME))
         tag = variant_tag(str(manifest.version), manifest.variant)
         before = self.send("HEAD", f"/v2/{repo}/manifests/{tag}", repo, f"checking {tag}", ok=(200, 404),
                            headers={"accept": IMAGE_MANIFEST})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -51,6 +52,8 @@ class Source:
     userinfo: str = field(default="", repr=False, compare=False)
     #: The TUF verifier of a signed source; None for one the user accepted unsigned (:mod:`.trust`).
     trust: Verifier | None = field(default=None, repr=False, compare=False)
+    #: Publisher keys the user pinned per model (model -> key id -> PEM), for a source with no TUF metadata.
+    publishers: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urllib.parse.urlsplit(self.base)

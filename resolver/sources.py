@@ -43,12 +43,12 @@ from phi_get.manifests.index import (
     parse_catalog,
 )
 from phi_get.manifests.manifest import Manifest, parse_manifest
-from phi_get.manifests.urls import origin
+from phi_get.manifests.urls import origin, strip_credentials
 
 from . import transport
 from .errors import IntegrityError, NoRegistryError, SourceError, SourceURLError
 from .source import Source
-from .trust_store import is_pinned, unsigned_listed
+from .trust_store import is_pinned, pinned_publishers, unsigned_listed
 
 if TYPE_CHECKING:
     from .trust import Verifier
@@ -197,9 +197,11 @@ def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str], *, 
     Imported only when one is configured, so the HTTP sources' hot path (``resolve``) does not load it.
     Trust (issue 15): OCI sources serve no TUF metadata, so, like any unsigned source, one is used only
     when the user accepted it unsigned (``phi-get trust allow-unsigned URL`` or ``PHI_GET_UNSIGNED``).
-    Except a layout read by a locked install (``sync --locked --from DIR``, issue 16): the committed lock is
-    the trust anchor there (every byte is checked against its digests, and its publisher signatures by
-    :func:`.bundle.check_bundle_signature`), and nothing is resolved from the layout.
+    Except a layout read by a locked install (``sync --locked --from DIR``, issue 16): it is verified with
+    the TUF metadata it carries, or accepted unsigned, as its lock source would be
+    (:func:`.bundle.bundle_sources`), and nothing is resolved from the layout.  An OCI registry carries the
+    publisher keys the user pinned for its models (``phi-get trust add-publisher``): see
+    :func:`publisher_signature`.
     """
     from .oci import OciLayoutSource, OciSource
     from .trust import TrustError, policy_for
@@ -207,7 +209,8 @@ def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str], *, 
     cache = home / "cache" / "index"
     src: Source
     if url.startswith(("oci://", "oci+http://")):
-        src = OciSource(base=url.rstrip("/"), cache=cache, offline=offline, environ=env)
+        src = OciSource(base=url.rstrip("/"), cache=cache, offline=offline, environ=env,
+                        publishers=pinned_publishers(home, strip_credentials(url).rstrip("/")))
     else:
         folder = Path(transport.file_path(url)) if url.startswith("file://") else Path(url)
         src = OciLayoutSource(base=folder.resolve().as_uri(), cache=cache, offline=offline)
@@ -277,6 +280,8 @@ def publisher_signature(sources: Sources, manifest: Manifest, data: bytes, *,
     model requires the manifest's signature (``v1/signatures/...``, itself a
     signed target) to verify with one of them.  Sources that list none
     require nothing (the artifact is then bound by the signed index alone).
+    A source without TUF metadata (an OCI registry) requires it where the
+    user pinned publisher keys for the model (``phi-get trust add-publisher``).
     """
     from phi_get.manifests.signing import signature_path
 
@@ -284,15 +289,17 @@ def publisher_signature(sources: Sources, manifest: Manifest, data: bytes, *,
 
     rel = signature_path(digest_of(data))
     for src in sources._ordered(first):
-        if src.trust is None:
-            continue
-        keys = src.trust.publishers(manifest.name)
+        pinned = src.publishers.get(manifest.name)
+        keys = src.trust.publishers(manifest.name) if src.trust is not None else \
+            (dict(pinned) if pinned else None)
         if keys is None:
             continue
-        status, body, _ = src.read(rel)
+        status, body, _ = src.read(rel, name=manifest.name)
         if status != 200:
+            why = "the source requires one" if src.trust is not None else \
+                f"publisher keys are pinned for {manifest.name} ({', '.join(sorted(keys))})"
             raise TrustError(f"{manifest.name} {manifest.version} {manifest.variant} has no publisher signature "
-                             f"({src.url(rel)} answered {status}), and the source requires one", source=src.stored)
+                             f"({src.url(rel)} answered {status}), and {why}", source=src.stored)
         src.verify(rel, body)
         key_id = verify_bundle(body, files=signed_files(manifest, data), keys=keys, shown=src.url(rel),
                                source=src.stored)

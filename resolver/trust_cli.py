@@ -60,5 +60,31 @@ def unsigned(url: str = _URL, home: Path | None = _HOME) -> None:
     typer.echo(f"{allow_unsigned(_home(home), url)} accepted unsigned")
 
 
+@trust_app.command("add-publisher")
+def add_publisher(url: str = _URL, model: str = typer.Argument(..., help="The model the key may sign."),
+                  key: Path = typer.Argument(..., help="The publisher's public key (PEM), as the publisher handed "
+                                             "it over (never from the source)."),
+                  home: Path | None = _HOME) -> None:
+    """Pin KEY as a publisher key of MODEL at URL, a source with no TUF metadata (an OCI registry): its
+    artifacts of MODEL must then carry a publisher signature by a pinned key."""
+    from .trust import TrustError
+    from .trust_store import pin_publisher
+
+    if not url.startswith(("oci://", "oci+http://")):
+        raise TrustError("publisher keys are pinned for OCI registries only: a TUF-signed source lists its own "
+                         "(signed by its offline targets key)", source=url)
+    try:
+        pem = key.read_bytes()
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        if not isinstance(load_pem_public_key(pem), ec.EllipticCurvePublicKey):
+            raise ValueError("not an elliptic-curve key")
+    except (OSError, ValueError) as exc:
+        raise TrustError(f"{key} is not a readable PEM public key (EC): {exc}", source=url) from None
+    stored, key_id = pin_publisher(_home(home), url, model, pem)
+    typer.echo(f"pinned publisher key {key_id} for {model} at {stored}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(trust_app)
