@@ -148,6 +148,19 @@ def test_offline_builds_from_a_warm_cache_and_fails_clearly_from_a_cold_one(hub:
                str(hub.root / "cold-out"), env=hub.env(hub.root / "cold-home", offline=True))
     assert cold.returncode == ExitCode.UNAVAILABLE and "Traceback" not in cold.stderr
     assert f"error: HF_HUB_OFFLINE is set and {REPO}@main is not in the local Hugging Face cache" in cold.stderr
+    # Offline, a cached LFS blob is held to the sha256 it is named by (the Hub's etag, the pointer's oid).
+    spoiled = hub.root / "spoiled-home"
+    shutil.copytree(hub.home, spoiled, symlinks=True)
+    blob = (spoiled / "hub" / "models--phi-org--tiny" / "snapshots" / hub.main / "model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    bad = phi("build", "tiny-phi", "--source", f"{REPO}@main", "--only", "gguf-q8_0", "--out",
+              str(hub.root / "spoiled-out"), env=hub.env(spoiled, offline=True))
+    assert bad.returncode == ExitCode.INTEGRITY and "Traceback" not in bad.stderr, bad.stderr
+    assert (f"error: model.safetensors of {REPO}@{hub.main} in the local cache does not match its sha256 "
+            f"{blob.name}: removed it") in bad.stderr
+    assert not blob.exists()
 
 
 def test_lfs_bytes_that_do_not_match_their_pointer_are_refused(hub: Hub, tiny_phi: Path) -> None:
