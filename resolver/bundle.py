@@ -230,11 +230,18 @@ def bundle_sources(sources: Sources, art: LockedArtifact, home: Path,
     return replace(sources, sources=tuple(out))
 
 
+def _first_line(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return fh.read(4096).decode("utf-8", "replace").partition("\n")[0].strip()
+
+
 def _vouched(src: OciLayoutSource, art: LockedArtifact, home: Path,
              warn: Callable[[str], None] | None) -> OciLayoutSource:
     folder = Path(transport.file_path(src.base))
-    carried = {stored for p in (folder / "tuf").glob("*/source") if (stored := p.read_text().strip())} \
-        if (folder / "tuf").is_dir() else set()
+    # each tuf/*/source names its source (a URL: the first line, at most 4 KiB); only a source this client
+    # pins is used, and its metadata is looked up under that source's own key, not the folder found
+    carried = {stored for p in (folder / "tuf").glob("*/source") if p.is_file() and not p.is_symlink()
+               if (stored := _first_line(p))} if (folder / "tuf").is_dir() else set()
     for stored in (*art.sources, *sorted(carried - set(art.sources))):
         if stored in carried and is_pinned(home, stored):
             verifier = Verifier(stored=stored, fetch_base=tuf_folder(folder, stored).as_uri(),
