@@ -2,6 +2,8 @@
 
 * :func:`registry_server` opens a registry (SQLite file by default) in a
   folder and runs the real HTTP server on an ephemeral loopback port;
+* :func:`make_manifest` makes a valid manifest with made-up provenance (the
+  one test manifest: tests/kit/wirekit.py builds on it too);
 * :func:`write_artifact` writes a valid artifact folder (manifest.json +
   files) with made-up bytes, the way a builder would, for publishing tests.
 
@@ -12,26 +14,17 @@ Imports the registry and :mod:`phi_get.manifests` only; the server extras
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from phi_get.manifests.artifact import MANIFEST_FILENAME, file_entry
-from phi_get.manifests.manifest import (
-    Format,
-    Manifest,
-    MemoryNeeds,
-    Precision,
-    Provenance,
-    Quality,
-    QualityCheck,
-    RuntimeRequirement,
-    Source,
-)
-from phi_get.manifests.names import check_version
+from phi_get.manifests.manifest import Manifest, manifest_from_json
 
-from .service import Registry
+if TYPE_CHECKING:  # the server extras (sqlmodel) load only when a server starts
+    from .service import Registry
 
 __all__ = ["RunningRegistry", "make_manifest", "registry_server", "write_artifact"]
 
@@ -59,25 +52,35 @@ def registry_server(folder: str | os.PathLike[str], db_url: str | None = None) -
         registry.engine.dispose()
 
 
-def make_manifest(files: list[tuple[str, int, str]], *, name: str = "tiny-phi", version: str = "0.1.0",
-                  variant: str = "gguf-q4_k_m", targets: tuple[str, ...] = ("cpu-x86_64",)) -> Manifest:
-    """A valid manifest listing ``files`` as (path, size, sha256 hex)."""
-    from phi_get.manifests.manifest import FileEntry
+def make_manifest(files: Sequence[tuple[str, int, str]], *, name: str = "tiny-phi", version: str = "0.1.0",
+                  variant: str = "gguf-q4_k_m", targets: Sequence[str] = ("cpu-x86_64",), format: str = "gguf",
+                  precision: str = "int4", quantization: str = "q4_k_m",
+                  runtime: tuple[str, str] = ("llama-cpp-python", ""), weights_bytes: int | None = None,
+                  kv_bytes_per_token: int = 4096, max_context: int = 4096,
+                  metrics: Mapping[str, float] | None = None, architecture: Mapping[str, Any] | None = None,
+                  builder: str = "phi-get test", note: str = "made-up bytes for registry tests") -> Manifest:
+    """A valid manifest listing ``files`` as (path, size, sha256 hex), parsed as a published one is.
 
-    return Manifest(
-        name=name, version=check_version(version), variant=variant, format=Format.GGUF,
-        precision=Precision.INT4, quantization="q4_k_m", targets=targets,
-        runtime=RuntimeRequirement(distribution="llama-cpp-python"),
-        memory=MemoryNeeds(weights_bytes=sum(f[1] for f in files), kv_bytes_per_token=4096, max_context=4096),
-        files=tuple(FileEntry(path=p, size=s, sha256=h) for p, s, h in files),
-        provenance=Provenance(source=Source(local_sha256="0" * 64), recipe={"id": variant},
-                              builder="phi-get test", tools={}, command=("test",),
-                              created="2026-11-26T09:00:00Z"),
-        quality=Quality(check=QualityCheck.STRUCTURAL, note="made-up bytes for registry tests"),
-    )
+    The one test manifest of phi-get: the registry's tests use the defaults (a GGUF q4_k_m artifact),
+    the device side's test kit (tests/kit/wirekit.py) its own.  ``weights_bytes`` defaults to the
+    files' total size; the provenance is made up (a zero source hash, ``builder``).
+    """
+    doc: dict[str, Any] = {
+        "schema": "phi-get.manifest/v1", "name": name, "version": version, "variant": variant,
+        "format": format, "precision": precision, "quantization": quantization, "targets": list(targets),
+        "runtime": {"distribution": runtime[0], "specifier": runtime[1], "provider": "cpu"},
+        "memory": {"weights_bytes": weights_bytes if weights_bytes is not None else sum(f[1] for f in files),
+                   "kv_bytes_per_token": kv_bytes_per_token, "max_context": max_context},
+        "architecture": dict(architecture or {}),
+        "files": [{"path": p, "size": s, "sha256": h} for p, s, h in files],
+        "provenance": {"source": {"local_sha256": "0" * 64}, "recipe": {"id": variant}, "builder": builder,
+                       "tools": {}, "command": ["test"], "created": "2026-11-26T09:00:00Z"},
+        "quality": {"check": "structural", "metrics": dict(metrics or {}), "evaluation": {}, "note": note},
+    }
+    return manifest_from_json(doc)
 
 
-def write_artifact(folder: str | os.PathLike[str], contents: Mapping[str, bytes], **manifest_fields: str) -> Manifest:
+def write_artifact(folder: str | os.PathLike[str], contents: Mapping[str, bytes], **manifest_fields: Any) -> Manifest:
     """Write ``contents`` (relative path -> bytes) and their manifest.json into ``folder``."""
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,6 @@ def write_artifact(folder: str | os.PathLike[str], contents: Mapping[str, bytes]
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     entries = [file_entry(root, rel) for rel in sorted(contents)]
-    manifest = make_manifest([(e.path, e.size, e.sha256) for e in entries], **manifest_fields)  # type: ignore[arg-type]
+    manifest = make_manifest([(e.path, e.size, e.sha256) for e in entries], **manifest_fields)
     (root / MANIFEST_FILENAME).write_bytes(manifest.to_bytes())
     return manifest

@@ -1,8 +1,9 @@
 """Test kit for the device side: manifests, a static wire-layout tree, a loopback server.
 
 The resolver may not import phi_get.registry, so tests write the registry's
-wire layout (manifests/index.py LAYOUT) themselves from manifests they make,
-and serve it from :class:`LoopbackServer`: a threaded HTTP server on
+wire layout (manifests/index.py LAYOUT) themselves from manifests they make
+(with the registry's test manifest, phi_get.registry.testing, which imports
+phi_get.manifests only), and serve it from :class:`LoopbackServer`: a threaded HTTP server on
 127.0.0.1 with Range, ETag and switchable faults (ignore Range, drop the
 connection mid-body, corrupt bytes, slow, down).  bench/ scripts reuse it.
 """
@@ -22,7 +23,8 @@ from typing import Any, Self
 
 from phi_get.manifests.canonical import canonical_bytes
 from phi_get.manifests.index import Catalog, IndexEntry, ModelIndex, blob_path, index_path, manifest_path
-from phi_get.manifests.manifest import Manifest, manifest_from_json
+from phi_get.manifests.manifest import Manifest
+from phi_get.registry import testing  # the one test manifest; imports phi_get.manifests only
 
 __all__ = ["ONE_CLASS_PROJECT", "PHI35", "Faults", "LoopbackServer", "compact_entry", "make_manifest", "write_mirror",
            "write_random_mirror"]
@@ -54,6 +56,8 @@ def make_manifest(name: str, version: str, variant: str, files: dict[str, bytes 
                   runtime: tuple[str, str] = ("transformers", ">=4.40"),
                   weights_bytes: int | None = None, kv_bytes_per_token: int = 4096, max_context: int = 2048,
                   metrics: dict[str, float] | None = None) -> Manifest:
+    """The one test manifest (:func:`phi_get.registry.testing.make_manifest`) over ``files`` (path -> bytes, or
+    a file to hash), with the device side's defaults: an fp32 safetensors Phi-3 for transformers."""
     entries = []
     for path, content in sorted(files.items()):
         if isinstance(content, Path):
@@ -61,23 +65,14 @@ def make_manifest(name: str, version: str, variant: str, files: dict[str, bytes 
             with open(content, "rb") as fh:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
-            entries.append({"path": path, "size": content.stat().st_size, "sha256": h.hexdigest()})
+            entries.append((path, content.stat().st_size, h.hexdigest()))
         else:
-            entries.append({"path": path, "size": len(content), "sha256": _sha(content)})
-    size = sum(e["size"] for e in entries)
-    doc: dict[str, Any] = {
-        "schema": "phi-get.manifest/v1", "name": name, "version": version, "variant": variant,
-        "format": format, "precision": precision, "quantization": quantization, "targets": list(targets),
-        "runtime": {"distribution": runtime[0], "specifier": runtime[1], "provider": "cpu"},
-        "memory": {"weights_bytes": weights_bytes if weights_bytes is not None else size,
-                   "kv_bytes_per_token": kv_bytes_per_token, "max_context": max_context},
-        "architecture": {"class": "Phi3ForCausalLM"},
-        "files": entries,
-        "provenance": {"source": {"local_sha256": "0" * 64}, "recipe": {"id": variant}, "builder": "test",
-                       "tools": {}, "command": ["test"], "created": "2026-11-26T09:00:00Z"},
-        "quality": {"check": "structural", "metrics": metrics or {}, "evaluation": {}},
-    }
-    return manifest_from_json(doc)
+            entries.append((path, len(content), _sha(content)))
+    return testing.make_manifest(
+        entries, name=name, version=version, variant=variant, targets=targets, format=format, precision=precision,
+        quantization=quantization, runtime=runtime, weights_bytes=weights_bytes,
+        kv_bytes_per_token=kv_bytes_per_token, max_context=max_context, metrics=metrics,
+        architecture={"class": "Phi3ForCausalLM"}, builder="test", note="")
 
 
 def write_mirror(root: Path, artifacts: list[tuple[Manifest, dict[str, bytes | Path]]], *,
