@@ -280,6 +280,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1: the one definition (tests/kit and bench/ import it from here)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

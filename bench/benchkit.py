@@ -4,7 +4,6 @@ so this folder is on sys.path): ports, waiting for a server, the loopback server
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from phi_get.demo import free_port  # the one free loopback port; re-exported for the benches
 
 __all__ = ["PHI_GET", "accept_unsigned", "free_port", "loopback_server_process", "wait_http"]
 
@@ -24,12 +24,6 @@ def accept_unsigned(url: str) -> None:
     for this process and the ``phi-get`` processes it starts."""
     listed = os.environ.get("PHI_GET_UNSIGNED", "")
     os.environ["PHI_GET_UNSIGNED"] = f"{listed} {url}".strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

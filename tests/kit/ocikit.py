@@ -19,7 +19,6 @@ import datetime
 import http.server
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from phi_get.demo import free_port
 
 __all__ = ["PASSWORD", "USER", "OciRegistry", "TokenServer", "oci_registry"]
 
@@ -40,12 +40,6 @@ USER = "pusher"
 PASSWORD = "s3cret-Pa55-Zq9"
 SERVICE = "phi-test-registry"
 ISSUER = "phi-test-issuer"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -189,7 +183,7 @@ def oci_registry(folder: Path, *, auth: str = "none") -> Iterator[OciRegistry]:
     if exe is None:
         pytest.skip("docker-registry (Debian package) is not installed; .ci/run installs it")
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     host = f"127.0.0.1:{port}"
     storage = folder / "storage"
     lines = ["version: 0.1", "log:", "  level: info", "  accesslog:", "    disabled: false", "storage:", "  filesystem:",

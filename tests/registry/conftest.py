@@ -15,14 +15,17 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from phi_get.demo import free_port
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))  # the test kit: shared with tests/resolver and bench/
 
 pytest.importorskip("sqlmodel")
 pytest.importorskip("fastapi")
@@ -34,12 +37,6 @@ def _pg_bin() -> Path | None:
         return Path(found[-1]).parent
     exe = shutil.which("postgres")
     return Path(exe).parent if exe else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -61,7 +58,7 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(data, "postgres", "postgres")
     subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres",
                                  "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = open(data / "postgres.log", "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         _as_postgres([str(bindir / "postgres"), "-D", str(data / "db"), "-p", str(port), "-k", str(data),
