@@ -7,17 +7,17 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from phi_get.demo import free_port
 from phi_get.manifests.errors import ExitCode
 from phi_get.registry.testing import write_artifact
+from serve import PHI_GET, registry_serve
 
-PHI_GET = [sys.executable, "-m", "phi_get"]
 #: No administration setting leaks in from the machine running the tests.
 CLEAN = {"PHI_GET_REGISTRY_STORAGE": "", "PHI_GET_REGISTRY_DB": "", "PHI_GET_REGISTRY": ""}
 
@@ -27,36 +27,13 @@ def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
                           env={**os.environ, **CLEAN, "PHI_GET_REGISTRY_CONFIG": os.devnull, **(env or {})})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str], Path]]:
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes], Path]]:
     """`registry serve` on a fresh storage folder, its stderr in a file; yields (url, storage, process, log)."""
     storage, log = tmp_path / "reg", tmp_path / "serve.log"
-    port = _free_port()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([*PHI_GET, "registry", "serve", "--storage", str(storage), "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **CLEAN, "PHI_GET_REGISTRY_CONFIG": os.devnull})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield url, storage, proc, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with registry_serve("--storage", str(storage), log=log,
+                        env={**os.environ, **CLEAN, "PHI_GET_REGISTRY_CONFIG": os.devnull}) as served:
+        yield served.url, storage, served.process, log
 
 
 def test_token_create_without_a_storage_creates_nothing_in_the_cwd(tmp_path: Path) -> None:
@@ -154,7 +131,7 @@ def test_a_storage_that_is_a_file_is_bad_input_not_a_traceback(tmp_path: Path) -
     """--storage naming a file (or a folder that cannot be made) gave a Python traceback."""
     afile = tmp_path / "afile"
     afile.write_text("not a registry")
-    for args in (["serve", "--port", str(_free_port())], ["token", "create", "--scope", "admin"], ["token", "list"]):
+    for args in (["serve", "--port", str(free_port())], ["token", "create", "--scope", "admin"], ["token", "list"]):
         out = run("registry", *args, "--storage", str(afile))
         assert out.returncode == ExitCode.BAD_INPUT, (args, out.stderr)
         assert "Traceback" not in out.stderr and str(afile) in out.stderr

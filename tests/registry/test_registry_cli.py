@@ -6,10 +6,7 @@ token from the environment (never echoed), ``export``, ``gc`` and ``yank``.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +14,7 @@ import httpx
 import pytest
 from phi_get.manifests.index import parse_model_index
 from phi_get.registry.testing import write_artifact
-
-PHI_GET = [sys.executable, "-m", "phi_get"]
+from serve import PHI_GET, registry_serve
 
 
 def run(*args: str, env: dict[str, str] | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -29,37 +25,13 @@ def run(*args: str, env: dict[str, str] | None = None, ok: bool = True) -> subpr
     return proc
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def served(tmp_path: Path, catalog_url: str) -> Iterator[tuple[str, str, Path]]:
     """`phi-get registry serve` in a subprocess, over SQLite and over PostgreSQL;
     yields (url, db url, storage)."""
     storage = tmp_path / "store"
-    db = catalog_url
-    port = _free_port()
-    proc = subprocess.Popen([*PHI_GET, "registry", "serve", "--db", db, "--storage", str(storage),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "registry serve did not come up"
-            time.sleep(0.1)
-        yield url, db, storage
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with registry_serve("--db", catalog_url, "--storage", str(storage), "--host", "127.0.0.1") as server:
+        yield server.url, catalog_url, storage
 
 
 @pytest.mark.slow

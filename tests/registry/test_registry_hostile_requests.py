@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,14 +32,7 @@ import httpx
 import pytest
 from phi_get.manifests.canonical import canonical_bytes
 from phi_get.registry.testing import write_artifact
-
-PHI_GET = [sys.executable, "-m", "phi_get"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from serve import PHI_GET, registry_serve
 
 
 @dataclass
@@ -67,30 +58,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     minted = subprocess.run([*PHI_GET, "registry", "token", "create", "--db", db, "--storage", str(tmp / "store"),
                              "--scope", "admin"], capture_output=True, text=True, timeout=120, check=True)
     token = minted.stdout.strip()
-    port = _free_port()
     log = tmp / "serve.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([*PHI_GET, "registry", "serve", "--db", db, "--storage", str(tmp / "store"),
-                                 "--port", str(port), "--no-access-log"], stdout=err, stderr=err)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    with registry_serve("--db", db, "--storage", str(tmp / "store"), "--no-access-log", log=log) as server:
         m = write_artifact(tmp / "a", {"model.gguf": b"x" * 1000})
-        out = subprocess.run([*PHI_GET, "publish", str(tmp / "a"), "--registry", url],
+        out = subprocess.run([*PHI_GET, "publish", str(tmp / "a"), "--registry", server.url],
                              env={**os.environ, "PHI_GET_TOKEN": token}, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        yield Served(url=url, token=token, log=log, blob=m.files[0].sha256)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        yield Served(url=server.url, token=token, log=log, blob=m.files[0].sha256)
 
 
 BIG = "9" * 5000

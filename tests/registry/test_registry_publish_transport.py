@@ -14,11 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hostile import HostileServer, Rule  # tests/kit: on sys.path from conftest.py
 from phi_get.registry.testing import write_artifact
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))  # the hostile server of the resolver's test kit
-
-from hostile import HostileServer, Rule  # noqa: E402
 
 SECRET = "s3cr3t-T0KEN"
 BASIC = "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()

@@ -11,16 +11,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from phi_get.manifests.artifact import MANIFEST_FILENAME, load_artifact_folder
+from serve import registry_serve  # tests/kit: on sys.path from conftest.py
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("phi_get.registry.cli") is None,
@@ -32,32 +31,11 @@ def phi(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
                           env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    storage, port = tmp_path / "registry-data", _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "phi_get", "registry", "serve", "--storage", str(storage),
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"registry did not start: {proc.communicate()[1]}")
-                time.sleep(0.1)
-        yield url, storage
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+    storage = tmp_path / "registry-data"
+    with registry_serve("--storage", str(storage), log=tmp_path / "serve.log") as server:
+        yield server.url, storage
 
 
 def _artifact_folder(root: Path, kit: Any) -> Any:
