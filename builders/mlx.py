@@ -21,9 +21,7 @@ Standard library at import time; numpy inside functions.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,8 @@ from .base import BuildContext, Produced
 from .envs import ENVS
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits
+from .staged import stage_config
+from .steplog import log_path, run_step
 
 __all__ = ["DTYPE_BYTES", "FIXUP", "MlxBackend", "convert_command", "rope_top_level", "run_in_env", "stage_source"]
 
@@ -46,14 +46,11 @@ _BITS: Final = {"int4": 4, "int8": 8}
 FIXUP: Final = {"phi-get-mlx-fixup": "rope-parameters-top-level"}
 
 
-def run_in_env(cmd: list[str], what: str, timeout: int = 3600) -> str:
-    """Run a command of a backend env; its stdout, or a BuildError with its stderr's tail."""
+def run_in_env(cmd: list[str], what: str, log: Path, timeout: int = 3600) -> str:
+    """Run a command of a backend env; its stdout, or a ToolchainError naming its full log (``log``)."""
     # Run away from phi-get's source tree, whose root folders (builders/ ...)
     # would shadow a tool's own top-level modules through sys.path[0].
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir(), check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
-    return proc.stdout
+    return run_step(cmd, what, log, cwd=Path(tempfile.gettempdir()), timeout=timeout)
 
 
 def rope_top_level(config: dict[str, Any]) -> dict[str, Any]:
@@ -83,18 +80,7 @@ def stage_source(src: Path, staging: Path) -> bool:
     except ``config.json``, written with :func:`rope_top_level`'s keys added.
     Without a needed fix ``staging`` is not created and ``src`` is converted as is.
     """
-    config = json.loads((src / "config.json").read_text("utf-8"))
-    extra = rope_top_level(config)
-    if not extra:
-        return False
-    staging.mkdir()
-    for item in sorted(src.iterdir()):
-        if item.name != "config.json":
-            os.symlink(item.resolve(), staging / item.name, target_is_directory=item.is_dir())
-    tmp = staging / ".config.json.tmp"
-    tmp.write_text(json.dumps({**config, **extra}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, staging / "config.json")
-    return True
+    return stage_config(src, staging, rope_top_level(json.loads((src / "config.json").read_text("utf-8"))))
 
 
 def driver_path(name: str) -> str:
@@ -111,14 +97,16 @@ def convert_command(python: Path, src: Path, dest: Path, spec: VariantSpec) -> l
     return cmd
 
 
-def check_in_env(python: Path, driver: str, dest: Path, ctx: BuildContext, what: str) -> tuple[Any, dict[str, Any]]:
+def check_in_env(python: Path, driver: str, dest: Path, ctx: BuildContext, what: str,
+                 variant: str) -> tuple[Any, dict[str, Any]]:
     """Run a check driver in its env: the artifact's logits and the driver's report."""
     import numpy as np
 
     logits_path = ctx.work / f".{dest.name}-logits.npy"
     try:
         out = run_in_env([str(python), driver_path(driver), str(dest), json.dumps(list(ctx.reference.ids)),
-                          json.dumps(list(ctx.reference.prompt_ids)), str(GENERATE_TOKENS), str(logits_path)], what)
+                          json.dumps(list(ctx.reference.prompt_ids)), str(GENERATE_TOKENS), str(logits_path)], what,
+                         log_path(ctx.work, variant, what))
         report = json.loads(out.strip().splitlines()[-1])
         logits = np.load(logits_path)
     finally:
@@ -154,14 +142,15 @@ class MlxBackend:
         try:
             fixed = stage_source(ctx.checkpoint.folder, source)
             src = source if fixed else ctx.checkpoint.folder
-            run_in_env(convert_command(python, src, staging, spec), "mlx_lm convert")
+            run_in_env(convert_command(python, src, staging, spec), "mlx_lm convert",
+                       log_path(ctx.work, spec.id, "mlx_lm convert"))
             for item in sorted(staging.iterdir()):
                 item.rename(dest / item.name)
         finally:
             for folder in (staging, source):
                 shutil.rmtree(folder, ignore_errors=True)  # removes the links, never what they point to
         toolchain = time.perf_counter() - start
-        logits, report = check_in_env(python, "mlx_check.py", dest, ctx, "mlx-lm check")
+        logits, report = check_in_env(python, "mlx_check.py", dest, ctx, "mlx-lm check", spec.id)
         metrics = score_logits(logits, ctx.reference)
         weights = sum(p.stat().st_size for p in dest.glob("*.safetensors"))
         quality = runtime_quality(metrics, ctx.reference, f"mlx-lm {report['mlx_lm']} cpu", report["text"])

@@ -8,6 +8,13 @@ cannot run on this machine: they pass onnx's checker, their genai_config
 must name the right execution provider, and their manifest says they were
 not run (quality.check = structural).
 
+onnxruntime-genai 0.18's builder reads a LongRoPE checkpoint's
+``rope_parameters["type"]``, the legacy key transformers 4 wrote; a config
+made by transformers 5 names it ``rope_type`` only (``KeyError: 'type'``,
+issue 14).  The builder then reads a staged copy of the source
+(``staged.stage_config``: files linked, ``config.json`` with ``type`` added
+beside ``rope_type``), recorded as ``phi-get-onnx-rope-fixup: rope-parameters-type``.
+
 Imports onnx and onnxruntime_genai inside functions only; the builder runs
 in a subprocess (it is a script with global state and heavy imports).
 """
@@ -17,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +36,18 @@ from phi_get.manifests.recipe import VariantSpec
 from .base import BuildContext, Produced, runs_here
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, runtime_quality, score_logits, structural_quality
+from .staged import stage_config
+from .steplog import log_path, run_step
 
-__all__ = ["EXECUTION_PROVIDERS", "OnnxBackend", "builder_command"]
+__all__ = ["EXECUTION_PROVIDERS", "ROPE_FIXUP", "OnnxBackend", "builder_command", "legacy_rope_type"]
 
 #: Recipe provider -> the builder's -e value and genai_config's provider name.
 EXECUTION_PROVIDERS: Final = {"cpu": ("cpu", None), "cuda": ("cuda", "cuda"), "dml": ("dml", "dml")}
 _PRECISIONS: Final = {"int4": "int4", "fp32": "fp32", "fp16": "fp16"}
 _ONNX_TO_BYTES: Final = {1: 4, 10: 2, 16: 2, 11: 8}  # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
 _TOOL_DISTS: Final = ("onnxruntime-genai", "onnxruntime", "onnx", "onnx-ir", "transformers", "torch")
+#: What provenance.tools records when the builder read a staged config.json (legacy_rope_type).
+ROPE_FIXUP: Final = {"phi-get-onnx-rope-fixup": "rope-parameters-type"}
 
 
 def _version(dist: str) -> str:
@@ -53,7 +63,19 @@ def builder_command(src: Path, dest: Path, cache: Path, spec: VariantSpec) -> li
             "-p", _PRECISIONS[str(spec.precision)], "-e", ep, "-c", str(cache)]
 
 
-def _run_builder(cmd: list[str], cwd: Path) -> None:
+def legacy_rope_type(config: dict[str, Any]) -> dict[str, Any]:
+    """config.json keys to change so the genai builder finds ``rope_parameters["type"]``; {} when it does.
+
+    Only a scaled rope needs it (the builder reads ``type`` for LongRoPE's
+    magnitude-scaling policy); it gets the value of ``rope_type``.
+    """
+    params = config.get("rope_parameters")
+    if not isinstance(params, dict) or "type" in params or params.get("rope_type", "default") == "default":
+        return {}
+    return {"rope_parameters": {**params, "type": params["rope_type"]}}
+
+
+def _run_builder(cmd: list[str], cwd: Path, log: Path) -> None:
     # ``python -m`` puts the working directory first on sys.path, and the
     # genai builder imports its own top-level ``builders`` package: run it
     # away from phi-get's source tree (whose root has a ``builders`` folder).
@@ -63,10 +85,7 @@ def _run_builder(cmd: list[str], cwd: Path) -> None:
     # commit would change model.onnx.  Without git metadata it stamps its own
     # packaged commit, which is right and reproducible.
     env = {**os.environ, "GIT_DIR": os.devnull}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=cwd, check=False, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout)[-2000:]
-        raise BuildError(f"onnxruntime-genai's model builder failed (exit {proc.returncode}): {tail}")
+    run_step(cmd, "onnxruntime-genai's model builder", log, cwd=cwd, env=env)
 
 
 def fix_lm_head_input(model_path: Path) -> bool:
@@ -216,13 +235,17 @@ class OnnxBackend:
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="genai-cache-", dir=ctx.work.parent) as cache:
-            staging = Path(cache) / "out"
-            _run_builder(builder_command(ctx.checkpoint.folder, staging, Path(cache) / "hf", spec), Path(cache))
+            staging, source = Path(cache) / "out", Path(cache) / "source"
+            config = json.loads((ctx.checkpoint.folder / "config.json").read_text("utf-8"))
+            rope_fixed = stage_config(ctx.checkpoint.folder, source, legacy_rope_type(config))
+            src = source if rope_fixed else ctx.checkpoint.folder
+            _run_builder(builder_command(src, staging, Path(cache) / "hf", spec), Path(cache),
+                         log_path(ctx.work, spec.id, "genai-builder"))
             for item in sorted(staging.iterdir()):
                 shutil.move(str(item), dest / item.name)
         fixed = fix_lm_head_input(dest / "model.onnx")
         toolchain = time.perf_counter() - start
-        tools = {"phi-get-onnx-fixup": "lm-head-input"} if fixed else {}
+        tools = {**({"phi-get-onnx-fixup": "lm-head-input"} if fixed else {}), **(ROPE_FIXUP if rope_fixed else {})}
         check_structure(dest, spec.runtime.provider)
         weights = sum(p.stat().st_size for p in dest.iterdir() if p.name.startswith("model.onnx"))
         kv_bytes = _kv_element_bytes(dest / "model.onnx")

@@ -22,6 +22,7 @@ from .base import BuildContext, Produced
 from .envs import ENVS
 from .evaluate import runtime_quality, score_logits
 from .mlx import DTYPE_BYTES, check_in_env, run_in_env
+from .steplog import log_path
 
 __all__ = ["OpenvinoBackend", "export_command"]
 
@@ -58,9 +59,10 @@ class OpenvinoBackend:
         ctx.reporter(spec.id, "preparing the pinned openvino environment (first use takes minutes)")
         python = self.env.ensure()
         start = time.perf_counter()
-        run_in_env(export_command(python, ctx.checkpoint.folder, dest, spec), "optimum-cli export openvino")
+        run_in_env(export_command(python, ctx.checkpoint.folder, dest, spec), "optimum-cli export openvino",
+                   log_path(ctx.work, spec.id, "optimum-cli export"))
         toolchain = time.perf_counter() - start
-        logits, report = check_in_env(python, "openvino_check.py", dest, ctx, "openvino check")
+        logits, report = check_in_env(python, "openvino_check.py", dest, ctx, "openvino check", spec.id)
         metrics = score_logits(logits, ctx.reference)
         weights = sum(p.stat().st_size for p in dest.glob("openvino_model.*"))
         runtime = f"openvino-genai {report['openvino_genai']} cpu"
