@@ -194,7 +194,7 @@ class _EntryParser:
     def __init__(self, document: str) -> None:
         self.document = document
         self.runtimes: dict[tuple[object, ...], RuntimeRequirement] = {}
-        self.memories: dict[tuple[int, int, int], MemoryNeeds] = {}
+        self.memories: dict[tuple[Any, ...], MemoryNeeds] = {}
         self.qualities: dict[tuple[object, ...], Quality] = {}
         self.targets: dict[tuple[object, ...], tuple[str, ...]] = {}
         self.versions: dict[str, Version] = {}
@@ -259,10 +259,10 @@ class _EntryParser:
             return None
         tags = self.targets.get(tuple(targets))
         runtime = self.runtimes.get(self._runtime_key(rt))
-        wb, kv, ctx = mem.get("weights_bytes"), mem.get("kv_bytes_per_token"), mem.get("max_context")
-        if type(wb) is not int or type(kv) is not int or type(ctx) is not int:
+        mkey = _memory_key(mem)
+        if any(type(v) is not int for v in mkey):
             return None
-        memory = self.memories.get((wb, kv, ctx))
+        memory = self.memories.get(mkey)
         qkey = self._quality_key(q)
         quality = self.qualities.get(qkey) if qkey is not None else None
         yanked = d.get("yanked")
@@ -289,12 +289,18 @@ class _EntryParser:
             self.targets.setdefault(tuple(d["targets"]), e.targets)
             self.runtimes.setdefault(self._runtime_key(d["runtime"]), e.runtime)
             mem = d["memory"]
-            self.memories.setdefault((mem["weights_bytes"], mem["kv_bytes_per_token"], mem["max_context"]), e.memory)
+            self.memories.setdefault(_memory_key(mem), e.memory)
             qkey = self._quality_key(d["quality"])
             if qkey is not None:
                 self.qualities.setdefault(qkey, e.quality)
         except TypeError:  # an unhashable part this check ignores (an unread key's value): not reused
             pass
+
+
+def _memory_key(mem: dict[str, Any]) -> tuple[Any, ...]:
+    """Every field MemoryNeeds reads (the optional ones as their default), so equal keys mean equal needs."""
+    return (mem.get("weights_bytes"), mem.get("kv_bytes_per_token"), mem.get("max_context"),
+            mem.get("overhead_bytes", 0), mem.get("compute_bytes_per_token", 0))
 
 
 def model_index_from_json(data: object, *, document: str = "model index") -> ModelIndex:

@@ -145,7 +145,18 @@ class FileEntry:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MemoryNeeds:
-    """What the resolver needs for a memory-fit check."""
+    """What the resolver needs for a memory-fit check: the memory a run at a context takes.
+
+    :meth:`total_bytes` is the one formula (the resolver's fit check, its
+    explanation, the registry's pages): weights + the runtime's fixed
+    overhead + (KV cache + the runtime's compute buffers) per token of
+    context.  It bounds the peak resident set of a run above the interpreter
+    with the runtime imported (``resolver/runmemory.py`` measures that; the
+    runtimes' figures and how they were fitted are in ``manifests/runtimes.py``).
+    ``overhead_bytes`` and ``compute_bytes_per_token`` were added in issue 14:
+    a manifest without them reads them as 0 (weights + KV, the old claim), and
+    they are written only when non-zero, so older manifests keep their bytes.
+    """
 
     #: Bytes of weights once loaded (about the files' size for these formats).
     weights_bytes: int
@@ -153,16 +164,36 @@ class MemoryNeeds:
     kv_bytes_per_token: int
     #: The longest context the model supports.
     max_context: int
+    #: What the runtime takes beyond the weights whatever the context: its
+    #: allocator and compute buffers, a weight copy it makes while loading.
+    overhead_bytes: int = 0
+    #: What the runtime takes per token of context beyond the KV cache: the
+    #: prompt's activations and logits (vocabulary x 4 bytes where it keeps them all).
+    compute_bytes_per_token: int = 0
 
     def total_bytes(self, context: int) -> int:
-        return self.weights_bytes + self.kv_bytes_per_token * context
+        return (self.weights_bytes + self.overhead_bytes
+                + (self.kv_bytes_per_token + self.compute_bytes_per_token) * context)
+
+    def context_within(self, budget: int) -> int:
+        """The longest context whose :meth:`total_bytes` is at most ``budget`` (0 if none; max_context at most)."""
+        per_token = self.kv_bytes_per_token + self.compute_bytes_per_token
+        room = budget - self.total_bytes(0)
+        if room < 0:
+            return 0
+        return self.max_context if per_token == 0 else min(self.max_context, room // per_token)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "weights_bytes": self.weights_bytes,
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "max_context": self.max_context,
         }
+        if self.overhead_bytes:
+            out["overhead_bytes"] = self.overhead_bytes
+        if self.compute_bytes_per_token:
+            out["compute_bytes_per_token"] = self.compute_bytes_per_token
+        return out
 
     @classmethod
     def from_reader(cls, r: Reader) -> MemoryNeeds:
@@ -170,6 +201,8 @@ class MemoryNeeds:
             weights_bytes=r.integer("weights_bytes", max=MAX_FILE_SIZE),
             kv_bytes_per_token=r.integer("kv_bytes_per_token", max=1 << 30),
             max_context=r.integer("max_context", min=1, max=1 << 24),
+            overhead_bytes=r.integer("overhead_bytes", 0, max=MAX_FILE_SIZE),
+            compute_bytes_per_token=r.integer("compute_bytes_per_token", 0, max=1 << 30),
         )
 
 

@@ -102,7 +102,7 @@ def _fix(c: Candidate) -> str:
     code = str(c.reject)
     e = c.entry
     if code == "memory":
-        fits_ctx = (c.budget - e.memory.weights_bytes) // e.memory.kv_bytes_per_token if e.memory.kv_bytes_per_token else 0
+        fits_ctx = e.memory.context_within(c.budget)
         ctx = f"--context {fits_ctx} or less, or " if 256 <= fits_ctx < c.context else ""
         return f"fits with {ctx}{_gb(c.needed - c.budget)} more memory on {c.skipped[0].tag}"
     if code == "runtime":

@@ -15,7 +15,9 @@ Order of work (issue 5):
    ``require_runtime``, the runtime being installed;
 2. ranking, written once in :func:`preference_key`.
 
-Memory fit: ``weights_bytes + kv_bytes_per_token * context`` must be at most
+Memory fit: the manifest's ``memory.total_bytes(context)`` (weights + the
+runtime's overhead + (KV cache + compute buffers) x context: the one formula,
+:class:`phi_get.manifests.manifest.MemoryNeeds`) must be at most
 the share of the target's memory the device really gives
 (:func:`phi_get.manifests.targets.memory_share`: VRAM 90 %, a Mac's GPU 2/3
 or 3/4 of unified memory by size, an integrated GPU or NPU half of RAM,

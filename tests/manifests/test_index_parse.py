@@ -27,7 +27,8 @@ BASE: dict[str, Any] = {
     "version": "1.0.0", "variant": "gguf-q4", "manifest": "sha256:" + "a" * 64, "format": "gguf",
     "precision": "int4", "quantization": "q4_k_m", "targets": ["cpu-x86_64", "cuda"],
     "runtime": {"distribution": "llama-cpp-python", "specifier": ">=0.3", "provider": "cpu"},
-    "memory": {"weights_bytes": 2_000_000_000, "kv_bytes_per_token": 393216, "max_context": 4096},
+    "memory": {"weights_bytes": 2_000_000_000, "kv_bytes_per_token": 393216, "max_context": 4096,
+               "overhead_bytes": 50_000_000},
     "size": 2_100_000_000,
     "quality": {"check": "runtime", "metrics": {"top1_agreement": 0.9, "perplexity": 7}, "evaluation": {"text": "x"}},
 }
@@ -36,7 +37,7 @@ BASE: dict[str, Any] = {
 FIELDS = [("version",), ("variant",), ("manifest",), ("format",), ("precision",), ("quantization",), ("targets",),
           ("size",), ("yanked",), ("runtime",), ("runtime", "distribution"), ("runtime", "specifier"),
           ("runtime", "provider"), ("memory",), ("memory", "weights_bytes"), ("memory", "kv_bytes_per_token"),
-          ("memory", "max_context"), ("quality",), ("quality", "check"), ("quality", "metrics"),
+          ("memory", "max_context"), ("memory", "overhead_bytes"), ("memory", "compute_bytes_per_token"), ("quality",), ("quality", "check"), ("quality", "metrics"),
           ("quality", "metrics", "top1_agreement"), ("quality", "metrics", "perplexity"), ("quality", "evaluation"),
           ("quality", "evaluation", "text"), ("quality", "note")]
 
