@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from phi_get.manifests.artifact import MANIFEST_FILENAME, file_entry, load_artifact_folder
+from phi_get.manifests.canonical import load_json_document
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Format, Manifest, MemoryNeeds, Provenance, Quality, Source
 from phi_get.manifests.names import check_version
@@ -107,11 +108,9 @@ def detect_format(files: Sequence[str], folder: Path) -> Format:
     if any(f.endswith(".safetensors") for f in files) and "config.json" in names:
         config = folder / next(f for f in files if Path(f).name == "config.json")
         try:
-            import json
-
-            doc = json.loads(config.read_bytes()[: 1 << 20])
-        except ValueError:
-            doc = {}
+            doc = load_json_document(config.read_bytes(), limit=1 << 20, document=str(config))
+        except ManifestError as exc:
+            raise BuildError(f"config.json of the artifact is not JSON phi-get reads: {exc.reason}") from None
         return Format.MLX if isinstance(doc, dict) and isinstance(doc.get("quantization"), dict) else Format.SAFETENSORS
     shown = ", ".join(sorted(files)[:12]) + (" ..." if len(files) > 12 else "")
     raise BuildError(f"no artifact phi-get recognises among the files ({shown}): expected a .gguf file, "
