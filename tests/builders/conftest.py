@@ -26,3 +26,12 @@ def built(tiny_phi: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     out = tmp_path_factory.mktemp("build-out")
     results = build_recipe("tiny-phi", tiny_phi, out, only=FAST_SUBSET)
     return out, results
+
+
+@pytest.fixture(scope="session")
+def trained_phi(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained tiny Phi-3 checkpoint (shipped weights, digest checked): the quality reference (issue 14)."""
+    pytest.importorskip("torch")
+    from phi_get.builders.trained import make_trained_phi
+
+    return make_trained_phi(tmp_path_factory.mktemp("trained") / "tiny-phi-trained")

@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 from phi_get.builders.base import Outcome
-from phi_get.builders.evaluate import LOGIT_TOLERANCE, TOP1_FLOOR, QualityGateError, quality_gate
+from phi_get.builders.evaluate import (
+    INFORMATIVE_PERPLEXITY,
+    KL_LIMIT,
+    LOGIT_TOLERANCE,
+    TOP1_FLOOR,
+    QualityGateError,
+    quality_gate,
+)
 from phi_get.manifests.artifact import MANIFEST_FILENAME, load_artifact_folder
 from phi_get.manifests.manifest import Quality, QualityCheck
 from phi_get.manifests.recipe import load_recipe
@@ -26,6 +33,8 @@ RECIPE = load_recipe("tiny-phi")
 
 
 def _quality(**metrics: float) -> Quality:
+    """A runtime quality record; the reference is a random-weight one (perplexity 791) unless given."""
+    metrics.setdefault("reference_perplexity", 791.0)
     return Quality(check=QualityCheck.RUNTIME, metrics=metrics, evaluation={"runtime": "test"}, note="")
 
 
@@ -72,7 +81,29 @@ def test_nan_and_missing_metrics_are_refused() -> None:
     with pytest.raises(QualityGateError) as info:
         quality_gate(RECIPE.variant("gguf-q4_0"), _quality(max_abs_logit_error=1.0))
     assert str(info.value) == ("quality gate refused gguf-q4_0: its runtime check measured no top1_agreement "
-                               "(measured: max_abs_logit_error)")
+                               "(measured: max_abs_logit_error, reference_perplexity)")
+
+
+@pytest.mark.parametrize("variant", ["gguf-f32", "gguf-f16", "safetensors-bf16", "gguf-q8_0", "mlx-8bit",
+                                     "gguf-q5_k_m", "gguf-q4_k_m", "onnx-cpu-int4"])
+def test_against_a_predicting_reference_kl_is_held_to_its_limit(variant: str) -> None:
+    """Reference perplexity <= 100 (the trained checkpoint: 11.0): mean and p99 KL are gated, by precision."""
+    spec = RECIPE.variant(variant)
+    precision = str(spec.precision)
+    mean, p99 = KL_LIMIT[precision]
+    honest = {"max_abs_logit_error": 0.0, "top1_agreement": 1.0, "reference_perplexity": INFORMATIVE_PERPLEXITY}
+    quality_gate(spec, _quality(**honest, kl_divergence=mean, kl_divergence_p99=p99))  # at the limits: passes
+    for name, limit, bad in (("kl_divergence", mean, {"kl_divergence": mean * 1.01, "kl_divergence_p99": p99}),
+                             ("kl_divergence_p99", p99, {"kl_divergence": mean, "kl_divergence_p99": p99 * 1.01})):
+        with pytest.raises(QualityGateError) as info:
+            quality_gate(spec, _quality(**honest, **bad))
+        assert str(info.value) == (
+            f"quality gate refused {variant}: {name} {limit * 1.01:g} is above the {precision} limit {limit:g} "
+            f"(it loses more than {precision} does, against a reference with perplexity 100 on the evaluation text)")
+    # Against a random-weight reference (perplexity 791) KL measures nothing: only the conversion limits apply.
+    quality_gate(spec, _quality(**honest | {"reference_perplexity": 791.0}, kl_divergence=5.0, kl_divergence_p99=9.0))
+    with pytest.raises(QualityGateError, match=r"measured no kl_divergence_p99 \(measured: kl_divergence, "):
+        quality_gate(spec, _quality(**honest, kl_divergence=0.0))
 
 
 def test_structural_variants_are_not_gated() -> None:
