@@ -85,7 +85,7 @@ class Demo:
 
     # -- the steps ------------------------------------------------------
     def checkpoint(self) -> str:
-        self.phi_get("tiny-phi", str(self.work / "source"))
+        self.phi_get("tiny-phi", str(self.work / "source"), "--trained")  # the quality reference (issue 14)
         size = sum(p.stat().st_size for p in (self.work / "source").iterdir())
         return f"{size / 1e6:.1f} MB Phi3ForCausalLM"
 
