@@ -118,15 +118,36 @@ def test_training_is_deterministic(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.fixture(scope="module")
-def ladder(trained_phi: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
-    """The measured figures of the GGUF ladder built from the trained checkpoint, by variant."""
+def ladder_out(trained_phi: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OUT of the GGUF ladder built from the trained checkpoint (every variant built, through the gate)."""
     pytest.importorskip("llama_cpp")
     from phi_get.builders.build import build_recipe
 
     out = tmp_path_factory.mktemp("trained-ladder")
     results = build_recipe("tiny-phi", trained_phi, out, only=LADDER)
     assert {r.variant: (str(r.outcome), r.reason) for r in results} == dict.fromkeys(LADDER.split(","), ("built", ""))
-    return {m.variant: dict(m.quality.metrics) for m in map(load_artifact_folder, find_artifact_folders(out))}
+    return out
+
+
+@pytest.fixture(scope="module")
+def ladder(ladder_out: Path) -> dict[str, dict[str, float]]:
+    """The ladder's measured figures, by variant."""
+    return {m.variant: dict(m.quality.metrics) for m in map(load_artifact_folder, find_artifact_folders(ladder_out))}
+
+
+@pytest.mark.slow
+def test_trained_manifests_record_the_figures_and_the_text(ladder_out: Path) -> None:
+    """Every manifest of the ladder: all the metrics, KL mean <= p99, the text's digest, the bf16 source."""
+    from phi_get.builders.evaluate import METRICS
+
+    folders = list(find_artifact_folders(ladder_out))
+    assert len(folders) == len(LADDER.split(","))
+    text_sha = hashlib.sha256(EVAL_TEXT.encode()).hexdigest()
+    for m in map(load_artifact_folder, folders):
+        q = m.quality.metrics
+        assert METRICS <= set(q) and 0.0 <= q["kl_divergence"] <= q["kl_divergence_p99"], (m.variant, q)
+        assert q["reference_perplexity"] < 20 and m.quality.evaluation["text_sha256"] == text_sha
+        assert m.provenance.source.precision is Precision.BF16
 
 
 @pytest.mark.slow
