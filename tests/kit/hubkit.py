@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from phi_get.demo import free_port
 
 __all__ = ["LFS_PATTERNS", "HubKit", "hub_kit"]
 
@@ -51,12 +52,6 @@ __all__ = ["LFS_PATTERNS", "HubKit", "hub_kit"]
 LFS_PATTERNS = ("*.safetensors", "*.gguf", "*.onnx", "*.onnx.data", "*.bin")
 _GIT_ID = ("-c", "user.name=phi-get tests", "-c", "user.email=tests@phi-get.invalid", "-c", "init.defaultBranch=main")
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -218,7 +213,7 @@ def hub_kit(root: Path) -> Iterator[HubKit]:
     mirrors, work = root / "mirrors", root / "olah"
     (mirrors / "models").mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    port, dead = _free_port(), _free_port()
+    port, dead = free_port(), free_port()
     (work / "olah.toml").write_text(
         "[basic]\n"
         f'host = "127.0.0.1"\nport = {port}\n'
