@@ -22,7 +22,8 @@ CPUs and torch builds, so a digest of weights trained on demand would hold
 only where they were trained; shipping them makes every machine measure the
 same model, and costs the test suite no training.  :func:`train` is the
 code that made them (``python -m phi_get.builders.trained --train FILE``,
-about 3 minutes on one core).
+4 to 8 minutes on one core of a shared 2-core machine; two runs gave the same
+bytes).
 
 Imports torch, transformers and safetensors inside functions only.
 """
