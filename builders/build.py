@@ -30,6 +30,7 @@ from phi_get.manifests.artifact import MANIFEST_FILENAME, file_entry, load_artif
 from phi_get.manifests.errors import PhiGetError
 from phi_get.manifests.manifest import Manifest, MemoryNeeds, Provenance, QualityCheck
 from phi_get.manifests.recipe import Recipe, VariantSpec, load_recipe
+from phi_get.manifests.runtimes import run_overhead
 
 from .backends import backend_for
 from .base import BuildContext, BuildResult, Outcome, Reporter
@@ -105,12 +106,15 @@ def _manifest(recipe: Recipe, spec: VariantSpec, ckpt: Checkpoint, tmp: Path, to
 
     assert isinstance(produced, Produced)
     rels = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    # The runtime's own memory beyond weights + KV, as measured (manifests/runtimes.py, issue 14).
+    overhead, compute = run_overhead(spec.runtime.distribution, str(spec.precision),
+                                     weights_bytes=produced.weights_bytes, vocab=ckpt.vocab_size)
     return Manifest(
         name=recipe.name, version=recipe.version, variant=spec.id, format=spec.format,
         precision=spec.precision, quantization=spec.quantization, targets=spec.targets, runtime=spec.runtime,
         memory=MemoryNeeds(weights_bytes=produced.weights_bytes,
                            kv_bytes_per_token=ckpt.kv_bytes_per_token(produced.kv_element_bytes),
-                           max_context=ckpt.max_context),
+                           max_context=ckpt.max_context, overhead_bytes=overhead, compute_bytes_per_token=compute),
         files=tuple(file_entry(tmp, rel) for rel in rels),
         provenance=Provenance(
             source=ckpt.source, recipe=spec.to_json(), builder=BUILDER, tools={**tools, **produced.tools},

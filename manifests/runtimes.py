@@ -26,6 +26,7 @@ from typing import Final
 
 __all__ = [
     "ACCELERATOR_FAMILIES",
+    "RunOverhead",
     "DISTRIBUTIONS",
     "RUNTIMES",
     "RUNTIME_PROVIDES",
@@ -33,12 +34,36 @@ __all__ = [
     "build_families",
     "fix_for",
     "is_vendor_path",
+    "run_overhead",
     "runtime_of",
 ]
 
 #: Target families that are accelerators (everything but ``cpu``).
 ACCELERATOR_FAMILIES: Final = frozenset({"cuda", "rocm", "metal", "intel-gpu", "qnn-npu", "intel-npu", "directml",
                                          "webgpu"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunOverhead:
+    """What a run takes beyond the weights and the KV cache: the two extra terms of ``MemoryNeeds``.
+
+    ``overhead_bytes = fixed + weights_share x weights_bytes`` and
+    ``compute_bytes_per_token = per_token + per_token_vocab x vocabulary``
+    (logits kept for every prompt token scale with the vocabulary; activations
+    and attention buffers of the prompt with the context).  Fitted per runtime
+    and precision class from peak-RSS measurements (``resolver/runmemory.py``,
+    ``bench/runtime_memory.py``); each figure says where it came from.
+    """
+
+    fixed: int = 0
+    weights_share: float = 0.0
+    per_token: int = 0
+    per_token_vocab: int = 0
+
+    def needs(self, *, weights_bytes: int, vocab: int) -> tuple[int, int]:
+        """(overhead_bytes, compute_bytes_per_token) for a model of ``weights_bytes`` and ``vocab``."""
+        return (self.fixed + round(self.weights_share * weights_bytes),
+                self.per_token + self.per_token_vocab * vocab)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,6 +84,8 @@ class Runtime:
     requires: tuple[str, ...] = ()
     #: Target family -> the command that installs a build able to drive it.
     fixes: Mapping[str, str] = field(default_factory=dict)
+    #: Precision class (or "*") -> the memory a run takes beyond weights + KV (measured: see RUN_MEMORY_NOTE).
+    overhead: Mapping[str, RunOverhead] = field(default_factory=dict)
 
 
 RUNTIMES: Final = (
@@ -130,6 +157,17 @@ DISTRIBUTIONS: Final = tuple(dict.fromkeys(
 def runtime_of(distribution: str) -> Runtime | None:
     """The table row for ``distribution`` or for the runtime it is a build of."""
     return _BY_NAME.get(distribution) or _BY_NAME.get(RUNTIME_PROVIDES.get(distribution, ""))
+
+
+def run_overhead(distribution: str, precision: str, *, weights_bytes: int, vocab: int) -> tuple[int, int]:
+    """(overhead_bytes, compute_bytes_per_token) of a run of an artifact by ``distribution``.
+
+    The precision class's row, else the runtime's ``"*"`` row, else (0, 0):
+    a runtime nobody measured claims weights + KV only.
+    """
+    rt = runtime_of(distribution)
+    row = None if rt is None else rt.overhead.get(precision) or rt.overhead.get("*")
+    return (0, 0) if row is None else row.needs(weights_bytes=weights_bytes, vocab=vocab)
 
 
 def is_vendor_path(distribution: str, provider: str, family: str) -> bool:
