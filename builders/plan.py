@@ -10,7 +10,12 @@ that is not here (CUDA, DirectML) are buildable but ``check: structural``.
 (``build --plan`` shows it): access to the Hugging Face Hub when the source
 is the recipe's repo, memory to hold the model in fp32 while converting,
 and disk for the source snapshot and the artifact, each with the fix.  The
-estimates come from the recipe's ``architecture.parameters``.
+figures come from the recipe's ``architecture.parameters``: for a variant
+``data/build_costs.json`` has measurements of (``bench/build_real_scale.py
+--write-costs``: peak memory of the build's whole process tree and peak disk
+of its output at two layer counts of a real-dimension checkpoint), the line
+through them in the parameter count; else an estimate (the model in fp32 and
+a converted copy).  ``needs_basis`` says which, and from what.
 
 May import ``phi_get.manifests``; the backends are looked up in
 ``backends.py``, which imports no model library at import time.
@@ -20,11 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import os
 import shutil
 import socket
 import urllib.parse
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,7 @@ from phi_get.manifests.recipe import Recipe, VariantSpec
 from .backends import backend_for
 from .base import runs_here
 
-__all__ = ["PlanEntry", "check_here", "plan_recipe", "select_variants"]
+__all__ = ["PlanEntry", "build_costs", "check_here", "expected_needs", "plan_recipe", "select_variants"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,6 +55,8 @@ class PlanEntry:
     check: str  # "runtime" or "structural"
     #: What this machine needs for it, when known (check_here): memory and disk in bytes.
     needs: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Where ``needs`` comes from ("measured: ..." or "estimated: ..."); "" when there are none.
+    needs_basis: str = ""
 
     @property
     def buildable(self) -> bool:
@@ -58,7 +68,7 @@ class PlanEntry:
             "precision": str(self.spec.precision), "quantization": self.spec.quantization,
             "toolchain": self.toolchain, "targets": list(self.spec.targets),
             "runtime": self.spec.runtime.to_json(), "buildable": self.buildable,
-            "reason": self.reason, "check": self.check, "needs": dict(self.needs),
+            "reason": self.reason, "check": self.check, "needs": dict(self.needs), "needs_basis": self.needs_basis,
             "command": ["phi-get", "build", self.recipe, "--only", self.spec.id],
         }
 
@@ -94,10 +104,42 @@ def plan_recipe(recipe: Recipe, recipe_ref: str, only: str | None = None) -> lis
     return entries
 
 
-#: Bytes of memory per parameter a conversion holds: the model in fp32, and a converted copy.
+#: Bytes of memory per parameter a conversion holds, where nothing was measured: the model in fp32, and a converted copy.
 _BUILD_MEMORY_PER_PARAM = 8
 #: Bytes per parameter of the source snapshot (bf16 safetensors).
 _SOURCE_BYTES_PER_PARAM = 2
+#: The model whose measurements stand in for a recipe with none of its own.
+_DEFAULT_COST_MODEL = "phi-3.5-mini"
+
+
+@cache
+def build_costs() -> dict[str, Any]:
+    """data/build_costs.json: per model and variant, two measured points (parameters, peak memory, peak disk)."""
+    text = resources.files("phi_get.builders").joinpath("data/build_costs.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _line(points: list[list[int]], x: int) -> int:
+    """The value at ``x`` of the line through two (x, y) points."""
+    (x1, y1), (x2, y2) = points
+    return round(y1 + (y2 - y1) * (x - x1) / (x2 - x1))
+
+
+def expected_needs(recipe: Recipe, spec: VariantSpec, params: int) -> tuple[dict[str, int], str]:
+    """(memory_bytes, disk_bytes of the build's output) for ``params`` parameters, and their basis."""
+    costs = build_costs()["costs"]
+    model = recipe.name if spec.id in costs.get(recipe.name, {}) else _DEFAULT_COST_MODEL
+    measured = costs.get(model, {}).get(spec.id)
+    if measured is None:
+        return ({"memory_bytes": params * _BUILD_MEMORY_PER_PARAM, "disk_bytes": params * spec.precision.bits // 8},
+                f"estimated: {_BUILD_MEMORY_PER_PARAM} bytes of memory per parameter, the artifact's bits per weight")
+    p1, p2 = measured["parameters"]
+    needs = {"memory_bytes": _line([[p1, measured["memory_bytes"][0]], [p2, measured["memory_bytes"][1]]], params),
+             "disk_bytes": _line([[p1, measured["disk_bytes"][0]], [p2, measured["disk_bytes"][1]]], params)}
+    layers = " and ".join(str(n) for n in measured["layers"])
+    return needs, (f"measured: peak of the build's process tree and of its output folder with {layers} layers of "
+                   f"{model}'s real dimensions, extrapolated linearly in the parameter count")
 
 
 def _hub_reachable(timeout: float = 2.0) -> str | None:
@@ -143,15 +185,16 @@ def check_here(entries: list[PlanEntry], recipe: Recipe, *, source: str | None, 
         needs: dict[str, int] = {}
         if hub_problem:
             problems.append(f"no Hugging Face Hub access ({hub_problem}) -> pass --source DIR (a local checkpoint)")
+        basis = ""
         if isinstance(params, int) and params > 0:
-            needs["memory_bytes"] = params * _BUILD_MEMORY_PER_PARAM
-            needs["disk_bytes"] = params * e.spec.precision.bits // 8 + (0 if local else
-                                                                          params * _SOURCE_BYTES_PER_PARAM)
+            needs, basis = expected_needs(recipe, e.spec, params)
+            if not local:
+                needs["disk_bytes"] += params * _SOURCE_BYTES_PER_PARAM
             if memory is not None and memory < needs["memory_bytes"]:
-                problems.append(f"not enough memory: the conversion needs about {human_bytes(needs['memory_bytes'])}, "
+                problems.append(f"not enough memory: the build needs about {human_bytes(needs['memory_bytes'])}, "
                                 f"this machine has {human_bytes(memory)} -> build on a larger machine")
             if disk is not None and disk < needs["disk_bytes"]:
                 problems.append(f"not enough disk: about {human_bytes(needs['disk_bytes'])} needed, "
                                 f"{human_bytes(disk)} free -> free space or pass --out on a larger disk")
-        checked.append(dataclasses.replace(e, reason="; ".join(problems) or None, needs=needs))
+        checked.append(dataclasses.replace(e, reason="; ".join(problems) or None, needs=needs, needs_basis=basis))
     return checked

@@ -46,8 +46,12 @@ def test_plan_says_a_hub_variant_cannot_be_built_without_hub_access(tmp_path: Pa
     entry = json.loads(out.stdout)
     assert entry["buildable"] is False and "no Hugging Face Hub access" in entry["reason"]
     assert "--source DIR" in entry["reason"]
-    params = load_recipe("phi-3.5-mini").architecture["parameters"]
-    assert entry["needs"]["memory_bytes"] == 8 * params  # fp32 model and its converted copy
+    from phi_get.builders.plan import expected_needs
+
+    recipe = load_recipe("phi-3.5-mini")
+    spec = next(v for v in recipe.variants if v.id == "gguf-q4_k_m")
+    needs, basis = expected_needs(recipe, spec, recipe.architecture["parameters"])  # measured (issue 14)
+    assert entry["needs"]["memory_bytes"] == needs["memory_bytes"] and entry["needs_basis"] == basis
     text = phi("build", "phi-3.5-mini", "--plan", "--only", "gguf-q4_k_m", env=NO_HUB).stdout
     assert text.splitlines()[0].split() == ["VARIANT", "TOOLCHAIN", "CHECK", "HERE"]
     local = phi("build", "phi-3.5-mini", "--plan", "--json", "--only", "gguf-q4_k_m", "--source", str(tmp_path),
