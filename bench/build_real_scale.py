@@ -27,7 +27,7 @@ and all its descendants (the toolchains' subprocesses included):
   waited for), which the load of a shared machine disturbs less than wall time.
 
 Every figure is then extrapolated linearly in the layer count to the full 32
-layers (``value(32) = value(a) + (value(b) - value(a)) / (b - a) * (32 - a)``),
+layers (the tree's peak memory phase by phase: see :class:`Sampler`) (``value(32) = value(a) + (value(b) - value(a)) / (b - a) * (32 - a)``),
 and printed beside the measured ones.  The child builds with the quality gate
 recording instead of refusing: on random weights 4-bit top-1 agreement is
 noise (and mlx-lm's LongRoPE is a known mismatch), and the point here is the
@@ -55,6 +55,8 @@ FULL_LAYERS = 32
 FIGURES = ("wall_s", "cpu_s", "tree_pss", "max_rss", "peak_disk", "artifact", "work", "checkpoint_bytes")
 #: A GitHub-hosted standard Linux runner: 16 GB of RAM, 14 GB of disk (docs.github.com, "About GitHub-hosted runners").
 RUNNER_RAM, RUNNER_DISK = 16e9, 14e9
+#: The child writes phi-get's current step here (in the output folder) for the sampler.
+STEP_FILE = ".bench-step"
 
 
 # -- sampling /proc --------------------------------------------------------------------------------------------
@@ -134,23 +136,45 @@ def disk_usage(folder: Path) -> int:
 
 
 class Sampler(threading.Thread):
-    """Peak tree PSS, peak single-process RSS (and its command), peak disk of a folder, while a process runs."""
+    """Peak tree PSS (overall and per phase), peak single-process RSS (and its command), peak disk of a folder.
+
+    A phase is phi-get's step (``reference``: the PyTorch fp32 reference
+    logits; ``build``: the backend, its toolchain and runtime check; from the
+    build's reporter, through ``STEP_FILE``) and the set of processes alive in
+    the tree, named by their commands ("build: phi-get build (in process) +
+    optimum-cli"): the steps of one build peak at different times and grow at
+    different rates with the layer count, so each phase is extrapolated on its own.
+    """
 
     def __init__(self, pid: int, folder: Path, interval: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pid, self.folder, self.interval = pid, folder, interval
         self.tree_pss = self.max_rss = self.peak_disk = 0
         self.max_rss_cmd = ""
+        self.phases: dict[str, int] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             total = 0
+            names = set()
             for p in _tree(self.pid):
                 pss, rss = _memory(p)
+                if pss == 0 and rss == 0:
+                    continue
                 total += pss
+                name = _cmd(p)
+                names.add(name)
                 if rss > self.max_rss:
-                    self.max_rss, self.max_rss_cmd = rss, _cmd(p)
+                    self.max_rss, self.max_rss_cmd = rss, name
+            procs = " + ".join(sorted(names, key=lambda n: (not n.startswith("phi-get"), n)))
+            try:
+                step = (self.folder / STEP_FILE).read_text().strip()
+            except OSError:
+                step = "start"
+            phase = f"{step}: {procs}" if procs else ""
+            if phase:
+                self.phases[phase] = max(self.phases.get(phase, 0), total)
             self.tree_pss = max(self.tree_pss, total)
             self.peak_disk = max(self.peak_disk, disk_usage(self.folder))
             self.done.wait(self.interval)
@@ -173,8 +197,15 @@ def child(model: str, source: str, out: str, variant: str) -> None:
         except QualityGateError as exc:
             verdicts.append(f"refused: {exc}")
 
+    def report(variant_id: str, message: str) -> None:
+        step = "reference" if message.startswith("loading") else "build" if message.startswith("building") else None
+        if step:
+            tmp = Path(out) / (STEP_FILE + ".tmp")
+            tmp.write_text(step)
+            os.replace(tmp, Path(out) / STEP_FILE)
+
     build.quality_gate = recording_gate  # type: ignore[assignment]
-    (r,) = build.build_recipe(model, source, out, only=variant)
+    (r,) = build.build_recipe(model, source, out, only=variant, reporter=report)
     print(json.dumps({**r.to_json(), "gate": verdicts[-1] if verdicts else None}))
 
 
@@ -201,7 +232,7 @@ def measure(model: str, source: Path, variant: str, out: Path) -> dict[str, Any]
     return {
         "variant": variant, "outcome": result["outcome"], "reason": result.get("reason", ""),
         "gate": result.get("gate"), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "timings": result.get("timings", {}),
-        "tree_pss": sampler.tree_pss, "max_rss": sampler.max_rss, "max_rss_process": sampler.max_rss_cmd,
+        "tree_pss": sampler.tree_pss, "phases": sampler.phases, "max_rss": sampler.max_rss, "max_rss_process": sampler.max_rss_cmd,
         "peak_disk": sampler.peak_disk, "artifact": disk_usage(folder) if folder else 0,
         "work": sum(disk_usage(w) for w in works),
     }
@@ -228,9 +259,17 @@ def summarise(rows: list[dict[str, Any]], layers: tuple[int, int]) -> list[dict[
         at = {r["layers"]: r for r in rows if (r["model"], r["variant"]) == (model, variant)}
         entry: dict[str, Any] = {"model": model, "variant": variant, "measured": at}
         if all(n in at for n in layers):
-            entry["extrapolated"] = {f: round(extrapolate((layers[0], at[layers[0]][f]), (layers[1], at[layers[1]][f])))
-                                     for f in FIGURES}
-            entry["extrapolated"]["from_layers"] = list(layers)
+            x = {f: round(extrapolate((layers[0], at[layers[0]][f]), (layers[1], at[layers[1]][f]))) for f in FIGURES}
+            # The tree's peak at 32 layers: the largest of its phases', each on its own line.
+            phases = {ph: round(extrapolate((layers[0], at[layers[0]]["phases"][ph]),
+                                            (layers[1], at[layers[1]]["phases"][ph])))
+                      for ph in at[layers[0]].get("phases", {}) if ph in at[layers[1]].get("phases", {})}
+            if phases:
+                x["phases"] = phases
+                x["peak_phase"] = max(phases, key=phases.__getitem__)
+                x["tree_pss"] = max(x["tree_pss"], phases[x["peak_phase"]])
+            x["from_layers"] = list(layers)
+            entry["extrapolated"] = x
         out.append(entry)
     return out
 
@@ -269,9 +308,9 @@ def print_markdown(summary: list[dict[str, Any]], layers: tuple[int, int]) -> No
     """The README's table: measured at both layer counts, extrapolated to 32 (GB, s)."""
     a, b = layers
     print(f"| model | variant | wall s ({a} / {b} L) | CPU s ({a} / {b} L, 32 L*) | peak memory GB, tree PSS ({a} / {b} L, 32 L*) | "
-          f"largest process GB ({b} L, 32 L*) | peak disk GB, output ({a} / {b} L, 32 L*) | artifact GB (32 L*) | "
+          f"largest process GB ({b} L, 32 L*) | phase of the peak (32 L*) | peak disk GB, output ({a} / {b} L, 32 L*) | artifact GB (32 L*) | "
           "fits a 16 GB / 14 GB runner (32 L*) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for e in summary:
         m, x = e["measured"], e.get("extrapolated")
         if not x:
@@ -281,8 +320,43 @@ def print_markdown(summary: list[dict[str, Any]], layers: tuple[int, int]) -> No
               f"{m[a]['cpu_s']:.0f} / {m[b]['cpu_s']:.0f}, {x['cpu_s']:.0f} | "
               f"{m[a]['tree_pss'] / g:.2f} / {m[b]['tree_pss'] / g:.2f}, **{x['tree_pss'] / g:.1f}** | "
               f"{m[b]['max_rss'] / g:.2f} ({m[b]['max_rss_process']}), {x['max_rss'] / g:.1f} | "
+              f"{x.get('peak_phase', '-')} | "
               f"{m[a]['peak_disk'] / g:.2f} / {m[b]['peak_disk'] / g:.2f}, **{x['peak_disk'] / g:.1f}** | "
               f"{x['artifact'] / g:.2f} | {fits_runner(x)} |")
+
+
+def _parameters(model: str, layers: int) -> int:
+    from phi_get.builders.tiny_real import real_model, tensor_shapes
+
+    config = {**real_model(model)["config"], "num_hidden_layers": layers}
+    total = 0
+    for _name, shape in tensor_shapes(config):
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total
+
+
+def write_costs(path: Path, summary: list[dict[str, Any]], layers: tuple[int, int]) -> None:
+    """builders/data/build_costs.json: the two measured points per model and variant (the plan draws the line)."""
+    from phi_get import __version__
+
+    costs: dict[str, dict[str, Any]] = {}
+    for e in summary:
+        m = e["measured"]
+        if not all(n in m for n in layers):
+            continue
+        costs.setdefault(e["model"], {})[e["variant"]] = {
+            "layers": list(layers), "parameters": [_parameters(e["model"], n) for n in layers],
+            "memory_bytes": [m[n]["tree_pss"] for n in layers], "disk_bytes": [m[n]["peak_disk"] for n in layers]}
+    doc = {"_comment": ["Written by bench/build_real_scale.py --write-costs; read by builders/plan.py (build --plan).",
+                        "Per model and variant, two builds of the real-dimension checkpoint (phi-get tiny-phi --like)",
+                        "with `layers` layers: peak memory of the build's process tree (summed PSS) and peak disk of",
+                        "its output folder (the source checkpoint not included)."],
+           "measured_by": f"phi-get {__version__}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs",
+           "costs": costs}
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -297,6 +371,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None, help="keep checkpoints and builds here (default: temp)")
     parser.add_argument("--json", action="store_true", help="print one JSON document at the end")
     parser.add_argument("--markdown", action="store_true", help="print the README's markdown table at the end")
+    parser.add_argument("--write-costs", type=Path, default=None,
+                        help="write the plan's measured costs (builders/data/build_costs.json)")
     parser.add_argument("--append", type=Path, default=None,
                         help="JSON lines file: measurements are appended as they finish and earlier ones reused")
     args = parser.parse_args()
@@ -332,6 +408,8 @@ def main() -> None:
     print_table(summary, (la, lb))
     if args.markdown:
         print_markdown(summary, (la, lb))
+    if args.write_costs:
+        write_costs(args.write_costs, summary, (la, lb))
     if args.json:
         print(json.dumps(summary))
 
