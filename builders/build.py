@@ -108,7 +108,8 @@ def _manifest(recipe: Recipe, spec: VariantSpec, ckpt: Checkpoint, tmp: Path, to
     rels = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     # The runtime's own memory beyond weights + KV, as measured (manifests/runtimes.py, issue 14).
     overhead, compute = run_overhead(spec.runtime.distribution, str(spec.precision),
-                                     weights_bytes=produced.weights_bytes, vocab=ckpt.vocab_size)
+                                     weights_bytes=produced.weights_bytes, vocab=ckpt.vocab_size,
+                                     heads=ckpt.heads)
     return Manifest(
         name=recipe.name, version=recipe.version, variant=spec.id, format=spec.format,
         precision=spec.precision, quantization=spec.quantization, targets=spec.targets, runtime=spec.runtime,

@@ -30,6 +30,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "RUNTIMES",
     "RUNTIME_PROVIDES",
+    "RUN_MEMORY_NOTE",
     "Runtime",
     "build_families",
     "fix_for",
@@ -47,24 +48,38 @@ ACCELERATOR_FAMILIES: Final = frozenset({"cuda", "rocm", "metal", "intel-gpu", "
 class RunOverhead:
     """What a run takes beyond the weights and the KV cache: the two extra terms of ``MemoryNeeds``.
 
-    ``overhead_bytes = fixed + weights_share x weights_bytes`` and
-    ``compute_bytes_per_token = per_token + per_token_vocab x vocabulary``
-    (logits kept for every prompt token scale with the vocabulary; activations
-    and attention buffers of the prompt with the context).  Fitted per runtime
-    and precision class from peak-RSS measurements (``resolver/runmemory.py``,
-    ``bench/runtime_memory.py``); each figure says where it came from.
+    ``overhead_bytes = fixed + weights_share x weights + per_vocab x vocabulary``
+    (the runtime's own state, a weight copy it makes while loading or
+    repacking, buffers and tables sized by the vocabulary) and
+    ``compute_bytes_per_token = per_token + per_token_vocab x vocabulary +
+    per_token_head x attention heads`` (the prompt's activations; logits kept
+    for every prompt token; llama.cpp's attention-score buffer, one row per
+    head for each token of the window).  Fitted per runtime and precision
+    class: see :data:`RUN_MEMORY_NOTE`.
     """
 
     fixed: int = 0
     weights_share: float = 0.0
+    per_vocab: int = 0
     per_token: int = 0
-    per_token_vocab: int = 0
+    per_token_vocab: float = 0.0
+    per_token_head: int = 0
 
-    def needs(self, *, weights_bytes: int, vocab: int) -> tuple[int, int]:
-        """(overhead_bytes, compute_bytes_per_token) for a model of ``weights_bytes`` and ``vocab``."""
-        return (self.fixed + round(self.weights_share * weights_bytes),
-                self.per_token + self.per_token_vocab * vocab)
+    def needs(self, *, weights_bytes: int, vocab: int, heads: int) -> tuple[int, int]:
+        """(overhead_bytes, compute_bytes_per_token) for a model of ``weights_bytes``, ``vocab`` and ``heads``."""
+        return (self.fixed + round(self.weights_share * weights_bytes) + self.per_vocab * vocab,
+                self.per_token + round(self.per_token_vocab * vocab) + self.per_token_head * heads)
 
+
+#: How the ``overhead`` rows of :data:`RUNTIMES` were measured (issue 14, section 3).
+RUN_MEMORY_NOTE: Final = (
+    "peak RSS (VmHWM, reset after the runtime's import) above the interpreter with the runtime imported, "
+    "loading the artifact and generating 4 tokens after a prompt filling a window of 512 and of 2048 tokens "
+    "(resolver/runmemory.py, bench/runtime_memory.py), on 1-layer checkpoints of Phi-3.5-mini's and "
+    "Phi-4-mini's real dimensions (vocabulary 32,064 / 200,064, 32 / 24 heads), CPU, Linux x86_64, "
+    "llama-cpp-python 0.3.36, onnxruntime-genai 0.18.0, openvino-genai in .envs/openvino, transformers 5.24 "
+    "on torch 2.13; each row is the line through its runtime's measurements, constants rounded up about 3 %"
+)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Runtime:
@@ -100,6 +115,12 @@ RUNTIMES: Final = (
             "rocm": "CMAKE_ARGS='-DGGML_HIPBLAS=on' pip install --force-reinstall --no-cache-dir llama-cpp-python",
             "webgpu": "CMAKE_ARGS='-DGGML_VULKAN=on' pip install --force-reinstall --no-cache-dir llama-cpp-python",
         },
+        # Measured (RUN_MEMORY_NOTE): 36 MB beyond the weights with a 32,064-token vocabulary, 73 MB with
+        # 200,064 (the vocabulary's token tables: ~224 B a token); ~100 KB a window token beyond the KV
+        # cache with 32 heads, ~77 KB with 24 (the f32 attention scores of a 512-token batch: ~3.2 KB a head);
+        # q4_0 adds a repacked copy of its weights for the CPU kernels (+36 MB on 201 MB: 18 %; q4_k_m +6 MB).
+        overhead={"*": RunOverhead(fixed=29_500_000, per_vocab=231, per_token_head=3_330),
+                  "int4": RunOverhead(fixed=29_500_000, weights_share=0.185, per_vocab=231, per_token_head=3_330)},
     ),
     Runtime(
         distribution="onnxruntime-genai", import_name="onnxruntime_genai", formats=("onnx",),
@@ -114,6 +135,12 @@ RUNTIMES: Final = (
             "directml": "pip install onnxruntime-genai-directml",
             "qnn-npu": "pip install onnxruntime-qnn onnxruntime-genai (Windows on Arm)",
         },
+        # Measured (RUN_MEMORY_NOTE): the graph returns fp32 logits for every prompt token (4 B a vocabulary
+        # entry a token); beyond them ~70 KB a token for fp32, ~219 KB for int4 (MatMulNBits' prefill
+        # buffers); int4 keeps ~630 MB with the 200,064 vocabulary whatever the context (~3.15 KB an entry:
+        # the tied int4 embedding prepacked for the lm_head MatMulNBits beside the Gather's copy).
+        overhead={"fp32": RunOverhead(per_token=72_500, per_token_vocab=4.0),
+                  "int4": RunOverhead(per_vocab=3_250, per_token=225_000, per_token_vocab=4.0)},
     ),
     Runtime(
         distribution="openvino-genai", import_name="openvino_genai", formats=("openvino",),
@@ -123,6 +150,13 @@ RUNTIMES: Final = (
             "intel-gpu": "pip install openvino-genai, and the Intel GPU driver (compute runtime / Level Zero)",
             "intel-npu": "pip install openvino-genai, and the Intel NPU driver",
         },
+        # Measured (RUN_MEMORY_NOTE): logits only for the last token (optimum's stateful export), so the
+        # per-token cost does not grow with the vocabulary (174 KB at 32,064, 163 KB at 200,064 for int8;
+        # 92 KB for fp16); the CPU plugin keeps ~3.8 KB a vocabulary entry (its own copy of the embedding)
+        # and 73-231 MB by precision (compiled kernels, repacked weights).
+        overhead={"int8": RunOverhead(fixed=123_500_000, per_vocab=3_920, per_token=179_000),
+                  "int4": RunOverhead(fixed=75_500_000, per_vocab=3_920, per_token=179_500),
+                  "fp16": RunOverhead(fixed=238_000_000, per_vocab=3_920, per_token=95_000)},
     ),
     Runtime(
         distribution="mlx-lm", import_name="mlx_lm", formats=("mlx",),
@@ -138,6 +172,12 @@ RUNTIMES: Final = (
             "rocm": "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/rocm6.2",
             "metal": "pip install --force-reinstall torch (macOS arm64 wheels include MPS)",
         },
+        # Measured (RUN_MEMORY_NOTE): a quarter of the weights again while loading (22 % of 621 MB, 25 % of
+        # 1431 MB); per token 2.35 B a vocabulary entry (fp16/bf16 logits of the prompt's timed forward
+        # pass, resolver/run.py) plus 26 KB (fp16) or 55 KB (bf16) of activations.
+        overhead={"fp16": RunOverhead(weights_share=0.255, per_token=26_600, per_token_vocab=2.42),
+                  "bf16": RunOverhead(weights_share=0.255, per_token=56_200, per_token_vocab=2.42),
+                  "*": RunOverhead(weights_share=0.255, per_token=56_200, per_token_vocab=2.42)},
     ),
 )
 
@@ -159,7 +199,8 @@ def runtime_of(distribution: str) -> Runtime | None:
     return _BY_NAME.get(distribution) or _BY_NAME.get(RUNTIME_PROVIDES.get(distribution, ""))
 
 
-def run_overhead(distribution: str, precision: str, *, weights_bytes: int, vocab: int) -> tuple[int, int]:
+def run_overhead(distribution: str, precision: str, *, weights_bytes: int, vocab: int,
+                 heads: int) -> tuple[int, int]:
     """(overhead_bytes, compute_bytes_per_token) of a run of an artifact by ``distribution``.
 
     The precision class's row, else the runtime's ``"*"`` row, else (0, 0):
@@ -167,7 +208,7 @@ def run_overhead(distribution: str, precision: str, *, weights_bytes: int, vocab
     """
     rt = runtime_of(distribution)
     row = None if rt is None else rt.overhead.get(precision) or rt.overhead.get("*")
-    return (0, 0) if row is None else row.needs(weights_bytes=weights_bytes, vocab=vocab)
+    return (0, 0) if row is None else row.needs(weights_bytes=weights_bytes, vocab=vocab, heads=heads)
 
 
 def is_vendor_path(distribution: str, provider: str, family: str) -> bool:
