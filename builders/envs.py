@@ -31,7 +31,7 @@ from typing import Final
 
 from .errors import BuildError
 
-__all__ = ["ENVS", "BackendEnv", "envs_root", "pinned_versions"]
+__all__ = ["ENVS", "BackendEnv", "envs_root", "pinned_versions", "runtime_python"]
 
 _MARKER: Final = "phi-get-env.json"
 
@@ -129,3 +129,12 @@ ENVS: Final = {
     "openvino": BackendEnv(name="openvino", torch="2.13.0", probe=("optimum-cli",)),
     "mlx": BackendEnv(name="mlx", torch=None, probe=("mlx_lm",)),
 }
+
+#: Artifact format -> the backend environment whose interpreter has its runtime (others: the main one).
+_RUNTIME_ENV: Final = {"openvino": "openvino", "mlx": "mlx"}
+
+
+def runtime_python(fmt: str) -> Path | None:
+    """The interpreter that runs ``fmt``'s runtime: its backend env's (created if missing), None for this one."""
+    env = _RUNTIME_ENV.get(fmt)
+    return ENVS[env].ensure() if env else None

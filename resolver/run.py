@@ -87,7 +87,7 @@ def _unavailable(m: Manifest, dist: str, family: str, why: str) -> AcceleratorUn
         fix=fix_for(dist, family))
 
 
-def _gguf(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) -> Generation:
+def _gguf(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str, context: int | None) -> Generation:
     import llama_cpp
     from llama_cpp import Llama
 
@@ -97,7 +97,7 @@ def _gguf(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) 
     if gpu and not llama_cpp.llama_supports_gpu_offload():
         raise _unavailable(m, "llama-cpp-python", family, "this wheel was built without GPU offload")
     model_file = next(folder / f.path for f in m.files if f.path.endswith(".gguf"))
-    llm = Llama(model_path=str(model_file), n_ctx=min(m.memory.max_context, 2048), verbose=False, seed=0,
+    llm = Llama(model_path=str(model_file), n_ctx=context or min(m.memory.max_context, 2048), verbose=False, seed=0,
                 n_gpu_layers=-1 if gpu else 0)  # every layer on the accelerator, none on the CPU target
     start = time.perf_counter()
     out: Any = llm(prompt, max_tokens=max_tokens, temperature=0.0)
@@ -120,7 +120,7 @@ _ORT_PROVIDERS: Final = {"cuda": ("cuda", "is_cuda_available"), "directml": ("dm
                          "qnn-npu": ("qnn", "is_qnn_available"), "webgpu": ("webgpu", "is_webgpu_available")}
 
 
-def _onnx(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) -> Generation:
+def _onnx(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str, context: int | None) -> Generation:
     import onnxruntime_genai as og
 
     config = og.Config(str(folder))
@@ -139,7 +139,8 @@ def _onnx(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) 
     tok = og.Tokenizer(model)
     params = og.GeneratorParams(model)
     ids = tok.encode(prompt)
-    params.set_search_options(max_length=len(ids) + max_tokens, do_sample=False)
+    # max_length sizes the KV buffer onnxruntime-genai allocates up front (past_present_share_buffer).
+    params.set_search_options(max_length=context or len(ids) + max_tokens, do_sample=False)
     gen = og.Generator(model, params)
     start = time.perf_counter()
     gen.append_tokens(ids)
@@ -171,7 +172,8 @@ def _torch_device(m: Manifest, family: str) -> str:
     raise _unavailable(m, "transformers", family, "torch has no backend for this target")
 
 
-def _safetensors(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) -> Generation:
+def _safetensors(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str,
+                 context: int | None) -> Generation:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -203,7 +205,7 @@ def _safetensors(folder: Path, m: Manifest, prompt: str, max_tokens: int, family
 _OPENVINO_DEVICES: Final = {"cpu": "CPU", "intel-gpu": "GPU", "intel-npu": "NPU"}
 
 
-def _openvino(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) -> Generation:
+def _openvino(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str, context: int | None) -> Generation:
     import openvino_genai
 
     device = _OPENVINO_DEVICES.get(family)
@@ -231,7 +233,7 @@ def _openvino(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: s
                       peak_memory_bytes=_peak_rss())
 
 
-def _mlx(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) -> Generation:
+def _mlx(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str, context: int | None) -> Generation:
     import mlx.core as mx
     from mlx_lm import load, stream_generate
     from mlx_lm.sample_utils import make_sampler
@@ -257,7 +259,7 @@ def _mlx(folder: Path, m: Manifest, prompt: str, max_tokens: int, family: str) -
                       peak_memory_bytes=int(peak_gb * 1e9) if peak_gb is not None else _peak_rss())
 
 
-_LOADERS: Final[dict[Format, Callable[[Path, Manifest, str, int, str], Generation]]] = {
+_LOADERS: Final[dict[Format, Callable[[Path, Manifest, str, int, str, int | None], Generation]]] = {
     Format.GGUF: _gguf, Format.ONNX: _onnx, Format.SAFETENSORS: _safetensors,
     Format.OPENVINO: _openvino, Format.MLX: _mlx,
 }
@@ -265,12 +267,16 @@ _LOADERS: Final[dict[Format, Callable[[Path, Manifest, str, int, str], Generatio
 
 @runtime_errors  # a runtime's own exception is a RuntimeFailedError naming it and the artifact
 def generate(folder: Path, manifest: Manifest, prompt: str, *, max_tokens: int = 32,
-             target: str | None = None) -> Generation:
+             target: str | None = None, context: int | None = None) -> Generation:
     """Load the artifact in ``folder`` with its runtime on ``target`` and generate greedily from ``prompt``.
 
     ``target`` is the tag the resolution chose (``cuda-sm80``, ``metal``,
     ``cpu-x86_64``); None or a ``cpu`` tag runs on the CPU.  An accelerator
     the installed build cannot use raises :class:`AcceleratorUnavailableError`.
+    ``context`` is the window the runtime is opened with where it sizes one up
+    front (llama.cpp's ``n_ctx``, onnxruntime-genai's ``max_length``); None: 2048
+    (or the model's maximum) for llama.cpp, prompt + ``max_tokens`` for
+    onnxruntime-genai.  The other runtimes grow their cache as they go.
     """
     module, dist = RUNTIMES[manifest.format]
     if importlib.util.find_spec(module) is None:
@@ -278,4 +284,4 @@ def generate(folder: Path, manifest: Manifest, prompt: str, *, max_tokens: int =
                                   artifact=f"{manifest.name} {manifest.version} {manifest.variant}")
     check_artifact(folder, manifest)  # sizes and headers, before any native code reads the files
     family = "cpu" if target is None else family_of(target)
-    return _LOADERS[manifest.format](folder, manifest, prompt, max_tokens, family)
+    return _LOADERS[manifest.format](folder, manifest, prompt, max_tokens, family, context)
