@@ -73,7 +73,7 @@ def fit(rows: list[dict[str, object]]) -> dict[str, tuple[float, float]]:
     return out
 
 
-def build_like(model: str, layers: int, work: Path, only: str) -> Path:
+def build_like(model: str, layers: int, work: Path, only: str, *, force: bool = False) -> Path:
     """Write a real-dimension checkpoint of ``model`` and build ``only`` from it, without the quality gate.
 
     The gate is off here, and only here: the checkpoint's weights are random,
@@ -89,7 +89,7 @@ def build_like(model: str, layers: int, work: Path, only: str) -> Path:
         make_tiny_phi(ckpt, TinySpec.like(model, layers=layers))
     build.quality_gate = lambda spec, quality: None  # see the docstring
     out = work / "out"
-    for r in build.build_recipe(model, ckpt, out, only=only):
+    for r in build.build_recipe(model, ckpt, out, only=only, force=force):
         print(f"{r.variant}: {r.outcome} {r.reason or ''}", file=sys.stderr)
     (folder,) = (out / model).iterdir()
     return folder
@@ -104,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contexts", default="512,2048")
     ap.add_argument("--only", default=CPU_VARIANTS, help="comma-separated variant globs")
     ap.add_argument("--fit", action="store_true", help="print each variant's fitted overhead and per-token figure")
+    ap.add_argument("--force", action="store_true", help="with --like: rebuild variants that are up to date")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.artifacts is None and args.like is None:
         ap.error("give an ARTIFACTS folder or --like MODEL")
-    root = args.artifacts or build_like(args.like, args.layers, args.work, args.only)
+    root = args.artifacts or build_like(args.like, args.layers, args.work, args.only, force=args.force)
     contexts = [int(c) for c in args.contexts.split(",")]
     globs = args.only.split(",")
     rows: list[dict[str, object]] = []

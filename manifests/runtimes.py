@@ -151,12 +151,12 @@ RUNTIMES: Final = (
             "intel-npu": "pip install openvino-genai, and the Intel NPU driver",
         },
         # Measured (RUN_MEMORY_NOTE): logits only for the last token (optimum's stateful export), so the
-        # per-token cost does not grow with the vocabulary (174 KB at 32,064, 163 KB at 200,064 for int8;
-        # 92 KB for fp16); the CPU plugin keeps ~3.8 KB a vocabulary entry (its own copy of the embedding)
-        # and 73-231 MB by precision (compiled kernels, repacked weights).
-        overhead={"int8": RunOverhead(fixed=123_500_000, per_vocab=3_920, per_token=179_000),
-                  "int4": RunOverhead(fixed=75_500_000, per_vocab=3_920, per_token=179_500),
-                  "fp16": RunOverhead(fixed=238_000_000, per_vocab=3_920, per_token=95_000)},
+        # per-token cost does not grow with the vocabulary: ~6.3 KB a head a token for int8/int4 (201 KB
+        # with 32 heads, 141 KB with 24), ~2 KB for fp16; the CPU plugin keeps ~4.2 KB a vocabulary entry
+        # (its own copy of the embedding: 133 MB at 32,064, 832 MB at 200,064) and 5-233 MB by precision.
+        overhead={"int8": RunOverhead(fixed=53_500_000, per_vocab=4_290, per_token_head=6_500),
+                  "int4": RunOverhead(fixed=5_000_000, per_vocab=4_290, per_token_head=6_500),
+                  "fp16": RunOverhead(fixed=240_000_000, per_vocab=4_290, per_token_head=2_100)},
     ),
     Runtime(
         distribution="mlx-lm", import_name="mlx_lm", formats=("mlx",),
@@ -172,12 +172,14 @@ RUNTIMES: Final = (
             "rocm": "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/rocm6.2",
             "metal": "pip install --force-reinstall torch (macOS arm64 wheels include MPS)",
         },
-        # Measured (RUN_MEMORY_NOTE): a quarter of the weights again while loading (22 % of 621 MB, 25 % of
-        # 1431 MB); per token 2.35 B a vocabulary entry (fp16/bf16 logits of the prompt's timed forward
-        # pass, resolver/run.py) plus 26 KB (fp16) or 55 KB (bf16) of activations.
-        overhead={"fp16": RunOverhead(weights_share=0.255, per_token=26_600, per_token_vocab=2.42),
-                  "bf16": RunOverhead(weights_share=0.255, per_token=56_200, per_token_vocab=2.42),
-                  "*": RunOverhead(weights_share=0.255, per_token=56_200, per_token_vocab=2.42)},
+        # Measured (RUN_MEMORY_NOTE): 11 % of the weights again after loading (148 MB on Phi-4-mini's
+        # 1431 MB); per token 1.83 B a vocabulary entry (the fp16/bf16 logits of the prompt's timed
+        # forward pass, resolver/run.py) plus 65 KB (fp16) or 144 KB (bf16) of activations.  The
+        # safetensors are memory-mapped: an untied input embedding (Phi-3.5-mini) is read only at the
+        # prompt's rows, so most of it never becomes resident; the figures count it whole.
+        overhead={"fp16": RunOverhead(weights_share=0.113, per_token=67_000, per_token_vocab=1.88),
+                  "bf16": RunOverhead(weights_share=0.113, per_token=148_000, per_token_vocab=1.88),
+                  "*": RunOverhead(weights_share=0.113, per_token=148_000, per_token_vocab=1.88)},
     ),
 )
 
