@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit", action="store_true", help="print each variant's fitted overhead and per-token figure")
     ap.add_argument("--force", action="store_true", help="with --like: rebuild variants that are up to date")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown (builders/README.md)")
     args = ap.parse_args(argv)
     if args.artifacts is None and args.like is None:
         ap.error("give an ARTIFACTS folder or --like MODEL")
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         for r in rows:
             print(json.dumps(r))
+    elif args.markdown:
+        print("| runtime | variant | context | claimed MB | measured MB | error |\n|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['runtime']} | {r['variant']} | {r['context']} | {int(r['claimed_bytes']) / 1e6:.1f} | "  # type: ignore[call-overload]
+                  f"{int(r['measured_bytes']) / 1e6:.1f} | {float(r['error']) * 100:+.1f} % |")  # type: ignore[arg-type]
     else:
         print(f"{'runtime':18} {'variant':18} {'context':>7} {'claimed MB':>11} {'measured MB':>12} {'error':>8}")
         for r in rows:
