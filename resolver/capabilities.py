@@ -39,14 +39,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from phi_get.manifests.runtimes import RUNTIME_PROVIDES
+
+from .installed import Installed, find_installed
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = [
     "BUILD_PROBE_TIMEOUT_S",
@@ -133,12 +137,9 @@ def _script_for(distribution: str) -> str | None:
     return PROBE_SCRIPTS.get(distribution) or PROBE_SCRIPTS.get(RUNTIME_PROVIDES.get(distribution, ""))
 
 
-def _build_key(distribution: str, version: str) -> str:
+def _build_key(distribution: str, version: str, found: Installed | None) -> str:
     """Interpreter, distribution, version and the RECORD's size and mtime: one key per installed build."""
-    from .installed import find_installed
-
     stamp = ""
-    found = find_installed([distribution]).get(distribution)
     if found is not None:
         try:
             st = (found.metadata_dir / "RECORD").stat()
@@ -196,14 +197,17 @@ def probe_builds(runtimes: Mapping[str, str], *, cache_dir: Path | None,
     found: dict[str, list[str]] = {}
     outcome: dict[str, str] = {}
     running: dict[str, tuple[str, subprocess.Popen[str]]] = {}
+    installed = find_installed(runtimes)  # one listing of sys.path for every key
     for dist, version in sorted(runtimes.items()):
         script = _script_for(dist)
         if script is None:
             continue
-        key = _build_key(dist, version)
+        key = _build_key(dist, version, installed.get(dist))
         if key in cache:
             found[dist], outcome[dist] = cache[key], "cached"
             continue
+        import subprocess  # only for a build not in the cache
+
         try:
             proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, text=True)
@@ -216,7 +220,7 @@ def probe_builds(runtimes: Mapping[str, str], *, cache_dir: Path | None,
     for dist, (key, proc) in running.items():
         try:
             out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # imported above, before any process was started
             proc.kill()
             proc.communicate()
             outcome[dist] = f"timed out after {timeout:g} s: unverified"

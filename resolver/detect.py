@@ -25,6 +25,7 @@ probing, :mod:`.capabilities` and :mod:`.store` (the cache folder).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -73,11 +74,27 @@ class Probe:
     reason: str = ""
 
 
+def _on_path(program: str) -> bool:
+    """Whether ``program`` is an executable file on ``PATH`` (or, with a separator, at that path)."""
+    if os.sep in program:
+        return os.path.isfile(program) and os.access(program, os.X_OK)
+    return any(os.path.isfile(p) and os.access(p, os.X_OK)
+               for p in (os.path.join(d, program) for d in os.get_exec_path()))
+
+
 def _run(cmd: tuple[str, ...], timeout: float = PROBE_TIMEOUT_S) -> str:
+    # A tool that is not installed (nvidia-smi on most machines) is known without importing subprocess and
+    # forking: a few ms a probed command.  Windows resolves names through PATHEXT: left to subprocess there.
+    if os.name != "nt" and not _on_path(cmd[0]):
+        raise FileNotFoundError(errno.ENOENT, "not found", cmd[0])
     import subprocess
 
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
-    return out.stdout
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+    except subprocess.TimeoutExpired as exc:
+        raise NotPresent(f"{cmd[0]} timed out after {exc.timeout:g} s") from None
+    except subprocess.CalledProcessError as exc:
+        raise NotPresent(f"{cmd[0]} exited with {exc.returncode}") from None
 
 
 def _system() -> str:
@@ -226,30 +243,42 @@ _PROBES: Final[dict[str, Callable[[], Any]]] = {
 
 
 def run_probes(probes: dict[str, Callable[[], Any]], timeout: float = PROBE_TIMEOUT_S) -> dict[str, Probe]:
-    """Run every probe concurrently, each bounded by ``timeout`` seconds."""
-    import subprocess  # only when probing, as the two below
-    from concurrent.futures import ThreadPoolExecutor  # it imports logging
-    from concurrent.futures import TimeoutError as FutureTimeout
+    """Run every probe at once, each in a daemon thread, all within ``timeout`` seconds.
 
-    pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="phi-get-probe")
-    futures = {name: pool.submit(fn) for name, fn in probes.items()}
-    results: dict[str, Probe] = {}
-    for name, fut in futures.items():
+    Plain threads rather than ``concurrent.futures``, whose import (it
+    imports logging) costs a probed command more than the probes do.
+    """
+    import threading
+    import time
+
+    answers: dict[str, tuple[bool, Any]] = {}
+    done = {name: threading.Event() for name in probes}
+
+    def call(name: str, fn: Callable[[], Any]) -> None:
         try:
-            results[name] = Probe(name=name, value=fut.result(timeout=timeout))
-        except NotPresent as exc:
-            results[name] = Probe(name=name, value=None, reason=str(exc))
-        except FutureTimeout:
+            answers[name] = (True, fn())
+        except Exception as exc:  # noqa: BLE001 - turned into the probe's reason below
+            answers[name] = (False, exc)
+        finally:
+            done[name].set()
+
+    for name, fn in probes.items():
+        threading.Thread(target=call, args=(name, fn), name=f"phi-get-probe-{name}", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    results: dict[str, Probe] = {}
+    for name in probes:
+        if not done[name].wait(max(0.0, deadline - time.monotonic())):
             results[name] = Probe(name=name, value=None, reason=f"timed out after {timeout:g} s")
-        except FileNotFoundError as exc:
-            results[name] = Probe(name=name, value=None, reason=f"not found: {exc.filename or exc}")
-        except subprocess.TimeoutExpired as exc:
-            results[name] = Probe(name=name, value=None, reason=f"{exc.cmd[0]} timed out after {exc.timeout:g} s")
-        except subprocess.CalledProcessError as exc:
-            results[name] = Probe(name=name, value=None, reason=f"{exc.cmd[0]} exited with {exc.returncode}")
-        except Exception as exc:  # noqa: BLE001 - a probe must never break the command: it degrades
-            results[name] = Probe(name=name, value=None, reason=f"{type(exc).__name__}: {exc}")
-    pool.shutdown(wait=False, cancel_futures=True)
+            continue
+        ok, value = answers[name]
+        if ok:
+            results[name] = Probe(name=name, value=value)
+        elif isinstance(value, NotPresent):
+            results[name] = Probe(name=name, value=None, reason=str(value))
+        elif isinstance(value, FileNotFoundError):
+            results[name] = Probe(name=name, value=None, reason=f"not found: {value.filename or value}")
+        else:  # a probe must never break the command: it degrades
+            results[name] = Probe(name=name, value=None, reason=f"{type(value).__name__}: {value}")
     return results
 
 

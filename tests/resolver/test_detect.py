@@ -82,3 +82,15 @@ def test_installed_first_path_entry_wins_and_egg_info_is_read(tmp_path: Path) ->
     assert {n: f.version for n, f in found.items()} == {
         "llama-cpp-python": "0.3.1", "mlx-lm": "0.21.0", "openvino-genai": "2025.1.0"}
     assert found["llama-cpp-python"].metadata_dir == first / "Llama_CPP_Python-0.3.1.dist-info"
+
+
+def test_a_missing_tool_is_not_found_without_starting_a_process(tmp_path: Path) -> None:
+    """No nvidia-smi on PATH: the probe says so, and the probing command never imported subprocess."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from phi_get.resolver.detect import probe_device; p = probe_device(); "
+              "print(p.extra['probes']['nvidia'], 'subprocess' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PATH": str(tmp_path), "PHI_GET_PROBE_BUILDS": "0"}).stdout
+    assert out.split() == ["not", "found:", "nvidia-smi", "False"], out
