@@ -299,7 +299,7 @@ def probe_device(timeout: float = PROBE_TIMEOUT_S, *, environ: Mapping[str, str]
     }
     if env.get(BUILD_PROBE_ENV, "1") != "0" and doc["runtimes"]:
         from .capabilities import probe_builds  # only when probing: subprocesses, a cache file
-        from .store import default_home
+        from .home import default_home
 
         drives, outcomes = probe_builds(doc["runtimes"], cache_dir=default_home(dict(env)) / "cache")
         doc["runtime_devices"] = drives
