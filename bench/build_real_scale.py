@@ -348,16 +348,9 @@ def print_markdown(summary: list[dict[str, Any]], layers: tuple[int, int]) -> No
 
 
 def _parameters(model: str, layers: int) -> int:
-    from phi_get.builders.tiny_real import real_model, tensor_shapes
+    from phi_get.builders.tiny_real import parameter_count, real_model
 
-    config = {**real_model(model)["config"], "num_hidden_layers": layers}
-    total = 0
-    for _name, shape in tensor_shapes(config):
-        n = 1
-        for d in shape:
-            n *= d
-        total += n
-    return total
+    return parameter_count({**real_model(model)["config"], "num_hidden_layers": layers})
 
 
 def write_costs(path: Path, summary: list[dict[str, Any]], layers: tuple[int, int]) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import struct
 import tempfile
 from enum import StrEnum
@@ -96,6 +97,11 @@ def tensor_shapes(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
             p + "mlp.gate_up_proj.weight": (2 * inter, hidden), p + "mlp.down_proj.weight": (hidden, inter),
         }
     return sorted(shapes.items())
+
+
+def parameter_count(config: dict[str, Any]) -> int:
+    """How many parameters a Phi3ForCausalLM with this config has (tied embeddings counted once)."""
+    return sum(math.prod(shape) for _name, shape in tensor_shapes(config))
 
 
 def _tensor_seed(seed: int, name: str) -> int:

@@ -79,18 +79,11 @@ def test_hub_config_is_the_published_one_field_by_field(real_dims: dict, model: 
 @pytest.mark.parametrize("model", list(PUBLISHED))
 def test_the_full_model_has_the_recipes_parameter_count(model: str) -> None:
     """At 32 layers the tensors of the published config add up to the recipe's parameter count."""
-    from phi_get.builders.tiny_real import real_model, tensor_shapes
+    from phi_get.builders.tiny_real import parameter_count, real_model
     from phi_get.manifests.recipe import load_recipe
 
-    config = real_model(model)["config"]
-    total = 0
-    for _name, shape in tensor_shapes(config):
-        n = 1
-        for d in shape:
-            n *= d
-        total += n
-    recipe = load_recipe(model)
-    assert total == recipe.architecture["parameters"]
+    config, recipe = real_model(model)["config"], load_recipe(model)
+    assert parameter_count(config) == recipe.architecture["parameters"]
     assert config["num_hidden_layers"] == recipe.architecture["layers"]
 
 
