@@ -98,7 +98,10 @@ def test_a_failed_variant_leaves_nothing_that_looks_finished(tiny_phi: Path, tmp
 
     monkeypatch.setattr(gguf, "run_gguf", broken_runtime)
     results = build_recipe("tiny-phi", tiny_phi, tmp_path, only="gguf-q4_0,gguf-f16")
-    assert [(r.variant, r.outcome, r.reason) for r in results] == [
-        ("gguf-f16", Outcome.FAILED, "RuntimeError: llama.cpp refused the file"),
-        ("gguf-q4_0", Outcome.FAILED, "RuntimeError: llama.cpp refused the file")]
+    assert [(r.variant, r.outcome) for r in results] == [("gguf-f16", Outcome.FAILED), ("gguf-q4_0", Outcome.FAILED)]
+    for r in results:  # the failing frame and the step's full log are named (builders/steplog.py)
+        head, _, log = r.reason.partition("; full log: ")
+        assert head.startswith(f"the llama.cpp build of {r.variant} failed in broken_runtime ("), r.reason
+        assert head.endswith("): RuntimeError: llama.cpp refused the file"), r.reason
+        assert "llama.cpp refused the file" in Path(log).read_text()
     assert list((tmp_path / "tiny-phi" / "0.1.0").iterdir()) == []
