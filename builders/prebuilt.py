@@ -38,7 +38,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +50,7 @@ from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Format, Manifest, MemoryNeeds, Provenance, Quality, Source
 from phi_get.manifests.names import check_version
 from phi_get.manifests.recipe import VariantSpec, load_variant_catalog, variant_from_json
+from phi_get.manifests.runtimes import run_overhead
 
 from .base import BuildContext
 from .build import BUILDER, artifact_path, install_folder, work_folder
@@ -276,6 +277,11 @@ def import_prebuilt(source: str, *, name: str, version: str, variant: str, out: 
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / rel, tmp / rel)
         memory, arch = _memory_and_architecture(fmt, tmp, files)
+        # The runtime's own memory beyond weights + KV, as for a build (manifests/runtimes.py).
+        overhead, compute = run_overhead(spec.runtime.distribution, str(spec.precision),
+                                         weights_bytes=memory.weights_bytes, vocab=arch["vocab_size"],
+                                         heads=arch["heads"])
+        memory = replace(memory, overhead_bytes=overhead, compute_bytes_per_token=compute)
         ckpt = open_source(reference) if reference is not None else None
         # The build's own work folder for that checkpoint: its reference logits are computed once.
         work = work_folder(Path(out).resolve(), ckpt) if ckpt is not None else tmp
