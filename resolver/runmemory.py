@@ -121,8 +121,8 @@ def _status_bytes(key: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {key}")
 
 
-def _encoder(folder: Path) -> tuple[Callable[[str], list[int]], list[str]]:
-    """(encode without special tokens, the text of each vocabulary id) of ``folder``'s tokenizer."""
+def _encoder(folder: Path) -> tuple[Callable[[str], list[int]], list[str], Callable[[], None]]:
+    """(encode without special tokens, the text of each vocabulary id, close) of ``folder``'s tokenizer."""
     if (folder / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
@@ -130,7 +130,7 @@ def _encoder(folder: Path) -> tuple[Callable[[str], list[int]], list[str]]:
         # The entries as stored: a word start is marked U+2581 (sentencepiece) or U+0120 (byte-level BPE).
         pieces = [" " + t[1:] if t and t[0] in "\u2581\u0120" else (t or "")
                   for t in map(tok.id_to_token, range(tok.get_vocab_size()))]
-        return (lambda text: tok.encode(text, add_special_tokens=False).ids), pieces
+        return (lambda text: tok.encode(text, add_special_tokens=False).ids), pieces, lambda: None
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
         raise PhiGetError(f"{folder} has no tokenizer.json and no .gguf file: no vocabulary to build a prompt from")
@@ -143,7 +143,7 @@ def _encoder(folder: Path) -> tuple[Callable[[str], list[int]], list[str]]:
     texts = [llama_cpp.llama_vocab_get_text(vocab, i).decode(errors="replace") for i in range(llm.n_vocab())]
     return ((lambda text: llm.tokenize((text[1:] if spm and text[:1] == " " else text).encode(),
                                        add_bos=False, special=False)),
-            [" " + t[1:] if t and t[0] in "\u2581\u0120" else t for t in texts])
+            [" " + t[1:] if t and t[0] in "\u2581\u0120" else t for t in texts], llm.close)
 
 
 def spread_prompt(folder: Path, tokens: int) -> str:
@@ -158,7 +158,14 @@ def spread_prompt(folder: Path, tokens: int) -> str:
     than the window).  The count is checked by encoding: the longest such
     prompt within ``tokens``.
     """
-    encode, pieces = _encoder(folder)
+    encode, pieces, close = _encoder(folder)
+    try:
+        return _spread(encode, pieces, tokens, folder)
+    finally:
+        close()
+
+
+def _spread(encode: Callable[[str], list[int]], pieces: list[str], tokens: int, folder: Path) -> str:
     # Only words that are one token after a space: tokenizers of the same vocabulary then agree on the
     # count (onnxruntime-genai's and openvino-tokenizers' split a multi-token word otherwise than HF's).
     words = [p[1:] for p in pieces if len(p) > 2 and p[0] == " " and p[1:].isascii() and p[1:].isalpha()
