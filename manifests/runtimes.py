@@ -75,6 +75,7 @@ class RunOverhead:
 RUN_MEMORY_NOTE: Final = (
     "peak RSS (VmHWM, reset after the runtime's import) above the interpreter with the runtime imported, "
     "loading the artifact and generating 4 tokens after a prompt filling a window of 512 and of 2048 tokens "
+    "(one repeated word; onnxruntime-genai fp32 and openvino-genai int8 refitted on distinct words: see their rows) "
     "(resolver/runmemory.py, bench/runtime_memory.py), on 1-layer checkpoints of Phi-3.5-mini's and "
     "Phi-4-mini's real dimensions (vocabulary 32,064 / 200,064, 32 / 24 heads), CPU, Linux x86_64, "
     "llama-cpp-python 0.3.36, onnxruntime-genai 0.18.0, openvino-genai in .envs/openvino, transformers 5.24 "
@@ -136,10 +137,12 @@ RUNTIMES: Final = (
             "qnn-npu": "pip install onnxruntime-qnn onnxruntime-genai (Windows on Arm)",
         },
         # Measured (RUN_MEMORY_NOTE): the graph returns fp32 logits for every prompt token (4 B a vocabulary
-        # entry a token); beyond them ~70 KB a token for fp32, ~219 KB for int4 (MatMulNBits' prefill
+        # entry a token); beyond them ~223 KB a token for fp32 (below), ~219 KB for int4 (MatMulNBits' prefill
         # buffers); int4 keeps ~630 MB with the 200,064 vocabulary whatever the context (~3.15 KB an entry:
         # the tied int4 embedding prepacked for the lm_head MatMulNBits beside the Gather's copy).
-        overhead={"fp32": RunOverhead(per_token=72_500, per_token_vocab=4.0),
+        # fp32's per-token figure refitted with the spread prompt (resolver/runmemory.spread_prompt):
+        # ~223 KB beyond the logits on Phi-3.5-mini (the one-token prompt had shown 70 KB); measured once.
+        overhead={"fp32": RunOverhead(per_token=230_000, per_token_vocab=4.0),
                   "int4": RunOverhead(per_vocab=3_250, per_token=225_000, per_token_vocab=4.0)},
     ),
     Runtime(
@@ -154,7 +157,9 @@ RUNTIMES: Final = (
         # per-token cost does not grow with the vocabulary: ~6.3 KB a head a token for int8/int4 (201 KB
         # with 32 heads, 141 KB with 24), ~2 KB for fp16; the CPU plugin keeps ~4.2 KB a vocabulary entry
         # (its own copy of the embedding: 133 MB at 32,064, 832 MB at 200,064) and 5-233 MB by precision.
-        overhead={"int8": RunOverhead(fixed=53_500_000, per_vocab=4_290, per_token_head=6_500),
+        # int8's fixed part raised by 61.5 MB: Phi-3.5-mini's peak at 512 with the spread prompt
+        # (resolver/runmemory.spread_prompt) was 59 MB above the one-token prompt's; Phi-4-mini not re-measured.
+        overhead={"int8": RunOverhead(fixed=115_000_000, per_vocab=4_290, per_token_head=6_500),
                   "int4": RunOverhead(fixed=5_000_000, per_vocab=4_290, per_token_head=6_500),
                   "fp16": RunOverhead(fixed=240_000_000, per_vocab=4_290, per_token_head=2_100)},
     ),
@@ -175,8 +180,9 @@ RUNTIMES: Final = (
         # Measured (RUN_MEMORY_NOTE): 11 % of the weights again after loading (148 MB on Phi-4-mini's
         # 1431 MB); per token 1.83 B a vocabulary entry (the fp16/bf16 logits of the prompt's timed
         # forward pass, resolver/run.py) plus 65 KB (fp16) or 144 KB (bf16) of activations.  The
-        # safetensors are memory-mapped: an untied input embedding (Phi-3.5-mini) is read only at the
-        # prompt's rows, so most of it never becomes resident; the figures count it whole.
+        # safetensors are memory-mapped and an untied input embedding (Phi-3.5-mini) is read by row, but
+        # a prompt of a few hundred distinct tokens makes nearly all of it resident (2 MB page-cache
+        # folios): the figures count it whole (resolver/runmemory.spread_prompt measures it so).
         # Rounded up further (~2 %) than the others: its peak at 2048 varied by 40-55 MB between runs.
         overhead={"fp16": RunOverhead(weights_share=0.113, per_token=70_000, per_token_vocab=2.0),
                   "bf16": RunOverhead(weights_share=0.113, per_token=151_000, per_token_vocab=2.0),
