@@ -11,19 +11,18 @@ registry would:
   disk write of 1 GB into the store's file system, then fsync (through the
   page cache, and with O_DIRECT where the OS has it).  The ceiling is the
   slowest of the three parts;
-* the same three kinds of work all at once, each in its own threads with no
-  dependency between them (sha256 of the 1 GB from memory; the 4-stream
-  transfer; the disk write in the faster way): what any pipeline that must
-  do all three could at best reach on this machine, where they share the two
-  CPUs.  Printed beside it: two sha256 of the 1 GB at once on the two CPUs,
-  against one alone (2x the time: the two vCPUs do not hash in parallel at
-  full speed, so the parts measured alone overlap only partly);
+* a peer that does the same three kinds of work all at once, each in its own
+  threads with no dependency between them (sha256 of the 1 GB from memory;
+  the 4-stream transfer; the disk write in the faster way): how far the
+  parts measured alone overlap when they share the two CPUs.  Printed beside
+  it: two sha256 of the 1 GB at once, against one alone (whether the two
+  CPUs hash in parallel at full speed; on a loaded machine they do not);
 * ``phi-get install`` in-process (resolve, parallel ranged fetch, hashing
   overlapped with the transfer, fsync, atomic placement) into an empty store;
 * ``curl -o`` then ``sha256sum``: the two-pass peer.
 
 Prints times and the ratios (ceiling / install: target >= 0.8; all at once
-/ install; curl+sha / install: > 1 means phi-get is faster), the CPU time (user + system, all
+/ install and curl+sha / install: > 1 means phi-get is faster), the CPU time (user + system, all
 threads of this process) the install took, and how many bytes it hashed by
 reading them back from disk instead of from memory.  On 2 shared cores the
 wall time swings with other load, the CPU time much less, so compare both
