@@ -15,7 +15,7 @@ fresh work folder (default ``.demo/`` in the current folder):
 7. sync this machine's class from the lock into a clean install folder;
 8. run the installed artifact to generate text;
 9. push the matrix to a local OCI registry (Debian ``docker-registry``) and
-   install one variant from it (issue 16; skipped without the package);
+   install one variant from it (skipped without the package);
 10. print a summary table.
 
 Exits non-zero when any step fails and stops every process it started.
@@ -85,7 +85,7 @@ class Demo:
 
     # -- the steps ------------------------------------------------------
     def checkpoint(self) -> str:
-        self.phi_get("tiny-phi", str(self.work / "source"), "--trained")  # the quality reference (issue 14)
+        self.phi_get("tiny-phi", str(self.work / "source"), "--trained")  # the quality reference
         size = sum(p.stat().st_size for p in (self.work / "source").iterdir())
         return f"{size / 1e6:.1f} MB Phi3ForCausalLM"
 
@@ -94,7 +94,7 @@ class Demo:
         db = f"sqlite:///{data / 'catalog.db'}"
         self.token = self.phi_get("registry", "token", "create", "--db", db, "--storage", str(data),
                                   "--scope", "publish:tiny-phi", "--note", "demo").stdout.strip()
-        # Issue 15: the operator signs the registry (offline root/targets keys, online snapshot/timestamp/bins).
+        # the operator signs the registry (offline root/targets keys, online snapshot/timestamp/bins).
         self.phi_get("registry", "trust", "keygen", str(self.work / "offline-keys"))
         self.phi_get("registry", "trust", "init", "--keys", str(self.work / "offline-keys"), "--db", db,
                      "--storage", str(data))
@@ -208,7 +208,7 @@ class Demo:
                 f"into {home.name}/; verify clean")
 
     def oci(self) -> str:
-        """Issue 16: push the matrix to a local OCI registry (CNCF distribution) and install one variant from it."""
+        """Push the matrix to a local OCI registry (CNCF distribution) and install one variant from it."""
         exe = shutil.which("docker-registry")
         if exe is None:
             return "skipped: docker-registry is not installed (apt-get install -y docker-registry)"
@@ -225,7 +225,7 @@ class Demo:
         url = f"oci://127.0.0.1:{port}/demo"
         self.phi_get("publish", str(self.work / "out"), "--to", url, "--quiet")
         home = self.work / "oci-home"
-        # OCI registries serve no TUF metadata (issue 15): the device accepts this one unsigned, explicitly.
+        # OCI registries serve no TUF metadata: the device accepts this one unsigned, explicitly.
         self.phi_get("trust", "allow-unsigned", url, "--home", str(home))
         out = self.phi_get("install", "tiny-phi", "--registry", url, "--device", str(self.work / "this-machine.json"),
                            "--home", str(home), "--json").stdout

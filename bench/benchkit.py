@@ -20,7 +20,7 @@ PHI_GET = [sys.executable, "-m", "phi_get"]
 
 
 def accept_unsigned(url: str) -> None:
-    """Accept the bench's own unsigned server, as a user would with ``PHI_GET_UNSIGNED`` (issue 15):
+    """Accept the bench's own unsigned server, as a user would with ``PHI_GET_UNSIGNED``:
     for this process and the ``phi-get`` processes it starts."""
     listed = os.environ.get("PHI_GET_UNSIGNED", "")
     os.environ["PHI_GET_UNSIGNED"] = f"{listed} {url}".strip()

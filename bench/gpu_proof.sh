@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU proof for issue 11, section 5: on an NVIDIA machine, probe, resolve, install and run a CUDA
+# GPU proof: on an NVIDIA machine, probe, resolve, install and run a CUDA
 # variant with phi-get, and show the GPU memory the run used.  A few minutes of run time.
 #
 # Two steps, because the GPU machines have torch with CUDA but no internet:

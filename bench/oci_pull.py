@@ -1,4 +1,4 @@
-"""Bench: pulling a 1 GB model artifact from an OCI registry, phi-get vs skopeo, in the same run (issue 16).
+"""Bench: pulling a 1 GB model artifact from an OCI registry, phi-get vs skopeo, in the same run.
 
 Setup, once: an artifact folder with one file of random bytes (``--size-mb``,
 default 1024) is pushed with phi-get's OCI client to the CNCF distribution

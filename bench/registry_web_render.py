@@ -1,4 +1,4 @@
-"""Render time of the web catalog's pages for a large model (issue 17).
+"""Render time of the web catalog's pages for a large model.
 
 Publishes one model with VERSIONS x VARIANTS variants straight through the
 registry service (real manifests, one shared blob, SQLite), serves it with

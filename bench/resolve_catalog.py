@@ -1,4 +1,4 @@
-"""Bench: resolution over a catalog of 100,000 variants (issue 5 target: p50 <= 50 ms).
+"""Bench: resolution over a catalog of 100,000 variants (target: p50 <= 50 ms).
 
 Builds one model index of N variants (versions x variants x targets drawn
 from a fixed seed), parses it once and prepares it (grouped by version:

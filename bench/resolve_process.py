@@ -112,7 +112,7 @@ def main() -> None:
         wirekit.write_mirror(root, arts)
         signed_root = _signed_copy(root, Path(tmp))
         with wirekit.LoopbackServer(root) as srv, wirekit.LoopbackServer(signed_root) as signed_srv:
-            # the plain mirror is unsigned: accepted explicitly, as a user would (issue 15)
+            # the plain mirror is unsigned: accepted explicitly, as a user would
             env = {**os.environ, "PHI_GET_HOME": str(Path(tmp) / "home"), "PHI_GET_UNSIGNED": srv.url}
             signed = [*[sys.executable], "-m", "phi_get", "resolve", "bench-model", "--registry", signed_srv.url]
             _pin(signed_srv.url, signed_root, env)

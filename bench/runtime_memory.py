@@ -1,4 +1,4 @@
-"""Benchmark: the memory each artifact's runtime takes, against what its manifest claims (issue 14, section 3).
+"""Benchmark: the memory each artifact's runtime takes, against what its manifest claims.
 
 Usage:
   .venv/bin/python bench/runtime_memory.py ARTIFACTS [--contexts 512,2048] [--only GLOB] [--json]
@@ -78,7 +78,7 @@ def build_like(model: str, layers: int, work: Path, only: str, *, force: bool = 
 
     The gate is off here, and only here: the checkpoint's weights are random,
     on which int4 variants miss the gate's top-1 floor and bf16 its logit
-    tolerance (a quality fact, issue 14 section 4), while the memory a runtime
+    tolerance (a quality fact), while the memory a runtime
     takes does not depend on the weights' values.
     """
     from phi_get.builders import build

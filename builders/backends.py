@@ -3,9 +3,9 @@
 Every backend is handed out wrapped (:class:`_Logged`): an exception its
 build raises inside phi-get's process (not a phi-get error, which already
 says what failed) becomes a ``steplog.ToolchainError`` whose traceback is
-kept in the source's work folder and whose message names the failing frame
-(issue 14).  Imports the backend modules, none of which imports a model
-library at import time.
+kept in the source's work folder and whose message names the failing frame.
+Imports the backend modules, none of which imports a model library at
+import time.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _up_to_date(folder: Path, ckpt: Checkpoint, spec: VariantSpec, tools: dict[s
     # inputs; the tools the backend declares must all match.  The source
     # includes its precision, and a runtime check must have measured every
     # metric today's evaluation writes: manifests from before either are
-    # rebuilt, not carried forward without them (issue 11).
+    # rebuilt, not carried forward without them.
     same = (prov.source == ckpt.source and dict(prov.recipe) == spec.to_json()
             and {k: prov.tools.get(k) for k in tools} == tools
             and (manifest.quality.check is not QualityCheck.RUNTIME or METRICS <= manifest.quality.metrics.keys()))
@@ -106,7 +106,7 @@ def _manifest(recipe: Recipe, spec: VariantSpec, ckpt: Checkpoint, tmp: Path, to
 
     assert isinstance(produced, Produced)
     rels = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-    # The runtime's own memory beyond weights + KV, as measured (manifests/runtimes.py, issue 14).
+    # The runtime's own memory beyond weights + KV, as measured (manifests/runtimes.py).
     overhead, compute = run_overhead(spec.runtime.distribution, str(spec.precision),
                                      weights_bytes=produced.weights_bytes, vocab=ckpt.vocab_size,
                                      heads=ckpt.heads)

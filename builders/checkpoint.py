@@ -183,7 +183,7 @@ def open_source(spec: str | Path) -> Checkpoint:
     _check_json_files(folder)
     if source is None:
         source = Source(local_sha256=local_digest(folder))
-    source = replace(source, precision=source_precision(config, headers))  # issue 11: no quality above it
+    source = replace(source, precision=source_precision(config, headers))  # no quality above it
     for key in ("num_attention_heads", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",
                 "max_position_embeddings"):
         if key not in config:

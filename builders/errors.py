@@ -15,7 +15,7 @@ class CheckpointError(BuildError, ValueError):
     """The source checkpoint is unusable (not Phi-3, no tokenizer, corrupt files).
 
     Named for the checkpoint, not "source": the resolver's ``SourceError`` is
-    a registry that cannot be reached, a different failure (issue 12).
+    a registry that cannot be reached, a different failure.
     """
 
     exit_code = ExitCode.BAD_INPUT

@@ -10,8 +10,8 @@ not run (quality.check = structural).
 
 onnxruntime-genai 0.18's builder reads a LongRoPE checkpoint's
 ``rope_parameters["type"]``, the legacy key transformers 4 wrote; a config
-made by transformers 5 names it ``rope_type`` only (``KeyError: 'type'``,
-issue 14).  The builder then reads a staged copy of the source
+made by transformers 5 names it ``rope_type`` only (``KeyError: 'type'``).
+The builder then reads a staged copy of the source
 (``staged.stage_config``: files linked, ``config.json`` with ``type`` added
 beside ``rope_type``), recorded as ``phi-get-onnx-rope-fixup: rope-parameters-type``.
 

@@ -1,4 +1,4 @@
-"""The precision a source checkpoint's weights really carry (issue 11: no quality above the source).
+"""The precision a source checkpoint's weights really carry (no quality above the source).
 
 Every manifest records it as ``provenance.source.precision`` (the index as
 ``source_precision``), and the resolver ranks a variant stored at as many

@@ -2,7 +2,7 @@
 
 A toolchain step (the genai model builder, ``optimum-cli``, ``mlx_lm
 convert``, a check driver, or a backend's own Python code) that fails after
-minutes must leave more than its exception's last line (issue 14: the mlx
+minutes must leave more than its exception's last line (the mlx
 check's ``IndexError: list index out of range`` was all there was).  So:
 
 - :func:`run_step` runs a subprocess; on failure it writes the command, exit

@@ -19,7 +19,7 @@ config vocabulary padded past the tokenizer's to a multiple of 64).
 ``TinySpec.like("phi-3.5-mini", layers=2)`` (``phi-get tiny-phi OUT --like
 phi-3.5-mini --layers 2``) is another kind: the published model's exact
 config and vocabulary size at fewer layers, bf16, written by
-``tiny_real.py`` (issue 14).
+``tiny_real.py``.
 
 The same command gives the same bytes: the seed fixes the weights, the
 tokenizer is trained single-threaded on a fixed text, and files are written

@@ -2,7 +2,7 @@
 
 The random-weight tiny checkpoint (``tiny.py``) predicts the evaluation text
 about as well as a uniform guess over its 512 tokens, so what quantization
-costs it is noise (issue 14).  This one is the same ``Phi3ForCausalLM`` (the
+costs it is noise.  This one is the same ``Phi3ForCausalLM`` (the
 phi3 style: hidden 256, intermediate 512, 2 layers, the tiny sentencepiece
 tokenizer) trained on text phi-get ships: :func:`training_text`, the
 tokenizer's corpus (``tiny.corpus_text``) plus sentences composed from a

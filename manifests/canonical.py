@@ -11,7 +11,7 @@ Rules (stable; changing them changes every digest, so they are API):
   NaN or infinities are refused;
 * a document's digest is ``sha256:`` + the hex sha256 of these bytes.
 
-Loading (issue 10, hostile input): a document from outside (a registry, a
+Loading (hostile input): a document from outside (a registry, a
 mirror, a file the user names) goes through :func:`load_json_document` or
 :func:`load_toml_document`, which refuse, as :class:`ManifestError` naming the
 document, before or instead of any traceback:

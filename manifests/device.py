@@ -14,7 +14,7 @@ device one is not on (a CI machine locking for a fleet).  Shape::
 More keys may be added by later minor versions; unknown keys are kept in
 ``extra`` and written back, so a profile round-trips through this version.
 
-Optional keys added compatibly (issue 11; a profile without them parses as before):
+Optional keys added compatibly (a profile without them parses as before):
 
 ``runtime_devices``
     installed runtime distribution -> the target families that build can

@@ -43,8 +43,8 @@ lock is of a newer minor version, which may add keys.
 
 Lock-version 1.1 adds one artifact key, ``publisher-key``: the key id (64 hex
 digits) of the publisher signature the lock's signed source verified at lock
-time (issue 15), so a locked install from a bundle with no network demands
-that signature, by that key (issue 16).  It is written only for a signed
+time, so a locked install from a bundle with no network demands
+that signature, by that key.  It is written only for a signed
 artifact, and only then is the lock marked 1.1: a lock of unsigned artifacts
 stays 1.0, byte for byte, and a 1.0 reader reads a 1.1 lock with a warning,
 ignoring the key.
@@ -136,7 +136,7 @@ class LockedArtifact:
     sources: tuple[str, ...]
     policy: Mapping[str, Any]
     files: tuple[LockedFile, ...]
-    #: Sources the user accepted without signatures (issue 15); written only when there are any.
+    #: Sources the user accepted without signatures; written only when there are any.
     unsigned_sources: tuple[str, ...] = ()
     #: The key id that signed the artifact at lock time ("" when unsigned; lock-version 1.1).
     publisher_key: str = ""

@@ -153,7 +153,7 @@ class MemoryNeeds:
     context.  It bounds the peak resident set of a run above the interpreter
     with the runtime imported (``resolver/runmemory.py`` measures that; the
     runtimes' figures and how they were fitted are in ``manifests/runtimes.py``).
-    ``overhead_bytes`` and ``compute_bytes_per_token`` were added in issue 14:
+    ``overhead_bytes`` and ``compute_bytes_per_token`` were added later:
     a manifest without them reads them as 0 (weights + KV, the old claim), and
     they are written only when non-zero, so older manifests keep their bytes.
     """
@@ -216,7 +216,7 @@ class Source:
     local_sha256: str | None = None
     #: The precision the source checkpoint's weights are stored in (``torch_dtype``
     #: of its config.json), when known.  A variant stored at more bits than this
-    #: holds no more quality than the source (issue 11).  Optional: written only
+    #: holds no more quality than the source.  Optional: written only
     #: when known, so manifests without it keep their bytes and digest.
     precision: Precision | None = None
 

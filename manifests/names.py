@@ -6,7 +6,7 @@ Model names are canonicalized like Python distribution names (PEP 503):
 relative POSIX paths that cannot escape the artifact folder on any OS.
 
 Names, variant ids and digests are ASCII and matched whole (``re.fullmatch``
-with ``re.ASCII``; issue 10, names that look alike): Python's ``$`` also
+with ``re.ASCII``: names that look alike): Python's ``$`` also
 matches before a final newline, and ``[a-z]`` with ``re.IGNORECASE`` also
 matches the dotless ``ı`` and the Kelvin sign, so ``tiny-phı`` and
 ``"tiny-phi\n"`` used to pass as model names.

@@ -1,4 +1,4 @@
-"""Models as OCI artifacts: the layout phi-get pushes to, and reads from, any OCI registry (issue 16).
+"""Models as OCI artifacts: the layout phi-get pushes to, and reads from, any OCI registry.
 
 This module is the format, written once; :mod:`phi_get.registry.oci_push`
 writes it, :mod:`phi_get.resolver.oci` reads it, and the bundle writer uses
@@ -46,7 +46,7 @@ first ``-``.
 with ``org.opencontainers.image.ref.name`` = ``NAME:VARIANT-TAG`` and the
 same :data:`ENTRY` annotations) and ``blobs/sha256/HEX``.
 
-**Publisher signatures** (issue 15's OpenSSF model-signing bundle, issue 16's
+**Publisher signatures** (the OpenSSF model-signing bundle, the
 "and its signatures") travel as *one more layer of the variant's image
 manifest* (:data:`SIGNATURE_LAYER`, the Sigstore bundle media type; filepath
 ``model.sig``, :func:`signature_layer`), not as an OCI 1.1 referrer (an

@@ -11,7 +11,7 @@ Read by ``phi-get lock`` (which writes ``phi.lock``) and by ``phi-get sync``
     "phi-3.5-mini" = ">=1.0"                   # a specifier ("" or "*" for any)
     "phi-4-mini" = { version = ">=1", prefer = "size", format = "gguf",
                      precision = "int4", context = 4096 }
-    "phi-3-mini-4k" = { max_kl = 0.02, min_top1 = 0.95 }   # a quality budget (issue 11)
+    "phi-3-mini-4k" = { max_kl = 0.02, min_top1 = 0.95 }   # a quality budget
 
     [device-classes]
     edge = "profiles/pi.json"                  # a device profile file, relative to phi.toml
@@ -21,7 +21,7 @@ Read by ``phi-get lock`` (which writes ``phi.lock``) and by ``phi-get sync``
 plain data; a lock records its digest.
 
 Every table refuses a key it does not know, naming the key, its table and
-the nearest known key (issue 13: ``prefers = "size"`` used to be ignored and
+the nearest known key (``prefers = "size"`` used to be ignored and
 the lock recorded the default).
 
 Only the standard library (tomllib) and packaging.
@@ -46,7 +46,7 @@ __all__ = [
     "parse_project",
 ]
 
-PREFER_VALUES: Final = ("balanced", "quality", "size", "speed")  # balanced: the default (issue 11)
+PREFER_VALUES: Final = ("balanced", "quality", "size", "speed")  # balanced: the default
 _FORMATS: Final = ("gguf", "onnx", "openvino", "mlx", "safetensors")
 _PRECISIONS: Final = ("int4", "int8", "fp16", "bf16", "fp32")
 _MAX_PROJECT_BYTES: Final = 1 << 20

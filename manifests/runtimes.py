@@ -1,4 +1,4 @@
-"""The runtimes that load phi-get artifacts: one table, as data (issue 11).
+"""The runtimes that load phi-get artifacts: one table, as data.
 
 Each row says which Python distribution a runtime is, the module it is
 imported as (only ever in a probe subprocess or the runtime loader, never in
@@ -71,7 +71,7 @@ class RunOverhead:
                 self.per_token + round(self.per_token_vocab * vocab) + self.per_token_head * heads)
 
 
-#: How the ``overhead`` rows of :data:`RUNTIMES` were measured (issue 14, section 3).
+#: How the ``overhead`` rows of :data:`RUNTIMES` were measured.
 RUN_MEMORY_NOTE: Final = (
     "peak RSS (VmHWM, reset after the runtime's import) above the interpreter with the runtime imported, "
     "loading the artifact and generating 4 tokens after a prompt filling a window of 512 and of 2048 tokens "

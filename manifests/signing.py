@@ -1,6 +1,6 @@
 """Where signed metadata and artifact signatures live in the wire layout, and what a signature says.
 
-Two kinds of signature sit beside the layout of :data:`.index.LAYOUT` (issue 15):
+Two kinds of signature sit beside the layout of :data:`.index.LAYOUT`:
 
 * **Repository metadata** (The Update Framework, TUF): ``{base}/v1/tuf/`` holds
   ``N.root.json``, ``timestamp.json``, ``N.snapshot.json``, ``N.targets.json``

@@ -34,7 +34,7 @@ A CPU level implies the levels below it: an AVX-512 machine also supports
 means "compute capability 8.0 or newer".  The preference order between
 accelerators is written once, in :func:`supported_targets`.
 
-Memory a target will really give (issue 11), written once in :func:`memory_share`:
+Memory a target will really give, written once in :func:`memory_share`:
 
 =============================  ======  ==============================================
 pool / device                   share   origin

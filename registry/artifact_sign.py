@@ -1,4 +1,4 @@
-"""Publisher signatures on artifacts in the OpenSSF model-signing format (issue 15).
+"""Publisher signatures on artifacts in the OpenSSF model-signing format.
 
 ``phi-get sign FOLDER --key publisher.pem`` (or ``phi-get publish --sign-key``)
 signs an artifact folder with the ``model_signing`` library itself, key-based

@@ -10,7 +10,7 @@ are the registry's own and pinned by tests.  Rules (RFC 9110 section 14):
 * a malformed or multi-range header is ignored (the whole blob, 200), which
   the RFC allows (14.2: a server MAY ignore or reject an invalid
   ranges-specifier); ``If-Range`` with another ETag also gives the whole blob;
-* a position of any length is read without converting it whole (issue 10: a
+* a position of any length is read without converting it whole (a
   5,000-digit position raised Python's int-string limit, a 500 with a
   traceback in the log, from an unauthenticated request): more than 19
   digits is past the end of any file.

@@ -150,7 +150,7 @@ class _Publisher:
                                f"answer (no JSON with digest and created): {r.text[:200]!r}") from None
         self.progress("commit", f"{manifest.name} {manifest.version} {manifest.variant}", 0)
         signature = folder / MODEL_SIGNATURE_FILENAME
-        if signature.is_file():  # the publisher's model-signing bundle goes beside the manifest (issue 15)
+        if signature.is_file():  # the publisher's model-signing bundle goes beside the manifest
             hex_ = digest.removeprefix("sha256:")
             raise_for_error(self.client.put(f"/v1/signatures/sha256/{hex_}.sig", content=signature.read_bytes(),
                                             headers={"content-type": "application/json"}),

@@ -87,7 +87,7 @@ class BlobIntegrityError(RegistryError, ValueError):
     """A blob's bytes do not match their digest or declared size (an upload), or a blob is missing (an export).
 
     Named for the registry's blobs: the resolver's ``IntegrityError`` is
-    downloaded bytes that do not match, a different failure (issue 12).  The
+    downloaded bytes that do not match, a different failure.  The
     wire code stays ``integrity``.
     """
 

@@ -1,4 +1,4 @@
-"""Publishing to an OCI registry: ``phi-get publish FOLDER --to oci://HOST/NAMESPACE`` (issue 16).
+"""Publishing to an OCI registry: ``phi-get publish FOLDER --to oci://HOST/NAMESPACE``.
 
 Every artifact folder at or under FOLDER (verified against its manifest
 first) becomes, in the repository ``NAMESPACE/NAME``, the layout of
@@ -24,7 +24,7 @@ first) becomes, in the repository ``NAMESPACE/NAME``, the layout of
 ran out).  Credentials: the URL's ``user:password@``, the environment or the
 Docker config (:func:`phi_get.manifests.oci.credentials_for`); never printed.
 
-**Why not oras-py** (checked for issue 16): it does not verify digests on
+**Why not oras-py** (checked for): it does not verify digests on
 pull, a plain push reads each file whole into memory, it has no
 ``artifactType``, and with bearer auth it pushes with a pull-only token and
 fails.  This client is the few calls above on httpx, which the registry side
@@ -183,7 +183,7 @@ class _Pusher:
         manifest: Manifest = load_artifact_folder(folder, verify=True)
         repo = ref.repository(manifest.name)
         data, config = manifest.to_bytes(), model_config(manifest)
-        sig_path = folder / MODEL_SIGNATURE_FILENAME  # the publisher's signature travels as a layer (issue 15)
+        sig_path = folder / MODEL_SIGNATURE_FILENAME  # the publisher's signature travels as a layer
         signature = sig_path.read_bytes() if sig_path.is_file() else None
         oci = image_manifest(manifest, data, config, signature=signature)
         unique = list({f.sha256: f for f in manifest.files}.values())

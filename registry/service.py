@@ -2,7 +2,7 @@
 
 :class:`Registry` holds an engine and a :class:`~.storage.BlobStore`; the
 HTTP layer (``http_api.py``), the exporter and the CLI all call it, and it knows
-nothing of HTTP.  Rules it enforces (issue 4):
+nothing of HTTP.  Rules it enforces:
 
 * a manifest is committed last, in one transaction, and only when every blob
   it lists is already in the store with the listed size: a crash at any step
@@ -316,7 +316,7 @@ class Registry:
             raise BadRequestError("a yank reason is 1 to 1024 characters")
         if reason is not None and any(ord(c) < 32 or 127 <= ord(c) < 160 for c in reason):
             # Shown by every client that resolves the version: an escape sequence there
-            # would rewrite the user's terminal (issue 10, text that is not what it looks).
+            # would rewrite the user's terminal (text that is not what it looks).
             raise BadRequestError("a yank reason may not hold control characters (newlines, escapes)")
         with Session(self.engine) as session:
             query = select(VariantRow).where(VariantRow.model == name, VariantRow.version == version)

@@ -1,4 +1,4 @@
-"""Operator commands for signing (issue 15): ``phi-get registry trust ...`` and ``phi-get sign``.
+"""Operator commands for signing: ``phi-get registry trust ...`` and ``phi-get sign``.
 
 The ceremony each command belongs to is in registry/README.md ("Signing").
 Offline keys (root, targets) are read from ``--keys DIR`` for the one

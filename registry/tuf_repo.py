@@ -1,4 +1,4 @@
-"""The registry's TUF repository: keys, roles, hashed bins, and signing on publish and yank (issue 15).
+"""The registry's TUF repository: keys, roles, hashed bins, and signing on publish and yank.
 
 Key layout (see registry/README.md, "Signing"):
 

@@ -1,4 +1,4 @@
-"""The registry's web catalog: pages a person can browse (issue 17).
+"""The registry's web catalog: pages a person can browse.
 
 Routes (HTML, read-only, public, no JavaScript)::
 

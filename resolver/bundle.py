@@ -1,4 +1,4 @@
-"""Air-gapped bundles: what ``phi.lock`` pins, as an OCI image layout on disk (issue 16).
+"""Air-gapped bundles: what ``phi.lock`` pins, as an OCI image layout on disk.
 
 :func:`export_bundle` installs (or finds in the store) every artifact the
 lock pins, for every device class, each checked against the lock's file
@@ -14,7 +14,7 @@ publisher signature of each artifact whose signed source vouches for one
 (verified at export against the publisher keys its TUF metadata lists; the
 signature is one more layer of the variant's image manifest, with the
 publisher's public key on it: :mod:`phi_get.manifests.oci`), and, for each
-TUF-signed source it came from, that source's metadata (issue 15):
+TUF-signed source it came from, that source's metadata:
 
     DIR/tuf/<key>/source       the source's URL (<key>: as in the client's trust store)
     DIR/tuf/<key>/v1/tuf/      N.root.json (the chain from 1), timestamp.json, N.snapshot.json,

@@ -1,4 +1,4 @@
-"""``phi-get bundle export --lock phi.lock DIR``: an air-gapped bundle (:mod:`.bundle`, issue 16).
+"""``phi-get bundle export --lock phi.lock DIR``: an air-gapped bundle (:mod:`.bundle`).
 
 Imports typer and the standard library at import time; the bundle code when the command runs.
 """

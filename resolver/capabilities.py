@@ -1,4 +1,4 @@
-"""What each installed runtime build can drive: probed in a subprocess, cached per build (issue 11).
+"""What each installed runtime build can drive: probed in a subprocess, cached per build.
 
 A CPU-only llama-cpp-python wheel and a CUDA one have the same name and
 version; so do a CPU and a CUDA torch.  Only the build itself can say which

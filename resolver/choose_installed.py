@@ -3,7 +3,7 @@
 With several variants of a model installed, ``phi-get run`` and
 ``phi_get.run()`` take the one ``phi-get resolve`` would choose for this
 device among them, say which and why, and run it on the target that
-resolution chose (issue 11).  ``--variant`` names one; its target is still
+resolution chose.  ``--variant`` names one; its target is still
 the resolver's for this device.
 
 Imports :mod:`phi_get.manifests` and sibling modules.

@@ -369,7 +369,7 @@ def run_cmd(
     store = Store(_home(home))
     inst, why, resolved = _pick_installed(store, check_model_name(name), variant, device)
     manifest = store.load(inst)
-    chosen_target = target or resolved  # the resolution's target (issue 11): GPU offload where it said so
+    chosen_target = target or resolved  # the resolution's target: GPU offload where it said so
     if not json_out:
         typer.echo(f"running {inst.name} {inst.version} {inst.variant} ({manifest.format} {manifest.precision}): "
                    f"{why}; target {chosen_target or 'cpu'}", err=True)

@@ -339,7 +339,7 @@ def load_device(spec: str | None = None, *, environ: dict[str, str] | None = Non
     data, where = _read_override(spec)
     try:
         doc = json.loads(data)
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep (issue 10)
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         doc = None  # let the parser (manifests' one loader) name the problem
     if isinstance(doc, dict) and "schema" not in doc:
         base = probe_device(environ=env).to_json()

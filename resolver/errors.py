@@ -58,7 +58,7 @@ class IntegrityError(ResolverError, ValueError):
     exit_code = ExitCode.INTEGRITY
 
     def __init__(self, what: str, *, expected: str, actual: str, where: str) -> None:
-        where = redact_text(where)  # a source URL's credentials never reach a message (issue 10, class 2)
+        where = redact_text(where)  # a source URL's credentials never reach a message
         self.what, self.expected, self.actual, self.where = what, expected, actual, where
         super().__init__(f"{what} from {where} does not match: expected {expected}, got {actual}")
         self.hint = "nothing was installed; run the command again to download it afresh"
@@ -70,7 +70,7 @@ class SourceError(ResolverError, ConnectionError):
     exit_code = ExitCode.UNAVAILABLE
 
     def __init__(self, message: str, *, url: str, hint: str | None = None) -> None:
-        self.url = redact_text(url)  # a source URL's credentials never reach a message (issue 10, class 2)
+        self.url = redact_text(url)  # a source URL's credentials never reach a message
         super().__init__(redact_text(f"{message} ({url})"))
         self.hint = hint
 

@@ -135,7 +135,7 @@ def no_match_error(res: Resolution) -> NoMatchError:
 
 
 def quality_budget_lines(res: Resolution) -> list[str]:
-    """What the policy's quality budget excluded (issue 11): reported whenever it excluded anything."""
+    """What the policy's quality budget excluded: reported whenever it excluded anything."""
     excluded = [c for c in res.candidates if str(c.reject) == "quality"]
     if not excluded:
         return []

@@ -838,7 +838,7 @@ class _ResumedMismatch(IntegrityError):
 
 
 def _shrink(work: Path) -> None:
-    """After a failed or cancelled download: keep only the bytes its journal covers (issue 10, class 8).
+    """After a failed or cancelled download: keep only the bytes its journal covers.
 
     The preallocated tail would otherwise hold the blob's full size on disk
     until gc.  The file is cut after the last span written, so the next run

@@ -9,7 +9,7 @@ calls :func:`install_digest` directly: no resolution, and the digest, not
 any registry answer, decides the bytes; the lock's file list is checked
 against the manifest before any blob is fetched.
 
-No byte is placed unchecked (issue 10, class 1): a downloaded blob was
+No byte is placed unchecked: a downloaded blob was
 hashed on the way in, a stored one is vouched for by the store (its
 verified record, or a re-hash), and an artifact folder that is already
 there is checked the same way before it counts as installed; a damaged
@@ -168,7 +168,7 @@ def install_digest(store: Store, sources: Sources, digest: str, *, first: Source
             return InstallResult(path=store.artifact(digest), manifest=manifest, already_installed=True)
         manifest, data = _cached_manifest(store, digest) or sources.manifest(digest, first=first, name=expect_name)
         _check_expected(manifest, digest, expect, expect_name, expect_files, files_where)
-        check_publisher(sources, manifest, data, first=first)  # before any blob is fetched (issue 15)
+        check_publisher(sources, manifest, data, first=first)  # before any blob is fetched
         store.save_manifest(digest, data)
         pin.add(*(e.sha256 for e in manifest.files))
         stats: dict[str, FetchStats] = {}

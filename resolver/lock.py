@@ -102,7 +102,7 @@ def _lock_one(sources: Sources, spec: ModelSpec, dc_name: str, device: DevicePro
         err = no_match_error(res)
         raise type(err)(f"device class {dc_name!r}: {err}", hint=err.hint)
     manifest, data = sources.manifest(chosen.entry.manifest, first=src, name=spec.name)
-    # Signed at lock time (issue 15): the key id goes in the lock, so a bundle install demands it (issue 16).
+    # Signed at lock time: the key id goes in the lock, so a bundle install demands it.
     signer = check_publisher(sources, manifest, data, first=src)
     # phi.lock is committed: its URLs carry no credentials (sources_from lends them back from PHI_GET_REGISTRY).
     files = tuple(LockedFile(path=f.path, size=f.size, sha256=f.sha256,
@@ -180,8 +180,8 @@ def sync_locked(folder: Path, home: Path, *, device_class: str | None = None,
     for art in lock.for_class(name):
         bases = list(registries or art.sources)
         # A bundle is verified with the TUF metadata it carries, against the lock source's pinned root,
-        # or used unsigned where the user accepts that (issue 15); its publisher signature is checked
-        # before anything is placed (issue 16).
+        # or used unsigned where the user accepts that; its publisher signature is checked
+        # before anything is placed.
         sources = bundle_sources(sources_from(bases, home, offline=offline, locked=True), art, home, warn)
         check_bundle_signature(sources, art, home)
         # The locked file list is checked against the manifest before any blob is fetched or placed.

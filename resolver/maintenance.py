@@ -10,7 +10,7 @@ else goes (a download whose process is gone, too: it would only have been
 resumed), as do temp files older than an hour.  Reports are values, not exceptions
 (like huggingface_hub's ``scan_cache_dir``).
 
-gc and running installs (issue 10, class 3).  The rule: gc keeps whatever
+gc and running installs.  The rule: gc keeps whatever
 the pin of a live install names (``pins/``, :meth:`.store.Store.pin`: the
 manifest digest and every blob the install needs, written before the
 install looks at any blob, removed once its ref is set), as if a ref

@@ -1,4 +1,4 @@
-"""OCI registries and OCI image layouts as sources (issue 16): ``--registry oci://HOST/NAMESPACE``.
+"""OCI registries and OCI image layouts as sources: ``--registry oci://HOST/NAMESPACE``.
 
 The layout read here is :mod:`phi_get.manifests.oci`.  An
 :class:`OciSource` answers what :class:`~.sources.Sources` asks of every
@@ -26,7 +26,7 @@ config (:func:`phi_get.manifests.oci.credentials_for`); no message, lock or
 cache file shows them (the source's ``stored`` form has none).
 
 **The client is our own, on the standard library**, not oras-py: checked
-for issue 16, oras-py does not verify digests on pull, reads a whole file
+for this, oras-py does not verify digests on pull, reads a whole file
 into memory on a plain push, and reuses a pull-only token for a push; and
 the resolver stays light (``resolve`` imports no HTTP library).  The calls
 phi-get needs (a manifest, a tag list, a token, ranged blob GETs) are a

@@ -1,4 +1,4 @@
-"""Quality and cost: the numbers :func:`.resolve.preference_key` ranks by (issue 11).
+"""Quality and cost: the numbers :func:`.resolve.preference_key` ranks by.
 
 Quality is one number, the *loss*: the mean KL divergence, in nats per
 token, of a variant's next-token distributions from the reference model's

@@ -5,7 +5,7 @@ I/O, no clock, no randomness.  Every candidate gets a verdict (chosen,
 eligible, rejected) and a reason, so ``--explain`` can show why each was
 taken or left.
 
-Order of work (issue 5):
+Order of work:
 
 1. hard filters, in this order, each recorded as the rejection reason:
    version specifier, yanked (only an exact ``==`` pin may select a yanked

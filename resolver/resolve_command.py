@@ -116,7 +116,7 @@ def run_resolve(argv: Sequence[str]) -> None:
                            offline=args.offline)
     src, index = sources.find_index(req.name)  # not install.resolve_from: resolve downloads nothing
     res = resolve(req, load_device(args.device), index.entries, pol)  # type: ignore[arg-type]
-    # Where the index came from and whether it was verified (issue 15: an unsigned source is always said).
+    # Where the index came from and whether it was verified (an unsigned source is always said).
     signed = bool(getattr(src, "signed", False))
     if args.json_out:
         print(json.dumps({**resolution_json(res), "source": {"url": src.stored, "signed": signed}},

@@ -7,7 +7,7 @@ for OpenVINO IR, mlx_lm for MLX.  A missing runtime is a
 :class:`RuntimeMissingError` naming the package to install.  Generation is
 greedy, so the same artifact and prompt give the same text.
 
-Each loader runs on the target the resolution chose (issue 11): GGUF with
+Each loader runs on the target the resolution chose: GGUF with
 every layer offloaded on cuda/metal/rocm, ONNX Runtime GenAI with the
 variant's execution provider, OpenVINO on GPU or NPU, torch on cuda or mps,
 MLX on Metal.  When the installed build cannot use that accelerator it

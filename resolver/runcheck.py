@@ -3,7 +3,7 @@
 A runtime is native code reading bytes from outside: a damaged artifact (a
 truncated file, a file replaced by a link) or a hostile one (a GGUF whose
 counts or shapes lie, published with a matching sha256) crashed it or gave a
-Python traceback (issue 10 class 4, issue 13 point 2).  :func:`check_artifact`
+Python traceback.  :func:`check_artifact`
 makes the cheap checks first: every listed file is a regular file of its
 listed size (otherwise an :class:`IntegrityError` whose hint is
 ``phi-get verify --repair``), and GGUF and safetensors headers are walked in

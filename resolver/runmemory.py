@@ -1,4 +1,4 @@
-"""The memory a run takes, measured: what a manifest's memory needs must bound (issue 14, section 3).
+"""The memory a run takes, measured: what a manifest's memory needs must bound.
 
 :func:`measure_run` runs an artifact folder's runtime in a fresh subprocess
 (``python -m phi_get.resolver.runmemory FOLDER CONTEXT NEW_TOKENS PROMPT_FILE``), with
@@ -63,7 +63,7 @@ from phi_get.manifests.manifest import Format
 
 __all__ = ["OVER", "UNDER", "RunMemory", "error_of", "measure_run", "spread_prompt", "within_bound"]
 
-#: The bound a manifest's claim is held to (issue 14, section 3): at most 15 % above
+#: The bound a manifest's claim is held to: at most 15 % above
 #: the measured peak, never more than 5 % below it.
 OVER: Final = 0.15
 UNDER: Final = 0.05

@@ -97,7 +97,7 @@ class Source:
             self.trust.check(relative, body, self.url(relative))
 
     def _absent(self, relative: str) -> None:
-        """A missing document; a signed source may not withhold one its signed targets list (issue 15)."""
+        """A missing document; a signed source may not withhold one its signed targets list."""
         if self.trust is not None and self.trust.listed(relative):
             from .trust import TrustError
 

@@ -195,9 +195,9 @@ def _oci_source(url: str, home: Path, offline: bool, env: Mapping[str, str], *, 
     """An OCI registry (``oci://``) or an OCI image layout folder (a bundle): :mod:`.oci`.
 
     Imported only when one is configured, so the HTTP sources' hot path (``resolve``) does not load it.
-    Trust (issue 15): OCI sources serve no TUF metadata, so, like any unsigned source, one is used only
+    Trust: OCI sources serve no TUF metadata, so, like any unsigned source, one is used only
     when the user accepted it unsigned (``phi-get trust allow-unsigned URL`` or ``PHI_GET_UNSIGNED``).
-    Except a layout read by a locked install (``sync --locked --from DIR``, issue 16): it is verified with
+    Except a layout read by a locked install (``sync --locked --from DIR``): it is verified with
     the TUF metadata it carries, or accepted unsigned, as its lock source would be
     (:func:`.bundle.bundle_sources`), and nothing is resolved from the layout.  An OCI registry carries the
     publisher keys the user pinned for its models (``phi-get trust add-publisher``): see

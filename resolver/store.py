@@ -41,7 +41,7 @@ Rules (STYLE.md, habit 8):
   exclude, two processes download into their own work folders, each hashing
   and placing only the file it wrote (the same bytes, placed twice).
 
-Trusting stored bytes (issue 10, class 1), in one place, :meth:`Store.vouch`:
+Trusting stored bytes, in one place, :meth:`Store.vouch`:
 
 * a stored file is used as the bytes of a sha256 only if it is a regular
   file (never a symlink), reached without passing a link out of its folder
@@ -61,7 +61,7 @@ Trusting stored bytes (issue 10, class 1), in one place, :meth:`Store.vouch`:
   records the file it placed without reading it again (its bytes were
   hashed from memory on the way in).
 
-gc and running installs (issue 10, class 3): an install writes its pin
+gc and running installs: an install writes its pin
 (``pins/``) before it looks at any blob and removes it once the ref is set;
 gc keeps what a live process's pin names, and removes nothing it cannot
 put back: it moves what it means to delete aside, reads the pins and refs

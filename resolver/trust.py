@@ -1,4 +1,4 @@
-"""The client's trust in its sources: a pinned TUF root per source, or an explicit "unsigned" (issue 15).
+"""The client's trust in its sources: a pinned TUF root per source, or an explicit "unsigned".
 
 **Where trust is stored.**  ``HOME/trust/<key>/`` per source (``<key>`` is
 the first 16 hex digits of the sha256 of the source's stored URL):
@@ -325,7 +325,7 @@ class Verifier:
         return self._info(rel) is not None
 
     def write_metadata(self, out: Path, rels: Iterable[str]) -> None:
-        """Write into ``out`` (served as ``{base}/v1/tuf/``) the metadata that verifies ``rels`` (issue 15).
+        """Write into ``out`` (served as ``{base}/v1/tuf/``) the metadata that verifies ``rels``.
 
         For a bundle: after a full refresh that looks every path up (so the bins
         listing them are current), the files are written under the names TUF's

@@ -1,4 +1,4 @@
-"""``phi-get trust``: pin a source's root of trust, or accept a source unsigned (issue 15).
+"""``phi-get trust``: pin a source's root of trust, or accept a source unsigned.
 
 Where it is stored and what is checked: :mod:`.trust`.  Imports the
 resolver's own modules.
@@ -53,7 +53,7 @@ def add(url: str = _URL, root: Path = _ROOT, home: Path | None = _HOME, as_json:
 @trust_app.command("allow-unsigned")
 def unsigned(url: str = _URL, home: Path | None = _HOME) -> None:
     """Accept URL without signatures (recorded in every lock and explanation)."""
-    if not url.startswith(("http://", "https://", "file://", "oci://", "oci+http://")):  # oci: issue 16
+    if not url.startswith(("http://", "https://", "file://", "oci://", "oci+http://")):
         url = Path(url).resolve().as_uri()
     from .trust import allow_unsigned
 

@@ -27,7 +27,7 @@ def good_manifest() -> dict[str, Any]:
     return data
 
 
-# Issue 15: a source without a pinned TUF root is refused unless the user accepts it unsigned.
+# a source without a pinned TUF root is refused unless the user accepts it unsigned.
 # The suite's fixtures serve unsigned wire layouts, so the session accepts every source unsigned
 # (the explicit opt-out, as a user would set it); the signing tests (tests/resolver/test_trust_*.py,
 # tests/registry/test_registry_tuf.py) remove it to test the default.

@@ -9,7 +9,7 @@ padded past its tokenizer's (Phi-3.5-mini 32064 rows for 32011 ids,
 Phi-4-mini 200064 for 200029), and mlx-lm 0.32's streaming detokenizers
 index a list of the tokenizer's ids, so a padding id (which random weights
 pick; a trained model practically never does) raised ``IndexError: list
-index out of range`` in ``add_token`` (issue 14).  The padding rows are
+index out of range`` in ``add_token``.  The padding rows are
 masked out of the generation only; the logits scored are the model's own.
 """
 

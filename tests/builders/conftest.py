@@ -30,7 +30,7 @@ def built(tiny_phi: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
 
 @pytest.fixture(scope="session")
 def trained_phi(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trained tiny Phi-3 checkpoint (shipped weights, digest checked): the quality reference (issue 14)."""
+    """The trained tiny Phi-3 checkpoint (shipped weights, digest checked): the quality reference."""
     pytest.importorskip("torch")
     from phi_get.builders.trained import make_trained_phi
 

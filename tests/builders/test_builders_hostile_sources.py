@@ -1,4 +1,4 @@
-"""`phi-get build --source` with a hostile checkpoint folder (issue 10 class 4: hostile numbers and nesting).
+"""`phi-get build --source` with a hostile checkpoint folder (hostile numbers and nesting).
 
 The safetensors header is read by phi-get's own bounded reader
 (manifests/modelfiles.py) and config.json through the one JSON loader; a

@@ -1,4 +1,4 @@
-"""The build plan's per-variant memory and disk (issue 14): measured where the bench measured, else estimated.
+"""The build plan's per-variant memory and disk: measured where the bench measured, else estimated.
 
 ``builders/data/build_costs.json`` holds two measured builds per model and
 variant (``bench/build_real_scale.py --write-costs``); the plan draws the

@@ -1,4 +1,4 @@
-"""Issue 11 / 14: the quality figures builders write, and the source precision they record.
+"""The quality figures builders write, and the source precision they record.
 
 Attacks and faults covered: a KL divergence computed in the wrong direction,
 on the wrong axis, or as a logit difference (it must be invariant to a

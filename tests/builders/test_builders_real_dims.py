@@ -1,4 +1,4 @@
-"""Real-dimension checkpoints (issue 14): `phi-get tiny-phi OUT --like MODEL --layers N [--layout ...]`.
+"""Real-dimension checkpoints: `phi-get tiny-phi OUT --like MODEL --layers N [--layout ...]`.
 
 One layer of each model in each layout (Phi-3.5-mini about 0.6 GB, Phi-4-mini
 1.4 GB in bf16), generated once per session.  The hub layouts come from the

@@ -1,4 +1,4 @@
-"""What the real-dimension builds found (issue 14), held on the cheapest inputs that show it.
+"""What the real-dimension builds found, held on the cheapest inputs that show it.
 
 - onnxruntime-genai 0.18's builder reads ``rope_parameters["type"]`` of a
   LongRoPE config, which a config made by transformers 5 does not have

@@ -1,4 +1,4 @@
-"""The memory a manifest claims is the memory its runtime takes (issue 14, section 3).
+"""The memory a manifest claims is the memory its runtime takes.
 
 A one-layer checkpoint of Phi-3.5-mini's real dimensions (hidden 3072,
 intermediate 8192, 32 heads, vocabulary 32,064: about 0.6 GB in bf16) is

@@ -1,4 +1,4 @@
-"""Issue 14 section 4: the trained tiny checkpoint is the quality reference, and the gate judges by its figures.
+"""The trained tiny checkpoint is the quality reference, and the gate judges by its figures.
 
 Attacks and faults covered: shipped weights that were damaged or replaced
 (digest), a tokenizer that is not the one the weights were trained for, a

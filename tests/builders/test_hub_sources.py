@@ -1,4 +1,4 @@
-"""Hugging Face sources against a real Hub-compatible server (issue 14, section 5).
+"""Hugging Face sources against a real Hub-compatible server.
 
 olah serves git+LFS repos this module creates (tests/kit/hubkit.py; its stub
 answers only the error paths olah does not answer as the Hub does), and

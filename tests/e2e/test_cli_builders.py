@@ -50,7 +50,7 @@ def test_plan_says_a_hub_variant_cannot_be_built_without_hub_access(tmp_path: Pa
 
     recipe = load_recipe("phi-3.5-mini")
     spec = next(v for v in recipe.variants if v.id == "gguf-q4_k_m")
-    needs, basis = expected_needs(recipe, spec, recipe.architecture["parameters"])  # measured (issue 14)
+    needs, basis = expected_needs(recipe, spec, recipe.architecture["parameters"])  # measured
     assert entry["needs"]["memory_bytes"] == needs["memory_bytes"] and entry["needs_basis"] == basis
     text = phi("build", "phi-3.5-mini", "--plan", "--only", "gguf-q4_k_m", env=NO_HUB).stdout
     assert text.splitlines()[0].split() == ["VARIANT", "TOOLCHAIN", "CHECK", "HERE"]

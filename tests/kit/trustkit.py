@@ -1,4 +1,4 @@
-"""Test kit for signed sources (issue 15): a signed live registry, its mirror, and a tampering proxy.
+"""Test kit for signed sources: a signed live registry, its mirror, and a tampering proxy.
 
 * :class:`SignedRegistry` runs the real registry on loopback with TUF
   signing set up by the operator code (registry/tuf_repo.py), publishes

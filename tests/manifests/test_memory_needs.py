@@ -1,4 +1,4 @@
-"""MemoryNeeds: the one memory formula, its inverse, and manifests from before the runtime overhead (issue 14)."""
+"""MemoryNeeds: the one memory formula, its inverse, and manifests from before the runtime overhead."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ OLD = {"weights_bytes": 2_000_000_000, "kv_bytes_per_token": 393216, "max_contex
 def test_a_manifest_without_the_overhead_fields_reads_them_as_zero_and_keeps_its_bytes() -> None:
     m = MemoryNeeds.from_reader(Reader(OLD, document="manifest"))
     assert (m.overhead_bytes, m.compute_bytes_per_token) == (0, 0)
-    assert m.total_bytes(1000) == 2_000_000_000 + 393216 * 1000  # the claim before issue 14
+    assert m.total_bytes(1000) == 2_000_000_000 + 393216 * 1000  # the claim of a manifest without the overhead fields
     assert m.to_json() == OLD  # written only when non-zero: the old manifest's canonical bytes
 
 

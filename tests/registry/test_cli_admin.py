@@ -145,7 +145,7 @@ def test_a_storage_that_is_a_file_is_bad_input_not_a_traceback(tmp_path: Path) -
     (b"\xff\xfe", "codec can't decode byte 0xff"),
 ], ids=["deep-nesting", "huge-integer", "unknown-key", "not-utf8"])
 def test_a_hostile_registry_config_file_is_bad_input_naming_it(tmp_path: Path, content: bytes, message: str) -> None:
-    """Issue 10, class 4: the registry's config file goes through the one loader (was tomllib with a narrow except)."""
+    """The registry's config file goes through the one loader (was tomllib with a narrow except)."""
     config = tmp_path / "registry.toml"
     config.write_bytes(content)
     proc = run("registry", "token", "list", env={"PHI_GET_REGISTRY_CONFIG": str(config)})

@@ -1,4 +1,4 @@
-"""The registry's signing (issue 15): the operator's commands, hashed bins, expiry and revocation.
+"""The registry's signing: the operator's commands, hashed bins, expiry and revocation.
 
 The operator commands run as real ``phi-get registry trust ...`` processes on
 the registry's storage; the registry is the real server on loopback; the

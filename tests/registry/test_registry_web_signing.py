@@ -1,4 +1,4 @@
-"""The web catalog shows signing status (issue 17 with issue 15): TUF-signed metadata and publisher signatures.
+"""The web catalog shows signing status: TUF-signed metadata and publisher signatures.
 
 A real registry on loopback, signed by the operator's real commands
 (``phi-get registry trust keygen/init/publisher``), an artifact signed by

@@ -1,4 +1,4 @@
-"""Air-gapped bundles carry publisher signatures (issue 16, with issue 15's signing), against real parts.
+"""Air-gapped bundles carry publisher signatures (with signed metadata), against real parts.
 
 A signed live registry on loopback (tests/kit/trustkit.py: TUF set up by
 the operator code, a publisher key listed for the model) serves an artifact
@@ -6,7 +6,7 @@ signed with ``model_signing``; ``phi-get lock`` and ``phi-get bundle export``
 run through the real command line; the registry is then stopped and every
 install is ``phi-get sync --locked --from DIR`` with no network.  The bundle
 carries the source's TUF metadata, which the client verifies against the root
-it pinned (issue 15).  The bundle is attacked on disk as a USB stick could
+it pinned.  The bundle is attacked on disk as a USB stick could
 be: its signature layer dropped, or replaced by a signature (and public key)
 of another key; its TUF metadata tampered with, removed, or older than what
 the client already verified.  The skopeo round trip uses the CNCF
@@ -175,7 +175,7 @@ def test_lock_records_the_signer_and_the_bundle_carries_the_publishers_signature
     lock = (signed.project / "phi.lock").read_text()
     assert f'publisher-key = "{signed.key_id}"' in lock and 'lock-version = "1.1"' in lock, lock
     assert "unsigned-sources" not in lock
-    # the source's TUF metadata goes with it (issue 15): root chain, timestamp, snapshot, targets, bins
+    # the source's TUF metadata goes with it: root chain, timestamp, snapshot, targets, bins
     assert json.loads((signed.top / "export.json").read_text()).get("signed_sources") == [signed.url]
     names = sorted(p.name for p in _tuf(signed.bundle).iterdir())
     assert "timestamp.json" in names and "1.root.json" in names and any(".bins-" in n for n in names), names

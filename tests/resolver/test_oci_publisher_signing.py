@@ -1,4 +1,4 @@
-"""Publisher signatures through an OCI registry (issue 15 with issue 16), against real programs on loopback.
+"""Publisher signatures through an OCI registry, against real programs on loopback.
 
 The registry is the CNCF distribution registry (tests/kit/ocikit.py).  An
 artifact signed with ``phi-get sign`` (OpenSSF model-signing) is pushed with
@@ -35,7 +35,7 @@ PHI_GET = str(Path(sys.executable).parent / "phi-get")
 def phi(*args: str, home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PHI_GET_", "DOCKER_CONFIG"))}
     env.update(PHI_GET_HOME=str(home), DOCKER_CONFIG=str(home / "no-docker"), PHI_GET_DEVICE="pi-board",
-               PHI_GET_UNSIGNED="*", PHI_GET_MIN_RATE="0")  # OCI sources serve no TUF metadata (issue 15)
+               PHI_GET_UNSIGNED="*", PHI_GET_MIN_RATE="0")  # OCI sources serve no TUF metadata
     r = subprocess.run([PHI_GET, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert "Traceback" not in r.stdout + r.stderr, r.stderr
     return r

@@ -1,4 +1,4 @@
-"""Models as OCI artifacts (issue 16), against real programs on loopback.
+"""Models as OCI artifacts, against real programs on loopback.
 
 The registry is the CNCF distribution registry (Debian ``docker-registry``
 2.8) with htpasswd auth, or with bearer tokens from this kit's token server
@@ -47,7 +47,7 @@ def _env(home: Path, *, creds: bool = True, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PHI_GET_", "DOCKER_CONFIG", "REGISTRY_AUTH"))}
     env.update(PHI_GET_HOME=str(home), DOCKER_CONFIG=str(home / "no-docker"), PHI_GET_MIN_RATE="0",
                PHI_GET_DEVICE="intel-ai-pc",  # a sample profile: no probing
-               PHI_GET_UNSIGNED="*")  # OCI sources serve no TUF metadata: accepted unsigned (issue 15)
+               PHI_GET_UNSIGNED="*")  # OCI sources serve no TUF metadata: accepted unsigned
     env.update(extra)
     if creds:
         env.update(PHI_GET_OCI_USERNAME=USER, PHI_GET_OCI_PASSWORD=PASSWORD)
@@ -131,7 +131,7 @@ def test_install_without_credentials_is_refused_with_a_hint(basic: OciRegistry, 
 
 
 def test_an_oci_source_not_accepted_unsigned_is_refused(basic: OciRegistry, tmp_path: Path) -> None:
-    """Trust (issue 15): an OCI registry serves no TUF metadata, so it is used only once accepted unsigned."""
+    """Trust: an OCI registry serves no TUF metadata, so it is used only once accepted unsigned."""
     r = phi("install", "tiny-phi", "--registry", basic.url(), env=_env(tmp_path / "h", PHI_GET_UNSIGNED=""),
             ok=False)
     assert r.returncode == 4 and "not marked unsigned" in r.stderr and "allow-unsigned" in r.stderr, r.stderr
@@ -252,7 +252,7 @@ def test_lock_sync_locked_and_a_bundle_through_skopeo(basic: OciRegistry, tmp_pa
     assert len(index["manifests"]) == 1  # exactly what the lock pins: one class, one variant
     ref = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
     # no credentials and a dead network: the bundle alone; its source was unsigned (no TUF metadata in it), so
-    # it is used only where that source is accepted unsigned (issue 15), and the install says so
+    # it is used only where that source is accepted unsigned, and the install says so
     offline = _env(tmp_path / "h2", creds=False, PHI_GET_OFFLINE="1", PHI_GET_UNSIGNED="")
     refused = phi("sync", "--locked", "--from", str(bundle), "--project", str(project), env=offline, ok=False)
     assert refused.returncode == 4 and "carries no TUF metadata" in refused.stderr, refused.stderr

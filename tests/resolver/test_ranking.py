@@ -1,4 +1,4 @@
-"""Issue 11: the ranking a practitioner signs, and builds that cannot drive a target.
+"""The ranking a practitioner signs, and builds that cannot drive a target.
 
 Attacks: a higher precision than the source passing itself off as better
 quality (property over random metrics, policies, devices and contexts);

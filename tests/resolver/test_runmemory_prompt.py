@@ -1,4 +1,4 @@
-"""The prompt the run-memory measurement uses fills the window with tokens spread over the vocabulary (issue 14 s3).
+"""The prompt the run-memory measurement uses fills the window with tokens spread over the vocabulary.
 
 A runtime that memory-maps its weights and reads the input embedding by row
 (transformers' safetensors, onnxruntime-genai's int4 Gather) makes resident

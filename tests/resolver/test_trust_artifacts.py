@@ -1,4 +1,4 @@
-"""Publisher signatures (OpenSSF model-signing), interop, and offline locked installs from a signed mirror (issue 15).
+"""Publisher signatures (OpenSSF model-signing), interop, and offline locked installs from a signed mirror.
 
 The registry is the real one on loopback with signing set up by the operator
 code; artifacts are small synthetic folders; installs and locks go through

@@ -1,4 +1,4 @@
-"""TUF's attack classes, as real attacks on loopback, against the live registry and a static mirror (issue 15).
+"""TUF's attack classes, as real attacks on loopback, against the live registry and a static mirror.
 
 Each test runs twice: ``live`` puts a tampering proxy (a hostile network or
 CDN) in front of the real registry; ``mirror`` edits the files of a static
