@@ -18,6 +18,7 @@ from typing import Any
 import phi_get
 import pytest
 from phi_get.manifests.artifact import load_artifact_folder
+from phi_get.resolver.fetch import NullReporter
 from phi_get.resolver.install import install_digest
 from phi_get.resolver.maintenance import gc_store
 from phi_get.resolver.sources import sources_from
@@ -26,19 +27,13 @@ from phi_get.resolver.store import Store
 DEVICE = "pi-board"
 
 
-class GcWhenPlaced:
+class GcWhenPlaced(NullReporter):
     """A reporter that runs a real gc as soon as ``after`` downloads have placed their blobs (none linked yet)."""
 
     def __init__(self, store: Store, after: int) -> None:
         self.store, self.after, self.placed = store, after, 0
         self.removed: list[str] = []
         self.notes: list[str] = []
-
-    def start(self, label: str, total: int) -> None:
-        pass
-
-    def advance(self, label: str, n: int) -> None:
-        pass
 
     def finish(self, label: str) -> None:
         self.placed += 1

@@ -20,6 +20,7 @@ from typing import Any
 import phi_get
 import pytest
 from phi_get.manifests.artifact import load_artifact_folder
+from phi_get.resolver.fetch import NullReporter
 from phi_get.resolver.install import install_digest
 from phi_get.resolver.lock import lock_project, sync_locked
 from phi_get.resolver.sources import sources_from
@@ -29,20 +30,11 @@ from wirekit import ONE_CLASS_PROJECT
 DEVICE = "pi-board"  # its CPU (cpu-arm64) is one the test artifacts target
 
 
-class Notes:
+class Notes(NullReporter):
     """A reporter that keeps the notes (what the CLI's progress display prints)."""
 
     def __init__(self) -> None:
         self.notes: list[str] = []
-
-    def start(self, label: str, total: int) -> None:
-        pass
-
-    def advance(self, label: str, n: int) -> None:
-        pass
-
-    def finish(self, label: str) -> None:
-        pass
 
     def note(self, message: str) -> None:
         self.notes.append(message)
