@@ -1,6 +1,7 @@
 """Quality measurement: the PyTorch reference and the metrics every artifact gets.
 
-The reference is the unquantized checkpoint run by transformers in fp32 on
+The reference is the unquantized checkpoint run by transformers in fp32
+(its weights read one layer at a time: ``streamed_forward.py``) on
 the fixed evaluation text (``tiny.EVAL_TEXT``), tokenized once by the
 checkpoint's own tokenizer; every artifact's runtime is fed the same token
 ids and its logits are compared with the reference: perplexity of the text
@@ -35,6 +36,7 @@ from phi_get.manifests.manifest import Quality, QualityCheck
 from phi_get.manifests.recipe import VariantSpec
 
 from .errors import BuildError
+from .streamed_forward import streamed_logits
 from .tiny import EVAL_TEXT
 
 __all__ = [
@@ -106,13 +108,8 @@ def load_reference(folder: Path, work: Path) -> Reference:
         if meta.get("text_sha256") == text_sha:
             return Reference(ids=tuple(meta["ids"]), prompt_ids=tuple(meta["prompt_ids"]),
                              logits_path=logits_path, text_sha256=text_sha)
-    import torch
-    from transformers import AutoModelForCausalLM
-
     ids, prompt_ids = _tokenize(folder)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].float().numpy()
+    logits = streamed_logits(folder, ids)
     tmp = logits_path.with_suffix(".tmp.npy")
     np.save(tmp, logits.astype(np.float32))
     tmp.replace(logits_path)

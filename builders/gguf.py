@@ -139,11 +139,14 @@ def _write_vocab(writer: Any, ckpt: Checkpoint) -> None:
     gguf.SpecialVocab(ckpt.folder, n_vocab=len(vocab.tokens)).add_to_gguf(writer, quiet=True)
 
 
-def _write_tensors(writer: Any, ckpt: Checkpoint) -> None:
+def _tensor_plan(ckpt: Checkpoint) -> list[tuple[Path, str, str, tuple[int, ...]]]:
+    """(file, checkpoint key, GGUF name, shape) of every tensor, in the order they are written,
+    read from the safetensors headers alone."""
     import gguf
     from safetensors import safe_open
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.PHI3, ckpt.layers)
+    plan = []
     for path in sorted(ckpt.folder.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:
             for key in sorted(fh.keys()):
@@ -152,22 +155,33 @@ def _write_tensors(writer: Any, ckpt: Checkpoint) -> None:
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
                     raise CheckpointError(f"tensor {key!r} in {path.name} has no GGUF name for the phi3 architecture")
-                data = fh.get_tensor(key).float().numpy()
-                writer.add_tensor(name, data)
+                plan.append((path, key, name, tuple(fh.get_slice(key).get_shape())))
+    return plan
 
 
 def convert_to_gguf(ckpt: Checkpoint, dest: Path) -> Path:
-    """Write the fp32 GGUF of ``ckpt`` to ``dest`` (atomically)."""
+    """Write the fp32 GGUF of ``ckpt`` to ``dest`` (atomically), one tensor at a time: the tensor
+    infos go out first (from the headers), then each tensor is read, widened to fp32, written and
+    dropped, so the peak is the largest tensor, not the model."""
     import gguf
+    import numpy as np
+    from safetensors import safe_open
 
+    plan = _tensor_plan(ckpt)
     with replacing(dest) as tmp:
         writer = gguf.GGUFWriter(str(tmp), "phi3")
         _write_metadata(writer, ckpt)
         _write_vocab(writer, ckpt)
-        _write_tensors(writer, ckpt)
+        for _path, _key, name, shape in plan:
+            writer.add_tensor_info(name, shape, np.dtype(np.float32), 4 * math.prod(shape))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
+        writer.write_ti_data_to_file()
+        for held in [info.tensor for info in writer.tensors[0].values() if info.tensor is not None]:
+            writer.write_tensor_data(held)  # the LongRoPE factors, added with their data up front
+        for path, key, _name, _shape in plan:
+            with safe_open(str(path), framework="pt") as fh:  # closed after each: its pages do not stay mapped
+                writer.write_tensor_data(fh.get_tensor(key).float().numpy())
         writer.close()
     return dest
 

@@ -1,7 +1,9 @@
 """safetensors for PyTorch/transformers: the checkpoint cast to fp16 or bf16.
 
-The model is loaded in fp32, cast, and saved with ``save_pretrained`` beside
-the source's tokenizer files; the result is loaded back by transformers in
+The checkpoint's tensors are cast a block of rows at a time into one
+``model.safetensors`` (``safetensors_stream``: no model object, the peak is
+one block, not the model), beside its config.json with the new dtype, its
+generation config and its tokenizer files; the result is loaded back by transformers in
 its own dtype on this CPU, scored against the fp32 reference and made to
 generate before it counts as built.
 
@@ -10,6 +12,7 @@ Imports torch and transformers inside functions only.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from importlib import metadata
@@ -21,12 +24,16 @@ from phi_get.manifests.recipe import VariantSpec
 from .base import BuildContext, Produced
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, PROMPT, Reference, runtime_quality, score_logits
+from .safetensors_stream import cast_safetensors
 
 __all__ = ["TOKENIZER_FILES", "PytorchBackend", "run_safetensors"]
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja")
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+_SAFETENSORS_DTYPES = {"fp16": "F16", "bf16": "BF16"}
+#: Bumped when the cast's output bytes change.
+CAST_VERSION = "1"
 
 
 def _version(dist: str) -> str:
@@ -40,6 +47,19 @@ def copy_tokenizer(src: Path, dest: Path) -> None:
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copyfile(src / name, dest / name)
+
+
+def cast_checkpoint(src: Path, dest: Path, precision: str) -> None:
+    """``src``'s weights in ``precision`` as ``dest/model.safetensors``, with its configs and tokenizer."""
+    cast_safetensors(sorted(src.glob("*.safetensors")), dest / "model.safetensors", _SAFETENSORS_DTYPES[precision])
+    config = json.loads((src / "config.json").read_text("utf-8"))
+    for key in ("torch_dtype", "dtype"):  # transformers 4 reads the first, 5 writes the second
+        if key == "torch_dtype" or key in config:
+            config[key] = _DTYPES[precision]
+    (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+    if (src / "generation_config.json").is_file():
+        shutil.copyfile(src / "generation_config.json", dest / "generation_config.json")
+    copy_tokenizer(src, dest)
 
 
 def run_safetensors(folder: Path, precision: str, reference: Reference | None) -> tuple[Any, str, str]:
@@ -80,20 +100,13 @@ class PytorchBackend:
         return None
 
     def tools(self, spec: VariantSpec) -> dict[str, str]:
-        return {d: _version(d) for d in ("torch", "transformers", "safetensors")}
+        return {**{d: _version(d) for d in ("torch", "transformers", "safetensors")},
+                "phi-get-safetensors-cast": CAST_VERSION}
 
     def build(self, spec: VariantSpec, ctx: BuildContext, dest: Path) -> Produced:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        dtype = getattr(torch, _DTYPES[str(spec.precision)])
-        src = ctx.checkpoint.folder
         start = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
-        model.to(dtype).save_pretrained(str(dest), safe_serialization=True)
-        copy_tokenizer(src, dest)
+        cast_checkpoint(ctx.checkpoint.folder, dest, str(spec.precision))
         toolchain = time.perf_counter() - start
-        del model
         # The runtime check: transformers loads the artifact itself, in its dtype.
         logits, text, runtime = run_safetensors(dest, str(spec.precision), ctx.reference)
         metrics = score_logits(logits, ctx.reference)

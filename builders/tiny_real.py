@@ -28,7 +28,7 @@ near one chunk, whatever the layer count.  Each tensor's values come from a
 generator seeded by (seed, tensor name), so layer 0 is the same at 1 or 2
 layers, and the same command gives the same bytes.
 
-May import the standard library and ``phi_get.manifests``; torch,
+May import the standard library, ``phi_get.manifests`` and ``safetensors_stream``; torch,
 sentencepiece, tokenizers and transformers inside functions only.
 """
 
@@ -38,21 +38,21 @@ import hashlib
 import itertools
 import json
 import math
-import struct
 import tempfile
+from collections.abc import Iterator
 from enum import StrEnum
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
+from .safetensors_stream import CHUNK_ELEMENTS, write_streaming
+
 __all__ = ["REAL_MODELS", "Layout", "real_model", "tensor_shapes", "write_real_checkpoint"]
 
 #: Models whose published config a real-dimension checkpoint copies (keys of data/phi_models.json).
 REAL_MODELS: Final = ("phi-3.5-mini", "phi-4-mini")
 
-#: Elements generated at once (64 MiB of fp32): bounds the writer's memory.
-_CHUNK_ELEMENTS: Final = 1 << 24
 _LETTERS: Final = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -112,26 +112,19 @@ def _write_weights(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: 
     """A bf16 safetensors file written chunk by chunk: norms 1, matrices N(0, std) from a per-tensor generator."""
     import torch
 
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes:
-        size = 2 * _numel(shape)
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    blob = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(blob)) + blob)
-        for name, shape in shapes:
-            if len(shape) == 1:
-                fh.write(torch.ones(shape, dtype=torch.bfloat16).view(torch.int16).numpy().tobytes())
-                continue
-            gen = torch.Generator().manual_seed(_tensor_seed(seed, name))
-            rows, cols = shape
-            step = max(1, _CHUNK_ELEMENTS // cols)
-            for start in range(0, rows, step):
-                chunk = torch.randn((min(step, rows - start), cols), generator=gen) * std
-                fh.write(chunk.to(torch.bfloat16).view(torch.int16).numpy().tobytes())
+    def chunks(name: str) -> Iterator[bytes]:
+        shape = dict(shapes)[name]
+        if len(shape) == 1:
+            yield torch.ones(shape, dtype=torch.bfloat16).view(torch.int16).numpy().tobytes()
+            return
+        gen = torch.Generator().manual_seed(_tensor_seed(seed, name))
+        rows, cols = shape
+        step = max(1, CHUNK_ELEMENTS // cols)
+        for start in range(0, rows, step):
+            chunk = torch.randn((min(step, rows - start), cols), generator=gen) * std
+            yield chunk.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+
+    write_streaming(path, [(name, "BF16", shape) for name, shape in shapes], chunks)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
