@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from phi_get.builders.base import Outcome
@@ -123,17 +122,11 @@ def test_gate_errors_are_build_errors() -> None:
 # -- a broken GGUF conversion ----------------------------------------------------------------------------------
 
 
-class _LayerSwappingWriter:
-    """A GGUFWriter proxy that writes layer 0's tensors as layer 1's and back: a converter indexing bug."""
-
-    def __init__(self, writer: Any) -> None:
-        self._writer = writer
-
-    def add_tensor(self, name: str, data: Any) -> None:
-        swapped = {"blk.0.": "blk.1.", "blk.1.": "blk.0."}
-        if name[:6] in swapped:
-            name = swapped[name[:6]] + name[6:]
-        self._writer.add_tensor(name, data)
+def _layers_swapped(plan: list[tuple[Path, str, str, tuple[int, ...]]]) -> list[tuple[Path, str, str, tuple[int, ...]]]:
+    """The converter's tensor plan with layer 0's tensors written as layer 1's and back: a converter indexing bug."""
+    swapped = {"blk.0.": "blk.1.", "blk.1.": "blk.0."}
+    return [(path, key, swapped[name[:6]] + name[6:] if name[:6] in swapped else name, shape)
+            for path, key, name, shape in plan]
 
 
 @pytest.mark.slow
@@ -142,8 +135,8 @@ def test_gate_refuses_a_broken_gguf_conversion(tiny_phi: Path, tmp_path: Path, m
     from phi_get.builders import gguf
     from phi_get.builders.build import build_recipe
 
-    honest_write = gguf._write_tensors
-    monkeypatch.setattr(gguf, "_write_tensors", lambda writer, ckpt: honest_write(_LayerSwappingWriter(writer), ckpt))
+    honest_plan = gguf._tensor_plan
+    monkeypatch.setattr(gguf, "_tensor_plan", lambda ckpt: _layers_swapped(honest_plan(ckpt)))
     results = build_recipe("tiny-phi", tiny_phi, tmp_path / "broken", only="gguf-f16,gguf-q8_0,gguf-q4_0")
     outcomes = {r.variant: (r.outcome, r.reason) for r in results}
     assert {v: o for v, (o, _) in outcomes.items()} == dict.fromkeys(("gguf-f16", "gguf-q8_0", "gguf-q4_0"),
@@ -157,7 +150,7 @@ def test_gate_refuses_a_broken_gguf_conversion(tiny_phi: Path, tmp_path: Path, m
 
     # The same build without the bug passes the gate.  (A fresh OUT: the
     # broken fp32 conversion stays cached in the first one's .work/.)
-    monkeypatch.setattr(gguf, "_write_tensors", honest_write)
+    monkeypatch.setattr(gguf, "_tensor_plan", honest_plan)
     honest = build_recipe("tiny-phi", tiny_phi, tmp_path / "honest", only="gguf-f16,gguf-q8_0,gguf-q4_0")
     assert [(r.outcome, r.reason) for r in honest] == [(Outcome.BUILT, "")] * 3
 
