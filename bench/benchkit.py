@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from phi_get.demo import free_port  # the one free loopback port; re-exported for the benches
 
-__all__ = ["PHI_GET", "accept_unsigned", "free_port", "loopback_server_process", "wait_http"]
+__all__ = ["PHI_GET", "accept_unsigned", "baseline_tree", "free_port", "loopback_server_process", "wait_http"]
 
 PHI_GET = [sys.executable, "-m", "phi_get"]
 
@@ -61,3 +61,13 @@ def loopback_server_process(root: Path) -> Iterator[str]:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(10)
+
+
+def baseline_tree(rev: str, tmp: Path) -> Path:
+    """A folder whose ``phi_get`` is the repository at ``rev`` (for PYTHONPATH)."""
+    repo = Path(__file__).parents[1]
+    tree = tmp / "baseline" / "phi_get"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree.parent

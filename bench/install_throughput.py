@@ -19,7 +19,10 @@ registry would:
   CPUs hash in parallel at full speed; on a loaded machine they do not);
 * ``phi-get install`` in-process (resolve, parallel ranged fetch, hashing
   overlapped with the transfer, fsync, atomic placement) into an empty store;
-* ``curl -o`` then ``sha256sum``: the two-pass peer.
+* ``curl -o`` then ``sha256sum``: the two-pass peer;
+* with ``--baseline REV``: ``phi-get install`` as a command (a process of its
+  own, imports included) by this tree and by the code of git revision REV,
+  one after the other in each round: whether a change made installing slower.
 
 Prints times and the ratios (ceiling / install: target >= 0.8; all at once
 / install and curl+sha / install: > 1 means phi-get is faster), the CPU time (user + system, all
@@ -31,7 +34,7 @@ ceiling parts then an install, and prints every round and the median of
 their ratios, the figure to judge the target by on a shared machine.
 Files are deleted afterwards.
 
-    .venv/bin/python bench/install_throughput.py [--size-mb 1024] [--repeat 5] [--workdir /tmp]
+    .venv/bin/python bench/install_throughput.py [--size-mb 1024] [--repeat 5] [--workdir /tmp] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 
 import wirekit
-from benchkit import loopback_server_process
+from benchkit import PHI_GET, accept_unsigned, baseline_tree, loopback_server_process
 from phi_get.resolver.detect import load_device
 from phi_get.resolver.install import InstallResult, install_requirement
 from phi_get.resolver.resolve import make_policy, parse_requirement
@@ -158,11 +161,28 @@ def install(url: str, home: Path) -> InstallResult:
                                load_device("pi-board"), make_policy())
 
 
+def cli_install(url: str, home: Path, tree: Path | None) -> float:
+    """Seconds for ``phi-get install`` as a command into an empty store, by this tree or by ``tree``."""
+    env = {**os.environ, "PHI_GET_HOME": str(home)}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    settle()
+    t = time.perf_counter()
+    done = subprocess.run([*PHI_GET, "install", "bench-model", "--registry", url, "--device", "pi-board", "--quiet"],
+                          env=env, capture_output=True, text=True, check=False, cwd=tempfile.gettempdir())
+    seconds = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"phi-get install ({tree or 'this tree'}) failed: {done.stderr[-2000:]}")
+    shutil.rmtree(home)
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--workdir", default=tempfile.gettempdir())
+    ap.add_argument("--baseline", metavar="REV", help="also time the install command by the code of this git revision")
     args = ap.parse_args()
     size = args.size_mb << 20
     work = Path(tempfile.mkdtemp(prefix="phi-get-bench-", dir=args.workdir))
@@ -171,7 +191,9 @@ def main() -> None:
         sha = m.files[0].sha256
         blob = mirror / "v1" / "blobs" / "sha256" / sha
         rounds = []
+        tree = baseline_tree(args.baseline, work) if args.baseline else None
         with loopback_server_process(mirror) as url:
+            accept_unsigned(url)
             port = int(url.rsplit(":", 1)[1])
             for _ in range(args.repeat):
                 settle()
@@ -200,6 +222,10 @@ def main() -> None:
                                "install_read_back_bytes": sum(s.read_back for s in result.files.values()),
                                "ratio_install_vs_ceiling": round(ceiling / t_install, 2),
                                "ratio_install_vs_all_at_once": round(t_all / t_install, 2)})
+                if tree is not None:
+                    pair = [cli_install(url, work / "home", None), cli_install(url, work / "home", tree)]
+                    rounds[-1].update({"cli_install_s": round(pair[0], 3), "cli_install_baseline_s": round(pair[1], 3),
+                                       "ratio_baseline_over_this_tree": round(pair[1] / pair[0], 2)})
                 print(json.dumps(rounds[-1]), flush=True)
             t = time.perf_counter()
             subprocess.run(["curl", "-s", "-o", str(work / "curl.bin"), f"{url}/v1/blobs/sha256/{sha}"], check=True)
@@ -223,7 +249,9 @@ def main() -> None:
                           "ratio_install_vs_ceiling": last["ratio_install_vs_ceiling"],
                           "median_ratio_install_vs_ceiling": ratios[len(ratios) // 2],
                           "median_ratio_install_vs_all_at_once": at_once[len(at_once) // 2],
-                          "ratio_curl_over_install": round(t_curl / last["install_s"], 2)}))
+                          "ratio_curl_over_install": round(t_curl / last["install_s"], 2),
+                          **({"baseline": args.baseline, "median_ratio_baseline_over_this_tree": sorted(
+                              r["ratio_baseline_over_this_tree"] for r in rounds)[len(rounds) // 2]} if tree else {})}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "kit"))
 
 import wirekit
+from benchkit import baseline_tree
 
 TARGET_S = 0.3
 
@@ -62,16 +63,6 @@ def timed_pair(cmd: list[str], envs: tuple[dict[str, str], dict[str, str]], repe
             out.append(time.perf_counter() - t)
             assert done.returncode == 0, done.stderr
     return statistics.median(times[0]), statistics.median(times[1])
-
-
-def _baseline_tree(rev: str, tmp: Path) -> Path:
-    """A folder whose ``phi_get`` is the repository at ``rev`` (for PYTHONPATH)."""
-    repo = Path(__file__).parents[1]
-    tree = tmp / "baseline" / "phi_get"
-    tree.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree.parent
 
 
 def _signed_copy(root: Path, tmp: Path) -> Path:
@@ -140,7 +131,7 @@ def main() -> None:
                                                                      args.repeat),
             }
             if args.baseline:
-                tree = str(_baseline_tree(args.baseline, Path(tmp)))
+                tree = str(baseline_tree(args.baseline, Path(tmp)))
                 old = {"PYTHONPATH": tree, "PHI_GET_HOME": str(Path(tmp) / "home-baseline")}
                 pairs = {"bytecode compiled": (env, {**env, **old}),
                          "bytecode cached": (cached, {**cached, **old,
