@@ -1,7 +1,7 @@
 """Real-dimension checkpoints: `phi-get tiny-phi OUT --like MODEL --layers N [--layout ...]`.
 
 One layer of each model in each layout (Phi-3.5-mini about 0.6 GB, Phi-4-mini
-1.4 GB in bf16), generated once per session.  The hub layouts come from the
+1.4 GB in bf16), generated once for this module and removed after it.  The hub layouts come from the
 CLI in a subprocess, the transformers5 ones from the Python API in this
 process: every file but config.json must be byte-identical between the two,
 which is the determinism check (two processes, the same bytes).
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ TOKENIZER_IDS = {"phi-3.5-mini": 32011, "phi-4-mini": 200029}
 FIRST_LONG_FACTOR = {"phi-3.5-mini": 1.0800000429153442, "phi-4-mini": 1}
 
 
-@pytest.fixture(scope="session")
-def real_dims(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+@pytest.fixture(scope="module")
+def real_dims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], Path]]:
+    """The four checkpoints (about 4 GB), removed when this module's tests are done."""
     pytest.importorskip("torch")
     pytest.importorskip("tokenizers")
     from phi_get.builders.tiny import TinySpec, make_tiny_phi
@@ -49,7 +52,8 @@ def real_dims(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str],
         out[model, "hub"] = hub
         out[model, "transformers5"] = make_tiny_phi(root / f"{model}-t5",
                                                     TinySpec.like(model, layers=1, layout="transformers5"))
-    return out
+    yield out
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -168,9 +172,11 @@ def test_bad_like_and_layout_are_refused_by_name(tmp_path: Path) -> None:
 
 
 #: Each of phi-get's own steps, run alone in a fresh process after its imports, and the peer:
-#: the whole model loaded in fp32, as the steps did before they streamed.
+#: the whole model loaded in fp32, as the steps did before they streamed.  The peak is VmHWM (this
+#: process image's high-water mark, reset after the imports), not getrusage's ru_maxrss, which a
+#: process started by exec inherits from a larger parent (here: pytest, holding earlier models).
 STEP_SCRIPT = r"""
-import json, resource, sys
+import json, sys
 from pathlib import Path
 import torch, transformers, gguf, safetensors
 from phi_get.builders.checkpoint import open_source
@@ -181,9 +187,10 @@ from phi_get.builders.streamed_forward import streamed_logits
 step, src, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 ckpt = open_source(src)
 ids = list(range(1, 200))
-def rss():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) * 1024
-before = rss()
+def status(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":")) * 1024
+Path("/proc/self/clear_refs").write_text("5")  # VmHWM back to the current RSS: the imports' own peak is not the step's
+before = status("VmRSS")
 if step == "whole-model-fp32":
     model = transformers.AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
 elif step == "reference-logits":
@@ -192,7 +199,7 @@ elif step == "gguf-conversion":
     convert_to_gguf(ckpt, out / "model.gguf")
 elif step == "safetensors-cast":
     cast_safetensors(sorted(src.glob("*.safetensors")), out / "model.safetensors", "F16")
-print(json.dumps({"growth": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before}))
+print(json.dumps({"growth": status("VmHWM") - before}))
 """
 
 

@@ -28,7 +28,9 @@ memory").  MLX is not run here: its builds target Metal only
 
 from __future__ import annotations
 
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,7 +42,8 @@ CONTEXTS = (512, 2048)
 
 
 @pytest.fixture(scope="module")
-def real_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The one-layer checkpoint and its four builds (about 4 GB), removed when this module is done."""
     pytest.importorskip("llama_cpp")
     pytest.importorskip("onnxruntime_genai")
     pytest.importorskip("tokenizers")
@@ -51,7 +54,8 @@ def real_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpt = make_tiny_phi(root / "phi-3.5-mini-1", TinySpec.like("phi-3.5-mini", layers=1))
     results = build_recipe("phi-3.5-mini", ckpt, root / "out", only=",".join(VARIANTS))
     assert [(r.variant, str(r.outcome)) for r in results] == [(v, "built") for v in VARIANTS], results
-    return root / "out" / "phi-3.5-mini" / "1.0.0"
+    yield root / "out" / "phi-3.5-mini" / "1.0.0"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
