@@ -75,7 +75,7 @@ class RunOverhead:
 RUN_MEMORY_NOTE: Final = (
     "peak RSS (VmHWM, reset after the runtime's import) above the interpreter with the runtime imported, "
     "loading the artifact and generating 4 tokens after a prompt filling a window of 512 and of 2048 tokens "
-    "(one repeated word; onnxruntime-genai fp32 and openvino-genai int8 refitted on distinct words: see their rows) "
+    "(one repeated word; onnxruntime-genai fp32, openvino-genai and transformers refitted on distinct words: see their rows) "
     "(resolver/runmemory.py, bench/runtime_memory.py), on 1-layer checkpoints of Phi-3.5-mini's and "
     "Phi-4-mini's real dimensions (vocabulary 32,064 / 200,064, 32 / 24 heads), CPU, Linux x86_64, "
     "llama-cpp-python 0.3.36, onnxruntime-genai 0.18.0, openvino-genai in .envs/openvino, transformers 5.24 "
@@ -154,14 +154,15 @@ RUNTIMES: Final = (
             "intel-npu": "pip install openvino-genai, and the Intel NPU driver",
         },
         # Measured (RUN_MEMORY_NOTE): logits only for the last token (optimum's stateful export), so the
-        # per-token cost does not grow with the vocabulary: ~6.3 KB a head a token for int8/int4 (201 KB
-        # with 32 heads, 141 KB with 24), ~2 KB for fp16; the CPU plugin keeps ~4.2 KB a vocabulary entry
-        # (its own copy of the embedding: 133 MB at 32,064, 832 MB at 200,064) and 5-233 MB by precision.
-        # int8's fixed part raised by 61.5 MB: Phi-3.5-mini's peak at 512 with the spread prompt
-        # (resolver/runmemory.spread_prompt) was 59 MB above the one-token prompt's; Phi-4-mini not re-measured.
-        overhead={"int8": RunOverhead(fixed=115_000_000, per_vocab=4_290, per_token_head=6_500),
-                  "int4": RunOverhead(fixed=5_000_000, per_vocab=4_290, per_token_head=6_500),
-                  "fp16": RunOverhead(fixed=240_000_000, per_vocab=4_290, per_token_head=2_100)},
+        # per-token cost does not grow with the vocabulary; the CPU plugin keeps ~4.2 KB a vocabulary
+        # entry (its own copy of the embedding: 133 MB at 32,064, 832 MB at 200,064).  Refitted on
+        # Phi-3.5-mini with the spread prompt (resolver/runmemory.spread_prompt; the one-word prompt
+        # had given ~6.3 KB a head a token): 3.6-3.9 KB a head a token beyond the KV cache (116-124 KB
+        # with 32 heads) for every precision, and a fixed part of 113 / 158 / 350 MB for int4 / int8 /
+        # fp16; Phi-4-mini not re-measured with that prompt.
+        overhead={"int8": RunOverhead(fixed=163_000_000, per_vocab=4_290, per_token_head=3_730),
+                  "int4": RunOverhead(fixed=116_000_000, per_vocab=4_290, per_token_head=3_740),
+                  "fp16": RunOverhead(fixed=361_000_000, per_vocab=4_290, per_token_head=3_980)},
     ),
     Runtime(
         distribution="mlx-lm", import_name="mlx_lm", formats=("mlx",),
@@ -177,16 +178,15 @@ RUNTIMES: Final = (
             "rocm": "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/rocm6.2",
             "metal": "pip install --force-reinstall torch (macOS arm64 wheels include MPS)",
         },
-        # Measured (RUN_MEMORY_NOTE): 11 % of the weights again after loading (148 MB on Phi-4-mini's
-        # 1431 MB); per token 1.83 B a vocabulary entry (the fp16/bf16 logits of the prompt's timed
-        # forward pass, resolver/run.py) plus 65 KB (fp16) or 144 KB (bf16) of activations.  The
-        # safetensors are memory-mapped and an untied input embedding (Phi-3.5-mini) is read by row, but
-        # a prompt of a few hundred distinct tokens makes nearly all of it resident (2 MB page-cache
-        # folios): the figures count it whole (resolver/runmemory.spread_prompt measures it so).
-        # Rounded up further (~2 %) than the others: its peak at 2048 varied by 40-55 MB between runs.
-        overhead={"fp16": RunOverhead(weights_share=0.113, per_token=70_000, per_token_vocab=2.0),
-                  "bf16": RunOverhead(weights_share=0.113, per_token=151_000, per_token_vocab=2.0),
-                  "*": RunOverhead(weights_share=0.113, per_token=151_000, per_token_vocab=2.0)},
+        # Measured (RUN_MEMORY_NOTE): 7-11 % of the weights again after loading (148 MB on Phi-4-mini's
+        # 1431 MB, 44-56 MB on Phi-3.5-mini's 620 MB); per token 1.83 B a vocabulary entry (the
+        # fp16/bf16 logits of the prompt's timed forward pass, resolver/run.py) plus 59-78 KB of
+        # activations, fp16 and bf16 alike with the spread prompt (the one-word prompt had given 144 KB
+        # for bf16).  The safetensors are memory-mapped and an untied input embedding (Phi-3.5-mini) is
+        # read by row, but a prompt of a few hundred distinct tokens makes nearly all of it resident
+        # (2 MB page-cache folios): the figures count it whole (resolver/runmemory.spread_prompt
+        # measures it so).  Its peak at 2048 varied by 40-55 MB between runs.
+        overhead={"*": RunOverhead(weights_share=0.1, per_token=80_000, per_token_vocab=2.0)},
     ),
 )
 
