@@ -354,24 +354,30 @@ def _parameters(model: str, layers: int) -> int:
 
 
 def write_costs(path: Path, summary: list[dict[str, Any]], layers: tuple[int, int]) -> None:
-    """builders/data/build_costs.json: the two measured points per model and variant (the plan draws the line)."""
+    """builders/data/build_costs.json: the two measured points per model and variant (the plan draws the
+    line).  Entries this run measured replace their old ones; the others stay, each with its own date."""
     from phi_get import __version__
 
-    costs: dict[str, dict[str, Any]] = {}
+    doc: dict[str, Any] = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    costs: dict[str, dict[str, Any]] = doc.get("costs", {})
+    stamp = f"phi-get {__version__}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs"
+    for entry in costs.values():
+        for cost in entry.values():
+            cost.setdefault("measured_by", doc.get("measured_by", "unknown"))
     for e in summary:
         m = e["measured"]
         if not all(n in m for n in layers):
             continue
         costs.setdefault(e["model"], {})[e["variant"]] = {
             "layers": list(layers), "parameters": [_parameters(e["model"], n) for n in layers],
-            "memory_bytes": [m[n]["tree_pss"] for n in layers], "disk_bytes": [m[n]["peak_disk"] for n in layers]}
-    doc = {"_comment": ["Written by bench/build_real_scale.py --write-costs; read by builders/plan.py (build --plan).",
+            "memory_bytes": [m[n]["tree_pss"] for n in layers], "disk_bytes": [m[n]["peak_disk"] for n in layers],
+            "measured_by": stamp}
+    out = {"_comment": ["Written by bench/build_real_scale.py --write-costs; read by builders/plan.py (build --plan).",
                         "Per model and variant, two builds of the real-dimension checkpoint (phi-get tiny-phi --like)",
                         "with `layers` layers: peak memory of the build's process tree (summed PSS) and peak disk of",
-                        "its output folder (the source checkpoint not included)."],
-           "measured_by": f"phi-get {__version__}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs",
+                        "its output folder (the source checkpoint not included); `measured_by` says when."],
            "costs": costs}
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def main() -> None:
