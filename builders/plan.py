@@ -121,9 +121,11 @@ def build_costs() -> dict[str, Any]:
 
 
 def _line(points: list[list[int]], x: int) -> int:
-    """The value at ``x`` of the line through two (x, y) points."""
+    """The value at ``x`` of the line through two (x, y) points, never below the larger measured y: two
+    nearly equal measurements (the noise larger than one layer's share) can make the line fall, and a
+    bigger model does not need less than a smaller one was measured to take."""
     (x1, y1), (x2, y2) = points
-    return round(y1 + (y2 - y1) * (x - x1) / (x2 - x1))
+    return max(round(y1 + (y2 - y1) * (x - x1) / (x2 - x1)), y1, y2)
 
 
 def expected_needs(recipe: Recipe, spec: VariantSpec, params: int) -> tuple[dict[str, int], str]:

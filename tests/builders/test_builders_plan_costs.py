@@ -56,9 +56,10 @@ def test_plan_extrapolates_the_measurements_to_the_recipes_parameters(recipe: st
         (p1, p2), needs = m["parameters"], docs[variant]["needs"]
         for key in ("memory_bytes", "disk_bytes"):
             y1, y2 = m[key]
-            assert needs[key] == round(y1 + (y2 - y1) * (params - p1) / (p2 - p1)), (variant, key)
+            # the line, floored at the larger measurement (Phi-4-mini's openvino-int4: 7.98 GB at 1 layer, 7.95 at 2)
+            assert needs[key] == max(round(y1 + (y2 - y1) * (params - p1) / (p2 - p1)), y1, y2), (variant, key)
+            assert needs[key] >= max(y1, y2)
         assert docs[variant]["needs_basis"].startswith("measured: ") and model in docs[variant]["needs_basis"]
-        assert needs["memory_bytes"] > m["memory_bytes"][1]  # 32 layers need more than 2
 
 
 def test_a_variant_never_measured_says_its_figures_are_estimated(tmp_path: object) -> None:
