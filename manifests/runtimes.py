@@ -159,7 +159,7 @@ RUNTIMES: Final = (
         # Phi-3.5-mini with the spread prompt (resolver/runmemory.spread_prompt; the one-word prompt
         # had given ~6.3 KB a head a token): 3.6-3.9 KB a head a token beyond the KV cache (116-124 KB
         # with 32 heads) for every precision, and a fixed part of 113 / 158 / 350 MB for int4 / int8 /
-        # fp16; Phi-4-mini not re-measured with that prompt.
+        # fp16; Phi-4-mini's int8 with these constants: +11.3 % / +7.8 % at 512 / 2048 (builders/README).
         overhead={"int8": RunOverhead(fixed=163_000_000, per_vocab=4_290, per_token_head=3_730),
                   "int4": RunOverhead(fixed=116_000_000, per_vocab=4_290, per_token_head=3_740),
                   "fp16": RunOverhead(fixed=361_000_000, per_vocab=4_290, per_token_head=3_980)},
