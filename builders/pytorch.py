@@ -24,14 +24,15 @@ from phi_get.manifests.recipe import VariantSpec
 from .base import BuildContext, Produced
 from .errors import BuildError
 from .evaluate import GENERATE_TOKENS, PROMPT, Reference, runtime_quality, score_logits
-from .safetensors_stream import cast_safetensors
+from .safetensors_stream import TORCH_DTYPES, cast_safetensors
 
 __all__ = ["TOKENIZER_FILES", "PytorchBackend", "run_safetensors"]
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja")
-_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 _SAFETENSORS_DTYPES = {"fp16": "F16", "bf16": "BF16"}
+#: Precision -> the torch dtype transformers loads the artifact in.
+_DTYPES = {precision: TORCH_DTYPES[name] for precision, name in _SAFETENSORS_DTYPES.items()}
 #: Bumped when the cast's output bytes change.
 CAST_VERSION = "1"
 

@@ -18,18 +18,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
+from phi_get.manifests.modelfiles import SAFETENSORS_DTYPES
+
 from .errors import BuildError
 
-__all__ = ["CHUNK_ELEMENTS", "DTYPE_BYTES", "cast_safetensors", "write_streaming"]
+__all__ = ["CHUNK_ELEMENTS", "TORCH_DTYPES", "cast_safetensors", "write_streaming"]
 
 #: Elements per chunk: 16 M (32 MB in bf16, 64 MB of fp32 while casting).
 CHUNK_ELEMENTS: Final = 1 << 24
-#: safetensors dtype -> bytes per element (the dtypes a Phi checkpoint holds).
-DTYPE_BYTES: Final = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                      "BOOL": 1}
 _FLOATS: Final = frozenset({"F64", "F32", "F16", "BF16"})
-#: safetensors dtype -> torch dtype name.
-_TORCH: Final = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+#: The float dtypes a cast writes: safetensors name -> torch name.
+TORCH_DTYPES: Final = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
 def write_streaming(path: Path, tensors: Sequence[tuple[str, str, tuple[int, ...]]],
@@ -41,7 +40,7 @@ def write_streaming(path: Path, tensors: Sequence[tuple[str, str, tuple[int, ...
     offset = 0
     sizes = []
     for name, dtype, shape in tensors:
-        size = DTYPE_BYTES[dtype] * math.prod(shape)
+        size = SAFETENSORS_DTYPES[dtype] * math.prod(shape)
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
         sizes.append(size)
@@ -58,13 +57,13 @@ def write_streaming(path: Path, tensors: Sequence[tuple[str, str, tuple[int, ...
                 raise BuildError(f"tensor {name!r} gave {written} bytes for {path.name}, its shape needs {size}")
 
 
-def cast_safetensors(sources: Sequence[Path], dest: Path, dtype: str) -> int:
+def cast_safetensors(sources: Sequence[Path], dest: Path, dtype: str) -> None:
     """Write every tensor of ``sources`` to the one file ``dest``, float tensors cast to
-    ``dtype`` (``"BF16"``, ``"F16"`` or ``"F32"``), others as they are; returns the tensor count."""
+    ``dtype`` (``"BF16"``, ``"F16"`` or ``"F32"``), others as they are."""
     import torch
     from safetensors import safe_open
 
-    target = getattr(torch, _TORCH[dtype])
+    target = getattr(torch, TORCH_DTYPES[dtype])
     where: dict[str, Path] = {}
     plan = []
     for path in sources:
@@ -90,7 +89,6 @@ def cast_safetensors(sources: Sequence[Path], dest: Path, dtype: str) -> int:
                 yield _bytes(sl[start:start + step], target)
 
     write_streaming(dest, plan, chunks)
-    return len(plan)
 
 
 def _bytes(tensor: object, target: object) -> bytes:

@@ -112,8 +112,10 @@ def _write_weights(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: 
     """A bf16 safetensors file written chunk by chunk: norms 1, matrices N(0, std) from a per-tensor generator."""
     import torch
 
+    by_name = dict(shapes)
+
     def chunks(name: str) -> Iterator[bytes]:
-        shape = dict(shapes)[name]
+        shape = by_name[name]
         if len(shape) == 1:
             yield torch.ones(shape, dtype=torch.bfloat16).view(torch.int16).numpy().tobytes()
             return
@@ -125,13 +127,6 @@ def _write_weights(path: Path, shapes: list[tuple[str, tuple[int, ...]]], seed: 
             yield chunk.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
 
     write_streaming(path, [(name, "BF16", shape) for name, shape in shapes], chunks)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _write_config(folder: Path, config: dict[str, Any], layout: Layout) -> None:

@@ -61,7 +61,7 @@ from phi_get.manifests.artifact import load_artifact_folder
 from phi_get.manifests.errors import PhiGetError
 from phi_get.manifests.manifest import Format
 
-__all__ = ["OVER", "UNDER", "RunMemory", "error_of", "measure_run", "spread_prompt", "within_bound"]
+__all__ = ["OVER", "UNDER", "RunMemory", "error_of", "measure_run", "peak_bytes", "spread_prompt", "start_peak", "within_bound"]
 
 #: The bound a manifest's claim is held to: at most 15 % above
 #: the measured peak, never more than 5 % below it.
@@ -119,6 +119,24 @@ def _status_bytes(key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024  # "VmHWM:  123456 kB"
     raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+def start_peak() -> tuple[int, bool]:
+    """This process's resident bytes now, and whether its high-water mark (VmHWM) was reset to them
+    (``/proc/self/clear_refs`` = 5, proc(5), Linux 4.0+): what happens next is measured from here.
+    VmHWM belongs to this process image; getrusage's ru_maxrss is inherited across exec from a
+    larger parent, so it is no measure here."""
+    baseline = _status_bytes("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return baseline, False
+    return baseline, True
+
+
+def peak_bytes() -> int:
+    """This process's peak resident bytes since :func:`start_peak` (VmHWM)."""
+    return _status_bytes("VmHWM")
 
 
 def _encoder(folder: Path) -> tuple[Callable[[str], list[int]], list[str], Callable[[], None]]:
@@ -191,14 +209,9 @@ def _child(folder: Path, context: int, new_tokens: int, prompt: str) -> dict[str
     for name in _IMPORTS[manifest.format]:
         importlib.import_module(name)
     gc.collect()
-    baseline = _status_bytes("VmRSS")
     # Children waited for so far (torch's import starts one: ~240 MB) are no part of the run.
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (proc(5))
-        reset = True
-    except OSError:
-        reset = False
+    baseline, reset = start_peak()
     gen = generate(folder, manifest, prompt, max_tokens=new_tokens, context=context)
     if gen.prompt_tokens + new_tokens > context:
         raise RuntimeError(f"the prompt took {gen.prompt_tokens} tokens: with {new_tokens} new ones it overflows "
@@ -207,7 +220,7 @@ def _child(folder: Path, context: int, new_tokens: int, prompt: str) -> dict[str
     children = int(after) * 1024 if after > children_before else 0
     return asdict(RunMemory(variant=manifest.variant, runtime=gen.runtime, context=context,
                             prompt_tokens=gen.prompt_tokens, new_tokens=gen.new_tokens, baseline_bytes=baseline,
-                            peak_bytes=_status_bytes("VmHWM"), hwm_reset=reset, children_peak_bytes=children))
+                            peak_bytes=peak_bytes(), hwm_reset=reset, children_peak_bytes=children))
 
 
 def measure_run(folder: Path, context: int, *, new_tokens: int = 4, python: Path | None = None,

@@ -172,9 +172,8 @@ def test_bad_like_and_layout_are_refused_by_name(tmp_path: Path) -> None:
 
 
 #: Each of phi-get's own steps, run alone in a fresh process after its imports, and the peer:
-#: the whole model loaded in fp32, as the steps did before they streamed.  The peak is VmHWM (this
-#: process image's high-water mark, reset after the imports), not getrusage's ru_maxrss, which a
-#: process started by exec inherits from a larger parent (here: pytest, holding earlier models).
+#: the whole model loaded in fp32, as the steps did before they streamed; the peak is runmemory's
+#: (VmHWM reset after the imports: ru_maxrss would read pytest's, inherited across exec).
 STEP_SCRIPT = r"""
 import json, sys
 from pathlib import Path
@@ -183,14 +182,13 @@ from phi_get.builders.checkpoint import open_source
 from phi_get.builders.gguf import convert_to_gguf
 from phi_get.builders.safetensors_stream import cast_safetensors
 from phi_get.builders.streamed_forward import streamed_logits
+from phi_get.resolver.runmemory import peak_bytes, start_peak
 
 step, src, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 ckpt = open_source(src)
 ids = list(range(1, 200))
-def status(key):
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":")) * 1024
-Path("/proc/self/clear_refs").write_text("5")  # VmHWM back to the current RSS: the imports' own peak is not the step's
-before = status("VmRSS")
+before, reset = start_peak()  # the imports' own peak is not the step's
+assert reset
 if step == "whole-model-fp32":
     model = transformers.AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
 elif step == "reference-logits":
@@ -199,7 +197,7 @@ elif step == "gguf-conversion":
     convert_to_gguf(ckpt, out / "model.gguf")
 elif step == "safetensors-cast":
     cast_safetensors(sorted(src.glob("*.safetensors")), out / "model.safetensors", "F16")
-print(json.dumps({"growth": status("VmHWM") - before}))
+print(json.dumps({"growth": peak_bytes() - before}))
 """
 
 
