@@ -27,7 +27,8 @@ fetching ahead of the hasher wait for a buffer while the hasher is busy
 (verification is the bottleneck, so the transfer keeps its pace instead of
 competing with it for the CPU), and spill chunks to disk only, to be read
 back, while the hasher waits for bytes (the network is the bottleneck, so
-no connection idles).  Only when sha256 and size match is the file moved into ``blobs/`` with
+no connection idles).  Reading spilled bytes back is being busy, not
+waiting: were it waiting, each read-back would spill more, to the end.  Only when sha256 and size match is the file moved into ``blobs/`` with
 ``os.replace``; on a mismatch the work folder is deleted and an
 :class:`IntegrityError` raised.
 
@@ -633,9 +634,8 @@ def _run(job: _Job, workers: int) -> str:
                 continue
             if back is None:
                 back = memoryview(mmap.mmap(-1, _HASH_READ))  # page-aligned, for direct reads
-            with job.lock:  # reading back frees no buffer: to workers fetching ahead, this is starving too
-                job.starved_since = time.monotonic()
-                job.space.notify_all()
+            # Not starving: the bytes are here, the hasher is busy.  Workers fetching ahead wait for a buffer instead
+            # of spilling more for it to read back (which kept it reading back and them spilling, to the end).
             while pos < limit:
                 n = job.file.read_back(back, pos, min(_HASH_READ, limit - pos))
                 if not n:
@@ -643,8 +643,6 @@ def _run(job: _Job, workers: int) -> str:
                 h.update(back[:n])
                 pos += n
                 job.stats.read_back += n
-            with job.lock:
-                job.starved_since = None
         for f in futures:
             f.result()
     finally:

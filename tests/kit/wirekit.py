@@ -154,6 +154,8 @@ class Faults:
     slow: float = 0.0
     #: Answer every request with 503.
     down: bool = False
+    #: Seconds to wait, once, before the body of the first blob answer that starts at byte 0.
+    stall_first: float = 0.0
 
 
 @dataclass
@@ -224,6 +226,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             limit = min(length, f.drop_after)
             if f.drop_count is not None:
                 f.drop_count -= 1
+        if is_blob and start == 0 and f.stall_first:
+            pause, f.stall_first = f.stall_first, 0.0
+            time.sleep(pause)
         with open(path, "rb") as fh:
             if not (is_blob and (f.corrupt or f.slow)) and limit == length:
                 sent = 0

@@ -246,3 +246,38 @@ def test_gc_removes_abandoned_downloads_and_keeps_live_ones(tmp_path: Path, othe
     assert (live / "data").read_bytes() == b"y" * 10
     assert f"partial/{'a' * 64}" in report.removed and f"partial/{'b' * 64}/{dead_name}" in report.removed
     assert report.freed_bytes >= 1100
+
+
+def test_reading_back_spilled_bytes_does_not_make_workers_spill_more(tmp_path: Path, kit: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A moment's stall spills a little; hashing those bytes back must not keep the workers spilling to the end.
+
+    The first part stalls once, so the workers fetching ahead spill while the
+    hasher waits; the disk reads back slowly (a busy disk).  While the hasher
+    reads back it is busy, not waiting: the workers wait for a buffer.  Had
+    reading back counted as waiting, each read-back would spill more, and
+    nearly the whole blob would go to disk and back (as it did: 864 of 1024
+    MiB in one round of bench/install_throughput.py).
+    """
+    size = 128 << 20
+    data = tmp_path / "weights.bin"
+    data.write_bytes(os.urandom(size))
+    files: dict[str, bytes | Path] = {"weights.bin": data}
+    m = kit.make_manifest("blob-model", "1.0.0", "safetensors-fp32", files, max_context=4096)
+    kit.write_mirror(tmp_path / "mirror", [(m, files)])
+    entry = m.files[0]
+    monkeypatch.setattr(fetch, "_part_size", lambda size, workers: 4 << 20)  # 1 MiB chunks
+    slow_back = fetch.PositionalFile.read_back
+
+    def busy_disk(self: Any, buf: memoryview, pos: int, want: int) -> int:
+        time.sleep(0.03)
+        return slow_back(self, buf, pos, want)
+
+    monkeypatch.setattr(fetch.PositionalFile, "read_back", busy_disk)
+    with kit.LoopbackServer(tmp_path / "mirror") as srv:
+        srv.faults.stall_first = 0.05
+        store = Store(tmp_path / "home").ensure()
+        stats = fetch_blob(store, entry, [_url(srv, entry)])
+    assert stats.read_back > 0, "nothing was spilled during the stall: the case is not the one under test"
+    assert stats.read_back < size // 4, f"{stats.read_back >> 20} of {size >> 20} MiB were spilled and read back"
+    assert _placed(store, entry) == data.read_bytes()
