@@ -30,7 +30,6 @@ Imports torch, transformers and safetensors inside functions only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -38,6 +37,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
+
+from phi_get.manifests.artifact import sha256_file
 
 from .errors import BuildError
 from .eval_text import EVAL_TEXT
@@ -183,15 +184,11 @@ def train(base: Path, log: Any = None) -> dict[str, Any]:
 # -- the checkpoint ----------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _shipped_weights() -> Path:
     path = Path(str(resources.files("phi_get.builders").joinpath(WEIGHTS_FILE)))
     if not path.is_file():
         raise BuildError(f"the trained weights {WEIGHTS_FILE} are missing from this phi-get installation")
-    if (digest := _sha256(path)) != WEIGHTS_SHA256:
+    if (digest := sha256_file(path)) != WEIGHTS_SHA256:
         raise BuildError(f"the trained weights {WEIGHTS_FILE} have sha256 {digest}, not the recorded "
                          f"{WEIGHTS_SHA256}: the file is damaged or was replaced")
     return path
@@ -221,7 +218,7 @@ def _put_weights(folder: Path, weights: Path) -> None:
     """Replace the random weights of a ``TRAINED_SPEC`` checkpoint with ``weights`` (bf16) and say so."""
     from safetensors.torch import load_file, save_file
 
-    if (digest := _sha256(folder / "tokenizer.model")) != TOKENIZER_SHA256:
+    if (digest := sha256_file(folder / "tokenizer.model")) != TOKENIZER_SHA256:
         raise BuildError(f"this machine's tiny tokenizer (tokenizer.model sha256 {digest}) is not the one the "
                          f"trained weights were made for ({TOKENIZER_SHA256}): its sentencepiece trains differently")
     tensors = load_file(str(weights))
@@ -232,7 +229,7 @@ def _put_weights(folder: Path, weights: Path) -> None:
     for name, update in (
             ("config.json", {"dtype": "bfloat16"}),  # the weights are bf16, as Phi-3's and Phi-4's published ones
             ("phi-get-tiny.json", {"generator": "phi-get tiny-phi --trained", "trained": TRAINING,
-                                   "weights_sha256": _sha256(weights)})):
+                                   "weights_sha256": sha256_file(weights)})):
         path = folder / name
         data = json.loads(path.read_text("utf-8")) | update
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -252,7 +249,7 @@ def _main(argv: list[str]) -> int:
         base = make_tiny_phi(Path(tmp) / "base", TRAINED_SPEC)
         tensors = train(base, log=lambda line: print(line, file=sys.stderr, flush=True))
         save_file(tensors, argv[1], metadata={"format": "pt"})
-        print(f"weights sha256 {_sha256(Path(argv[1]))}\ntokenizer sha256 {_sha256(base / 'tokenizer.model')}")
+        print(f"weights sha256 {sha256_file(Path(argv[1]))}\ntokenizer sha256 {sha256_file(base / 'tokenizer.model')}")
     return 0
 
 
