@@ -2,7 +2,9 @@
 
 ``build_recipe`` is the one entry point (the CLI and the demo call it).
 Each variant is built in a hidden temporary folder beside its final place
-(``OUT/<name>/<version>/.<variant>.tmp-*``), checked by its runtime, given
+(``OUT/<name>/<version>/.<variant>.<host>-<pid>-<random>.tmp``, named as
+:mod:`phi_get.manifests.atomic` names temps: the next build of the variant
+removes one left by a build killed with ``kill -9``), checked by its runtime, given
 held to the quality gate (``evaluate.quality_gate``: a runtime that computes
 wrong numbers fails the variant), given its manifest, verified with
 :func:`load_artifact_folder`, and only then renamed to
@@ -20,13 +22,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from phi_get import __version__
 from phi_get.manifests.artifact import MANIFEST_FILENAME, file_entry, load_artifact_folder
+from phi_get.manifests.atomic import sweep_abandoned, temp_beside
 from phi_get.manifests.errors import PhiGetError
 from phi_get.manifests.manifest import Manifest, MemoryNeeds, Provenance, QualityCheck
 from phi_get.manifests.recipe import Recipe, VariantSpec, load_recipe
@@ -126,11 +128,24 @@ def _manifest(recipe: Recipe, spec: VariantSpec, ckpt: Checkpoint, tmp: Path, to
     )
 
 
+def temp_folder(final: Path) -> Path:
+    """A fresh, empty temporary folder beside ``final``; those of killed builds of it are removed first."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_abandoned(final)
+    tmp = temp_beside(final)
+    tmp.mkdir()
+    return tmp
+
+
 def install_folder(tmp: Path, final: Path) -> None:
-    """Rename a finished temporary folder into place, replacing an older build."""
+    """Rename a finished temporary folder into place, replacing an older build.
+
+    The older build is moved aside under a temp name first, so a kill
+    between the two renames leaves it where the next build removes it.
+    """
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = temp_beside(final)
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
@@ -139,8 +154,7 @@ def install_folder(tmp: Path, final: Path) -> None:
 
 def _build_one(recipe: Recipe, spec: VariantSpec, ctx: BuildContext, final: Path, tools: dict[str, str],
                command: tuple[str, ...]) -> BuildResult:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.id}.tmp-", dir=final.parent))
+    tmp = temp_folder(final)
     start = time.perf_counter()
     try:
         produced = backend_for(spec).build(spec, ctx, tmp)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -53,7 +52,7 @@ from phi_get.manifests.recipe import VariantSpec, load_variant_catalog, variant_
 from phi_get.manifests.runtimes import run_overhead
 
 from .base import BuildContext
-from .build import BUILDER, artifact_path, install_folder, work_folder
+from .build import BUILDER, artifact_path, install_folder, temp_folder, work_folder
 from .checkpoint import PHI3_ARCHITECTURE, Checkpoint, open_source
 from .errors import BuildError
 from .evaluate import (
@@ -270,8 +269,7 @@ def import_prebuilt(source: str, *, name: str, version: str, variant: str, out: 
                              "declare --quantization and --precision")
     spec = _spec(variant, fmt, found_q, declared)
     final = artifact_path(out, name, version, variant)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{variant}.tmp-", dir=final.parent))
+    tmp = temp_folder(final)
     try:
         for rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)

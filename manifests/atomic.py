@@ -5,8 +5,12 @@ refs and records, the index cache, a static mirror's documents, a GGUF under
 construction, a tiny checkpoint), so each goes through the same steps:
 
 1. the bytes go to a temp file in the target's folder (same filesystem, so
-   the rename is atomic), named ``.<name>.<random>.tmp``: hidden, unique per
-   call, never reused, recognisably phi-get's;
+   the rename is atomic), named ``.<name>.<host>-<pid>-<random>.tmp``:
+   hidden, unique per call, never reused, recognisably phi-get's, and naming
+   its writer, so a temp left by a writer killed with ``kill -9`` (a GGUF
+   conversion's 15 GB fp32 intermediate, a build's artifact folder) is
+   removed by the next write of the same target (:func:`sweep_abandoned`)
+   once that process is gone;
 2. fsync policy: the file's data is flushed to disk (``os.fsync``) before the
    rename, so a crash after the rename never leaves a short or empty file
    under the target's name (ext4 and XFS may otherwise commit the rename
@@ -23,18 +27,65 @@ Callers map errors to their own vocabulary (the store turns a full disk into
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
-__all__ = ["replacing", "temp_beside", "write_atomic"]
+__all__ = ["host_tag", "process_alive", "replacing", "sweep_abandoned", "temp_beside", "write_atomic"]
+
+_OWNED_TEMP: Final = re.compile(r"(?P<host>[0-9a-f]{12})-(?P<pid>[0-9]{1,10})-[0-9a-f]{12}\.tmp")
+
+
+def host_tag() -> str:
+    """This host, as it appears in the names of temps, work folders and pins (no host name on disk)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (True where it cannot be told: Windows)."""
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows: callers rely on mtimes
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def temp_beside(path: Path) -> Path:
-    """A fresh temp name in ``path``'s folder: ``.<name>.<16 hex digits>.tmp``."""
-    return path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
+    """A fresh temp name in ``path``'s folder: ``.<name>.<host>-<pid>-<12 hex digits>.tmp``."""
+    return path.with_name(f".{path.name}.{host_tag()}-{os.getpid()}-{os.urandom(6).hex()}.tmp")
+
+
+def sweep_abandoned(path: Path) -> list[Path]:
+    """Remove the temps beside ``path`` whose writer, a process of this host, is gone; return them.
+
+    Only ``path``'s own temps (``.<name>.<host>-<pid>-<random>.tmp``): not
+    another target's, not a live writer's (this process's included), not
+    another host's (on a shared folder its liveness cannot be told).
+    """
+    prefix, here, removed = f".{path.name}.", host_tag(), []
+    try:
+        entries = list(os.scandir(path.parent))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        owned = _OWNED_TEMP.fullmatch(entry.name[len(prefix):]) if entry.name.startswith(prefix) else None
+        if owned is None or owned["host"] != here:
+            continue
+        pid = int(owned["pid"])
+        if pid != os.getpid() and not process_alive(pid):
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
 
 
 def _fsync_file(path: Path) -> None:
@@ -62,9 +113,11 @@ def replacing(path: Path, *, folder: bool = False) -> Iterator[Path]:
     non-empty folder, so a crash between the two leaves no folder, never a
     half-written one).  A file is fsynced before the rename; a folder's files
     are the writer's to sync.  On any exception the temp path is removed and
-    the exception goes on.
+    the exception goes on.  Temps of ``path`` left by killed writers are
+    removed first (:func:`sweep_abandoned`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_abandoned(path)
     tmp = temp_beside(path)
     if folder:
         tmp.mkdir()

@@ -80,7 +80,6 @@ import errno
 import hashlib
 import os
 import shutil
-import socket
 import stat
 import time
 import uuid
@@ -91,7 +90,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from phi_get.manifests.artifact import MANIFEST_FILENAME
-from phi_get.manifests.atomic import write_atomic
+from phi_get.manifests.atomic import host_tag, process_alive, write_atomic
 from phi_get.manifests.manifest import Manifest, parse_manifest
 from phi_get.manifests.names import check_digest
 
@@ -109,9 +108,7 @@ __all__ = [
     "Store",
     "Verdict",
     "default_home",
-    "host_tag",
     "is_disk_full",
-    "process_alive",
 ]
 
 LAYOUT_VERSION: Final = "1"
@@ -125,24 +122,6 @@ _O_BINARY: Final = getattr(os, "O_BINARY", 0)
 
 def is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def host_tag() -> str:
-    """This host, as it appears in the names of work folders and pins (no host name on disk)."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (True where it cannot be told: Windows)."""
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows: callers rely on mtimes
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BlobUnusableError(IntegrityError):

@@ -9,7 +9,7 @@ blob by several processes; correctness never depends on it.  What of
 ``partial/`` no live process uses is :func:`abandoned_downloads` (gc and the
 next download clean it up).  The download pipeline itself: :mod:`.fetch`.
 
-Imports the standard library and :mod:`.store`.
+Imports the standard library and :mod:`phi_get.manifests.atomic`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Final
 
-from .store import host_tag, process_alive
+from phi_get.manifests.atomic import host_tag, process_alive
 
 __all__ = ["LEASE_STALE_S", "abandoned_downloads"]
 
@@ -31,7 +31,7 @@ _LEASE_BEAT_S: Final = 1.0
 _NO_LEASE_ENV: Final = "PHI_GET_NO_LEASE"  # tests: behave as if O_EXCL did not exclude
 _WORK_PREFIX: Final = "w-"
 
-_alive = process_alive  # the fact lives in store.py: gc's pins need it too
+_alive = process_alive  # the fact lives in manifests/atomic.py: temps, gc's pins and work folders need it
 
 
 class _Lease:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,44 @@ def test_a_failed_variant_leaves_nothing_that_looks_finished(tiny_phi: Path, tmp
         assert head.endswith("): RuntimeError: llama.cpp refused the file"), r.reason
         assert "llama.cpp refused the file" in Path(log).read_text()
     assert list((tmp_path / "tiny-phi" / "0.1.0").iterdir()) == []
+
+
+_KILLED_BUILD = """
+import sys, time
+from pathlib import Path
+from phi_get.builders import pytorch
+from phi_get.builders.build import build_recipe
+real_cast = pytorch.cast_safetensors
+
+def cast_then_hang(sources, dest, dtype):
+    real_cast(sources, dest, dtype)  # the bytes are written; the process is killed before the folder is renamed
+    Path(sys.argv[3]).write_text(str(dest))
+    time.sleep(600)
+
+pytorch.cast_safetensors = cast_then_hang
+build_recipe("tiny-phi", Path(sys.argv[1]), Path(sys.argv[2]), only="safetensors-fp16")
+"""
+
+
+def test_a_build_killed_mid_cast_leaves_nothing_finished_and_the_next_build_removes_its_folder(
+        tiny_phi: Path, tmp_path: Path) -> None:
+    """kill -9 during a variant's build: no folder that looks finished; the next build removes the hidden one."""
+    out, marker = tmp_path / "out", tmp_path / "cast-done"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_BUILD, str(tiny_phi), str(out), str(marker)])
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"the build never reached the cast (exit {proc.poll()})"
+    finally:
+        proc.kill()
+        proc.wait()
+    version = out / "tiny-phi" / "0.1.0"
+    left = [p.name for p in version.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".safetensors-fp16."), left  # hidden, unfinished
+    assert Path(marker.read_text()).is_relative_to(version / left[0])  # the cast wrote into that hidden folder
+    assert not (version / left[0] / "manifest.json").exists()
+    results = build_recipe("tiny-phi", tiny_phi, out, only="safetensors-fp16")
+    assert [r.outcome for r in results] == [Outcome.BUILT], results[0].reason
+    assert [p.name for p in version.iterdir()] == ["safetensors-fp16"]
+    load_artifact_folder(version / "safetensors-fp16", verify=True)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from phi_get.manifests.atomic import replacing, write_atomic
+from phi_get.manifests.atomic import replacing, temp_beside, write_atomic
 
 OLD = b"old bytes, whole\n"
 
@@ -85,22 +85,17 @@ def test_success_replaces_whole(tmp_path: Path) -> None:
     assert _listing(tmp_path) == ["checkpoint", "index.json", "model.gguf"]
 
 
-def test_process_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
-    """Fault: the process is killed (SIGKILL) while writing: the target still holds the old bytes, whole.
+_HANGING_WRITER = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from phi_get.manifests.atomic import replacing\n"
+    "with replacing(Path(sys.argv[1])) as tmp, open(tmp, 'wb') as fh:\n"
+    "    fh.write(b'partial'); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
+)
 
-    No cleanup can run in a killed process; what it leaves is one hidden
-    ``.<name>.<random>.tmp`` beside the target, never a torn target.
-    """
-    target = tmp_path / "catalog.json"
-    target.write_bytes(OLD)
-    script = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from phi_get.manifests.atomic import replacing\n"
-        "with replacing(Path(sys.argv[1])) as tmp, open(tmp, 'wb') as fh:\n"
-        "    fh.write(b'partial'); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True)
+
+def _writer_killed_mid_write(target: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _HANGING_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
         os.kill(proc.pid, signal.SIGKILL)
@@ -111,9 +106,39 @@ def test_process_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_process_killed_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
+    """Fault: the process is killed (SIGKILL) while writing: the target still holds the old bytes, whole.
+
+    No cleanup can run in a killed process; what it leaves is one hidden
+    ``.<name>.<host>-<pid>-<random>.tmp`` beside the target, never a torn target.
+    """
+    target = tmp_path / "catalog.json"
+    target.write_bytes(OLD)
+    _writer_killed_mid_write(target)
     assert target.read_bytes() == OLD
     leftovers = [n for n in _listing(tmp_path) if n != "catalog.json"]
     assert len(leftovers) == 1 and leftovers[0].startswith(".catalog.json.") and leftovers[0].endswith(".tmp")
+
+
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    """Fault: a writer killed mid-write (a GGUF conversion's 15 GB intermediate, at real scale) left its temp.
+
+    The next write of the same target removes it; a live writer's temp of
+    that target, and a dead writer's temp of another target, stay.
+    """
+    target, other = tmp_path / "model-f32.gguf", tmp_path / "model-f32.gguf.sha"
+    _writer_killed_mid_write(target)
+    _writer_killed_mid_write(other)
+    (dead,) = [n for n in _listing(tmp_path) if n.startswith(".model-f32.gguf.") and "sha" not in n]
+    (other_dead,) = [n for n in _listing(tmp_path) if n.startswith(".model-f32.gguf.sha.")]
+    live = temp_beside(target)  # this process's own: alive
+    live.write_bytes(b"in progress")
+    with replacing(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(_listing(tmp_path)) == sorted([target.name, other_dead, live.name]), dead
 
 
 def test_a_secret_is_private_from_its_first_byte(tmp_path: Path) -> None:
