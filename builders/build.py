@@ -28,7 +28,7 @@ from pathlib import Path
 
 from phi_get import __version__
 from phi_get.manifests.artifact import MANIFEST_FILENAME, file_entry, load_artifact_folder
-from phi_get.manifests.atomic import sweep_abandoned, temp_beside
+from phi_get.manifests.atomic import fresh_temp, temp_beside
 from phi_get.manifests.errors import PhiGetError
 from phi_get.manifests.manifest import Manifest, MemoryNeeds, Provenance, QualityCheck
 from phi_get.manifests.recipe import Recipe, VariantSpec, load_recipe
@@ -128,15 +128,6 @@ def _manifest(recipe: Recipe, spec: VariantSpec, ckpt: Checkpoint, tmp: Path, to
     )
 
 
-def temp_folder(final: Path) -> Path:
-    """A fresh, empty temporary folder beside ``final``; those of killed builds of it are removed first."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    sweep_abandoned(final)
-    tmp = temp_beside(final)
-    tmp.mkdir()
-    return tmp
-
-
 def install_folder(tmp: Path, final: Path) -> None:
     """Rename a finished temporary folder into place, replacing an older build.
 
@@ -154,7 +145,7 @@ def install_folder(tmp: Path, final: Path) -> None:
 
 def _build_one(recipe: Recipe, spec: VariantSpec, ctx: BuildContext, final: Path, tools: dict[str, str],
                command: tuple[str, ...]) -> BuildResult:
-    tmp = temp_folder(final)
+    tmp = fresh_temp(final, folder=True)
     start = time.perf_counter()
     try:
         produced = backend_for(spec).build(spec, ctx, tmp)

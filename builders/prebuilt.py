@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from phi_get.manifests.artifact import MANIFEST_FILENAME, file_entry, load_artifact_folder
+from phi_get.manifests.atomic import fresh_temp
 from phi_get.manifests.canonical import load_json_document
 from phi_get.manifests.errors import ManifestError
 from phi_get.manifests.manifest import Format, Manifest, MemoryNeeds, Provenance, Quality, Source
@@ -52,7 +53,7 @@ from phi_get.manifests.recipe import VariantSpec, load_variant_catalog, variant_
 from phi_get.manifests.runtimes import run_overhead
 
 from .base import BuildContext
-from .build import BUILDER, artifact_path, install_folder, temp_folder, work_folder
+from .build import BUILDER, artifact_path, install_folder, work_folder
 from .checkpoint import PHI3_ARCHITECTURE, Checkpoint, open_source
 from .errors import BuildError
 from .evaluate import (
@@ -269,7 +270,7 @@ def import_prebuilt(source: str, *, name: str, version: str, variant: str, out: 
                              "declare --quantization and --precision")
     spec = _spec(variant, fmt, found_q, declared)
     final = artifact_path(out, name, version, variant)
-    tmp = temp_folder(final)
+    tmp = fresh_temp(final, folder=True)
     try:
         for rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)

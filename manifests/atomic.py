@@ -37,14 +37,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-__all__ = ["host_tag", "process_alive", "replacing", "sweep_abandoned", "temp_beside", "write_atomic"]
+__all__ = ["fresh_temp", "host_tag", "owner_of", "owner_tag", "process_alive", "replacing", "sweep_abandoned",
+           "temp_beside", "write_atomic"]
 
-_OWNED_TEMP: Final = re.compile(r"(?P<host>[0-9a-f]{12})-(?P<pid>[0-9]{1,10})-[0-9a-f]{12}\.tmp")
+_OWNER: Final = re.compile(r"(?P<host>[0-9a-f]{12})-(?P<pid>[0-9]{1,10})-[0-9a-f]{12}")
 
 
 def host_tag() -> str:
     """This host, as it appears in the names of temps, work folders and pins (no host name on disk)."""
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+
+
+def owner_tag() -> str:
+    """``<host>-<pid>-<12 hex digits>``: a fresh name part saying which process of which host made the thing."""
+    return f"{host_tag()}-{os.getpid()}-{os.urandom(6).hex()}"
+
+
+def owner_of(tag: str) -> tuple[str, int] | None:
+    """The (host tag, pid) an :func:`owner_tag` names; None for any other string."""
+    owned = _OWNER.fullmatch(tag)
+    return (owned["host"], int(owned["pid"])) if owned else None
 
 
 def process_alive(pid: int) -> bool:
@@ -62,7 +74,18 @@ def process_alive(pid: int) -> bool:
 
 def temp_beside(path: Path) -> Path:
     """A fresh temp name in ``path``'s folder: ``.<name>.<host>-<pid>-<12 hex digits>.tmp``."""
-    return path.with_name(f".{path.name}.{host_tag()}-{os.getpid()}-{os.urandom(6).hex()}.tmp")
+    return path.with_name(f".{path.name}.{owner_tag()}.tmp")
+
+
+def fresh_temp(path: Path, *, folder: bool = False) -> Path:
+    """A fresh temp beside ``path`` (an empty folder with ``folder``), its folder made, killed writers' temps
+    of ``path`` removed first (:func:`sweep_abandoned`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_abandoned(path)
+    tmp = temp_beside(path)
+    if folder:
+        tmp.mkdir()
+    return tmp
 
 
 def sweep_abandoned(path: Path) -> list[Path]:
@@ -78,11 +101,9 @@ def sweep_abandoned(path: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     for entry in entries:
-        owned = _OWNED_TEMP.fullmatch(entry.name[len(prefix):]) if entry.name.startswith(prefix) else None
-        if owned is None or owned["host"] != here:
-            continue
-        pid = int(owned["pid"])
-        if pid != os.getpid() and not process_alive(pid):
+        tag = entry.name[len(prefix):].removesuffix(".tmp")
+        owner = owner_of(tag) if entry.name.startswith(prefix) and entry.name.endswith(".tmp") else None
+        if owner is not None and owner[0] == here and owner[1] != os.getpid() and not process_alive(owner[1]):
             _remove(Path(entry.path))
             removed.append(Path(entry.path))
     return removed
@@ -116,11 +137,7 @@ def replacing(path: Path, *, folder: bool = False) -> Iterator[Path]:
     the exception goes on.  Temps of ``path`` left by killed writers are
     removed first (:func:`sweep_abandoned`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_abandoned(path)
-    tmp = temp_beside(path)
-    if folder:
-        tmp.mkdir()
+    tmp = fresh_temp(path, folder=folder)
     try:
         yield tmp
         if folder:

@@ -28,7 +28,8 @@ fetching ahead of the hasher wait for a buffer while the hasher is busy
 competing with it for the CPU), and spill chunks to disk only, to be read
 back, while the hasher waits for bytes (the network is the bottleneck, so
 no connection idles).  Reading spilled bytes back is being busy, not
-waiting: were it waiting, each read-back would spill more, to the end.  Only when sha256 and size match is the file moved into ``blobs/`` with
+waiting: were it waiting, each read-back would spill more, to the end.
+Only when sha256 and size match is the file moved into ``blobs/`` with
 ``os.replace``; on a mismatch the work folder is deleted and an
 :class:`IntegrityError` raised.
 

@@ -90,7 +90,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from phi_get.manifests.artifact import MANIFEST_FILENAME
-from phi_get.manifests.atomic import host_tag, process_alive, write_atomic
+from phi_get.manifests.atomic import host_tag, owner_of, owner_tag, process_alive, write_atomic
 from phi_get.manifests.manifest import Manifest, parse_manifest
 from phi_get.manifests.names import check_digest
 
@@ -349,7 +349,7 @@ class Store:
 
     # -- pins: what running installs need --------------------------------------
     def pin(self) -> Pin:
-        return Pin(store=self, path=self.home / "pins" / f"{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        return Pin(store=self, path=self.home / "pins" / owner_tag())
 
     def pinned(self, *, drop_dead: bool = False) -> tuple[set[str], list[Path]]:
         """(the names pinned by live processes, the pins of processes that are gone); ``drop_dead`` deletes those."""
@@ -540,10 +540,9 @@ def _copy_unchanged(src: Path, dest: Path, ident: Identity, hex_: str) -> None:
 
 def _pin_alive(path: Path) -> bool:
     """A pin of this host counts while its process runs; another host's, for ``PIN_MAX_AGE_S`` after it was written."""
-    host, _, rest = path.name.partition("-")
-    pid = rest.partition("-")[0]
-    if host == host_tag() and pid.isdigit() and os.name != "nt":
-        return int(pid) == os.getpid() or process_alive(int(pid))
+    owner = owner_of(path.name)
+    if owner is not None and owner[0] == host_tag() and os.name != "nt":
+        return owner[1] == os.getpid() or process_alive(owner[1])
     try:
         return time.time() - path.stat().st_mtime < PIN_MAX_AGE_S
     except FileNotFoundError:

@@ -18,11 +18,10 @@ import os
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Final
 
-from phi_get.manifests.atomic import host_tag, process_alive
+from phi_get.manifests.atomic import host_tag, owner_of, owner_tag, process_alive
 
 __all__ = ["LEASE_STALE_S", "abandoned_downloads"]
 
@@ -84,7 +83,7 @@ class _Lease:
 
 def _work_name() -> str:
     """``w-<host>-<pid>-<random>``: the owner is in the name, so adopting a folder is one rename."""
-    return f"{_WORK_PREFIX}{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{_WORK_PREFIX}{owner_tag()}"
 
 
 def _orphaned(folder: Path) -> bool:
@@ -99,12 +98,13 @@ def _orphaned(folder: Path) -> bool:
     owner's lease heartbeat touches the folder every second.  A folder that
     vanished meanwhile is not orphaned: there is nothing left to adopt.
     """
-    _prefix, host, pid, _rand = (folder.name.split("-") + ["", "", ""])[:4]
-    if host == _host_tag() and pid.isdigit():
-        if int(pid) == os.getpid():  # this process: orphaned unless one of its downloads is using it
+    owner = owner_of(folder.name.removeprefix(_WORK_PREFIX))
+    if owner is not None and owner[0] == _host_tag():
+        pid = owner[1]
+        if pid == os.getpid():  # this process: orphaned unless one of its downloads is using it
             with _IN_USE_LOCK:
                 return folder.name not in _IN_USE
-        if not _alive(int(pid)):
+        if not _alive(pid):
             return True
         if os.name != "nt":  # a live process here: never, however quiet its download
             return False
