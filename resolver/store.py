@@ -489,13 +489,20 @@ def _reached_directly(path: Path, within: Path) -> bool:
 
 
 def _hash_unchanged(path: Path, ident: Identity) -> tuple[str, Identity | None]:
-    """(hex sha256, identity after hashing) of the file ``ident`` names; ("why not", None) if it changed meanwhile."""
+    """(hex sha256, identity after hashing) of the file ``ident`` names; ("why not", None) if it changed meanwhile.
+
+    "Changed" is judged by :meth:`Identity.same_bytes` (inode, size, mtime):
+    a concurrent install hard-linking the blob moves its ``ctime_ns``
+    without touching a byte, and counting that as a change moved good blobs
+    aside to download them again.  A write that then restores the mtime
+    still changes the bytes, which the hash itself catches.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_BINARY)
     except OSError as exc:
         return f"it cannot be read ({exc.strerror})", None
     try:
-        if Identity.of(os.fstat(fd)) != ident:
+        if not Identity.of(os.fstat(fd)).same_bytes(ident):
             return "it changed while it was being checked", None
         h = hashlib.sha256()
         buf = memoryview(bytearray(_HASH_CHUNK))
@@ -505,7 +512,7 @@ def _hash_unchanged(path: Path, ident: Identity) -> tuple[str, Identity | None]:
         after = Identity.of(os.fstat(fd))
     finally:
         os.close(fd)
-    if after != ident:
+    if not after.same_bytes(ident):
         return "it changed while it was being checked", None
     return h.hexdigest(), after
 
